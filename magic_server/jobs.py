@@ -1,0 +1,285 @@
+"""Jobs, the fair queue and the engine worker thread.
+
+The worker is the only thread that calls the engine; it never touches a socket. It reports
+through `emit(WorkerEvent)`, which the server loop drains (see server.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from magic_protocol import protocol as P
+from magic_protocol.protocol import ErrorCode, FrameSpec
+from magic_server.engine.api import Cancelled, EngineInputError, Progress, SynthesisOptions
+
+log = logging.getLogger("magic_server")
+
+PROGRESS_MIN_INTERVAL_S = 0.1  # at most ten progress events a second
+PREVIEW_MIN_INTERVAL_S = 0.25  # at most four preview frames a second
+PREVIEW_EVERY = 5  # ask the engine for previews every this many iterations
+
+
+@dataclass
+class Job:
+    owner: bytes  # ROUTER routing id of the submitter
+    req: str | None  # the submitter's request tag, echoed on every event
+    params: P.SubmitParams
+    frames: dict[str, tuple[FrameSpec, Any]] | None  # raw buffers until the worker decodes them
+    width: int
+    height: int
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = "cancelled"
+    state: str = "queued"  # queued | running | done
+    submitted_at: float = field(default_factory=time.monotonic)
+
+    def release(self) -> None:
+        """Drop the pixel buffers (a cancelled or finished job keeps no image memory)."""
+        self.frames = None
+
+    def summary(self, viewer: bytes | None = None, position: int | None = None) -> dict:
+        d = {"job": self.id, "state": self.state, "mode": self.params.mode,
+             "samples": self.params.samples, "preset": self.params.preset,
+             "width": self.width, "height": self.height, "mine": viewer == self.owner}
+        if position is not None:
+            d["position"] = position
+        return d
+
+
+class FairQueue:
+    """Queued jobs, served round-robin over clients (FIFO within one client)."""
+
+    def __init__(self) -> None:
+        self._by_client: collections.OrderedDict[bytes, collections.deque[Job]] = \
+            collections.OrderedDict()
+
+    def push(self, job: Job) -> None:
+        self._by_client.setdefault(job.owner, collections.deque()).append(job)
+
+    def pop(self) -> Job | None:
+        if not self._by_client:
+            return None
+        owner, jobs = next(iter(self._by_client.items()))
+        job = jobs.popleft()
+        if jobs:
+            self._by_client.move_to_end(owner)
+        else:
+            del self._by_client[owner]
+        return job
+
+    def remove(self, job: Job) -> bool:
+        jobs = self._by_client.get(job.owner)
+        if jobs is None or job not in jobs:
+            return False
+        jobs.remove(job)
+        if not jobs:
+            del self._by_client[job.owner]
+        return True
+
+    def order(self) -> list[Job]:
+        """The order in which pop() will return the queued jobs."""
+        lanes = [list(jobs) for jobs in self._by_client.values()]
+        out: list[Job] = []
+        depth = 0
+        while len(out) < len(self):
+            for lane in lanes:
+                if depth < len(lane):
+                    out.append(lane[depth])
+            depth += 1
+        return out
+
+    def count_for(self, owner: bytes) -> int:
+        return len(self._by_client.get(owner, ()))
+
+    def find(self, job_id: str) -> Job | None:
+        return next((j for j in self if j.id == job_id), None)
+
+    def __iter__(self) -> Iterator[Job]:
+        for jobs in list(self._by_client.values()):
+            yield from list(jobs)
+
+    def __len__(self) -> int:
+        return sum(len(j) for j in self._by_client.values())
+
+
+@dataclass
+class WorkerEvent:
+    """Something the worker reports about a job; `kind` is a protocol reply type."""
+
+    kind: str  # PROGRESS | RESULT | ERROR | CANCELLED
+    job: Job
+    fields: dict[str, Any]
+    frames: list[tuple[FrameSpec, Any]] = field(default_factory=list)
+
+
+def decode_inputs(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw frames -> engine inputs: uint8 HxWx3 image, bool HxW masks."""
+    assert job.frames is not None
+    h, w = job.height, job.width
+
+    def plane(name: str, channels: int) -> np.ndarray:
+        _, buf = job.frames[name]
+        return np.frombuffer(buf, dtype=np.uint8).reshape(h, w, channels)
+
+    image = np.ascontiguousarray(plane(P.FRAME_IMAGE, 4)[:, :, :3])
+    source = plane(P.FRAME_SOURCE_MASK, 1)[:, :, 0] > P.MASK_THRESHOLD
+    guide = plane(P.FRAME_GUIDE_MASK, 1)[:, :, 0] > P.MASK_THRESHOLD
+    return image, source, guide
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only the engine imports torch; no need to load it here
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_device_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except RuntimeError as exc:  # best effort after an OOM
+        log.debug("could not empty the CUDA cache: %s", exc)
+
+
+class Worker(threading.Thread):
+    """Runs jobs one at a time on one engine (one worker per device)."""
+
+    def __init__(self, engine: Any, emit: Callable[[WorkerEvent], None], *,
+                 default_resolution: int = 224, name: str = "magic-worker",
+                 on_exit: Callable[[], None] | None = None) -> None:
+        super().__init__(name=name, daemon=True)
+        self.engine = engine
+        self.emit = emit
+        self.on_exit = on_exit
+        self.default_resolution = default_resolution
+        self._inbox: collections.deque[Job | None] = collections.deque()
+        self._ready = threading.Condition()
+
+    def start_job(self, job: Job) -> None:
+        with self._ready:
+            self._inbox.append(job)
+            self._ready.notify()
+
+    def stop(self) -> None:
+        with self._ready:
+            self._inbox.append(None)
+            self._ready.notify()
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self.on_exit is not None:
+                self.on_exit()
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                while not self._inbox:
+                    self._ready.wait()
+                job = self._inbox.popleft()
+            if job is None:
+                return
+            try:
+                event = self._run(job)
+            except BaseException as exc:
+                log.exception("job %s: unexpected failure", job.id[:8])
+                event = WorkerEvent(P.ERROR, job, {"code": ErrorCode.INTERNAL,
+                                                   "message": f"server error: {exc}"})
+            finally:
+                job.release()
+            self.emit(event)
+
+    def _run(self, job: Job) -> WorkerEvent:
+        if job.cancel.is_set():
+            return WorkerEvent(P.CANCELLED, job, {"message": job.cancel_reason})
+        p = job.params
+        options = SynthesisOptions(
+            samples=p.samples, preset=p.preset, iterations=p.iterations, seed=p.seed,
+            mode=p.mode, resolution=p.resolution or self.default_resolution,
+            preview_every=PREVIEW_EVERY if p.preview else 0)
+        image, source, guide = decode_inputs(job)
+        job.release()  # the numpy copies are all the engine needs
+        throttle = _ProgressThrottle(job, self.emit, p.preview)
+        try:
+            result = self.engine.synthesize(image, source, guide, options,
+                                            on_progress=throttle, cancel=job.cancel)
+        except Cancelled:
+            return WorkerEvent(P.CANCELLED, job, {"message": job.cancel_reason})
+        except EngineInputError as exc:
+            return WorkerEvent(P.ERROR, job, {"code": ErrorCode.ENGINE_INPUT,
+                                              "message": str(exc)})
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                del image, source, guide
+                free_device_memory()
+                log.warning("job %s: out of memory (%s)", job.id[:8], exc)
+                return WorkerEvent(P.ERROR, job, {
+                    "code": ErrorCode.OUT_OF_MEMORY,
+                    "message": "the GPU ran out of memory: try fewer samples, a lower "
+                               "resolution or a smaller selection"})
+            raise
+        if job.cancel.is_set():
+            return WorkerEvent(P.CANCELLED, job, {"message": job.cancel_reason})
+        frames = []
+        for i, img in enumerate(result.images):
+            img = np.asarray(img)
+            if img.shape != (job.height, job.width, 3) or img.dtype != np.uint8:
+                raise RuntimeError(f"engine returned an image of shape {img.shape} "
+                                   f"{img.dtype}, expected {(job.height, job.width, 3)} uint8")
+            frames.append((FrameSpec(f"result{i}", job.width, job.height, 3),
+                           np.ascontiguousarray(img)))
+        fields = {"seeds": [int(s) for s in result.seeds],
+                  "predicted_class": int(result.predicted_class),
+                  "iterations": int(result.iterations),
+                  "elapsed_s": P.finite_or_none(result.elapsed_s),
+                  "losses": _clean_losses(result.losses)}
+        return WorkerEvent(P.RESULT, job, fields, frames)
+
+
+class _ProgressThrottle:
+    """The engine's on_progress: forwards at most ten events and four previews a second."""
+
+    def __init__(self, job: Job, emit: Callable[[WorkerEvent], None], previews: bool) -> None:
+        self.job, self.emit, self.previews = job, emit, previews
+        self.last_sent = self.last_preview = float("-inf")
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        last = progress.iteration >= progress.total
+        if not last and now - self.last_sent < PROGRESS_MIN_INTERVAL_S:
+            return
+        self.last_sent = now
+        fields = {"iteration": int(progress.iteration), "total": int(progress.total),
+                  "elapsed_s": P.finite_or_none(progress.elapsed_s),
+                  "eta_s": P.finite_or_none(progress.eta_s), "stage": str(progress.stage),
+                  "losses": _clean_losses(progress.losses)}
+        frames = []
+        if (self.previews and progress.previews
+                and now - self.last_preview >= PREVIEW_MIN_INTERVAL_S):
+            self.last_preview = now
+            for i, pv in enumerate(progress.previews):
+                pv = np.ascontiguousarray(pv, dtype=np.uint8)
+                if pv.ndim == 3 and pv.shape[2] == 3:
+                    frames.append((FrameSpec(f"preview{i}", pv.shape[1], pv.shape[0], 3), pv))
+        self.emit(WorkerEvent(P.PROGRESS, self.job, fields, frames))
+
+
+def _clean_losses(losses: dict | None) -> dict[str, float | None]:
+    return {str(k): P.finite_or_none(v) for k, v in (losses or {}).items()}

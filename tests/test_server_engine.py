@@ -1,0 +1,84 @@
+"""The server with the REAL engine (untrained classifier, CPU, tiny settings): capabilities,
+a complete job with previews, the engine's own input errors, and cancelling a real run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from test_server_support import ThreadedServer, as_array
+
+from magic_protocol.client import JobCancelled, JobFailed, JobRequest, MagicClient, RawImage
+from magic_protocol.protocol import ErrorCode
+
+W, H = 64, 48
+
+
+@pytest.fixture(scope="module")
+def server():
+    torch = pytest.importorskip("torch")
+    from magic_server.classifier import load_classifier
+    from magic_server.engine.synthesis import Engine
+
+    torch.manual_seed(0)
+    model, label = load_classifier("untrained", "cpu")
+    engine = Engine(model, "cpu", label)
+    engine.warm_up()
+    with ThreadedServer(engine) as srv:
+        yield srv
+
+
+def request(**params) -> tuple[JobRequest, np.ndarray]:
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    source = np.zeros((H, W), np.uint8)
+    source[12:30, 10:30] = 255
+    guide = np.roll(source, 20, axis=1)
+    params = {"mode": "move", "preset": "tiny", "resolution": 64, "samples": 2, **params}
+    return JobRequest(RawImage(W, H, 4, rgba.tobytes()), RawImage(W, H, 1, source.tobytes()),
+                      RawImage(W, H, 1, guide.tobytes()), **params), rgba
+
+
+def test_capabilities_come_from_the_real_engine(server):
+    with MagicClient(server.address, timeout_s=10) as c:
+        info = c.handshake()
+    assert info.device == "cpu" and info.weights_loaded is False
+    assert info.weights_label.startswith("untrained")
+    assert {"tiny", "quality", "paper"} <= set(info.presets)
+    assert info.raw["preset_iterations"]["tiny"] > 0
+
+
+def test_tiny_job_through_the_server(server):
+    job, rgba = request(iterations=2, preview=True, seed=4)
+    events = []
+    with MagicClient(server.address, timeout_s=30, heartbeat_s=0.5) as c:
+        result = c.submit(job, on_event=events.append)
+    assert len(result.images) == 2 and result.seeds and len(result.seeds) == 2
+    for img in result.images:
+        assert (img.width, img.height, img.channels) == (W, H, 3)
+    a, b = (as_array(img) for img in result.images)
+    assert not np.array_equal(a, b)  # two samples, two different syntheses
+    assert not np.array_equal(a, rgba[:, :, :3])  # synthesised, not an echo of the input
+    progress = [e for e in events if e.kind == "progress"]
+    assert {e.stage for e in progress} >= {"synthesis"}
+    assert progress[-1].iteration == progress[-1].total == 2
+    assert result.iterations == 2
+
+
+def test_engine_input_error_and_cancel_with_the_real_engine(server):
+    job, _ = request()
+    job.guide_mask = RawImage(W, H, 1, bytes(W * H))  # empty guide for a move
+    with MagicClient(server.address, timeout_s=30, heartbeat_s=0.5) as c:
+        with pytest.raises(JobFailed) as info:
+            c.submit(job)
+        assert info.value.code == ErrorCode.ENGINE_INPUT
+        job, _ = request()  # the full tiny preset: cancelled after its first progress event
+        seen = []
+        with pytest.raises(JobCancelled):
+            c.submit(job, on_event=seen.append,
+                     cancel_check=lambda: any(e.kind == "progress" for e in seen))
+        t0 = time.monotonic()
+        while c.status()["running"] is not None and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        assert c.status()["running"] is None
