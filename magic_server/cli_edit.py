@@ -1,0 +1,288 @@
+"""magic-edit: run one MAGIC edit from the command line, locally or on a magic-server.
+
+    magic-edit photo.png --source-mask object.png --guide-mask target.png -o out.png
+
+Errors are one line on stderr with a non-zero exit status; Ctrl-C cancels (exit status 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from magic_server.engine.api import MODES, EngineInputError, SynthesisOptions
+from magic_server.imageio import ImageError, load_image, load_mask, save_png
+from magic_server.progress_bar import ProgressBar
+
+PROG = "magic-edit"
+EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
+PREVIEW_FRAMES = 20  # about this many preview frames per run with --preview-dir
+
+try:
+    from magic_server.engine.presets import PRESETS
+
+    PRESET_NAMES = tuple(PRESETS)
+except ImportError:  # presets module not there yet: the names are fixed by the issue
+    PRESETS = {}
+    PRESET_NAMES = ("paper", "quality", "draft", "tiny")
+
+
+class CliError(Exception):
+    """A problem the user can fix; main() prints it as one line."""
+
+
+class CancelledByUser(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = SynthesisOptions()
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Move, copy, reshape or remove an object in a photo with MAGIC: optimise new "
+        "images whose object follows the guide mask.",
+    )
+    p.add_argument("image", help="the photo (PNG, JPEG, ...)")
+    p.add_argument("--source-mask", required=True, metavar="M",
+                   help="mask of the object in the photo (white or opaque = object)")
+    p.add_argument("--guide-mask", required=True, metavar="G",
+                   help="mask of where/what shape the object should be in the result")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png",
+                   help="result file; with several samples OUT-1.png, OUT-2.png, ...")
+    p.add_argument("--mode", choices=MODES, default=defaults.mode,
+                   help=f"kind of edit (default {defaults.mode})")
+    p.add_argument("--samples", type=int, default=1, help="number of results (default 1)")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=defaults.preset,
+                   help=f"iteration budget (default {defaults.preset}): " + _preset_help())
+    p.add_argument("--iterations", type=int, default=None,
+                   help="override the preset's iteration count (keeps its proportions)")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default 0)")
+    p.add_argument("--resolution", type=int, default=defaults.resolution,
+                   help=f"working resolution in pixels (default {defaults.resolution})")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (default auto: cuda > mps > cpu)")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="classifier checkpoint (.ckpt/.pth/.safetensors); default: the installed "
+                   "weights; 'untrained' runs with random weights (for testing only)")
+    p.add_argument("--preview-dir", default=None, metavar="DIR",
+                   help="also write preview frames of the optimisation into DIR")
+    p.add_argument("--server", default=None, metavar="ADDR",
+                   help="run on a magic-server at ADDR (e.g. tcp://127.0.0.1:5591) instead of "
+                   "locally; --device and --weights are then the server's")
+    return p
+
+
+def _preset_help() -> str:
+    if not PRESETS:
+        return ", ".join(PRESET_NAMES)
+    return ", ".join(f"{p.name} ({p.iterations} iterations)" for p in PRESETS.values())
+
+
+def output_paths(output: str | os.PathLike, samples: int) -> list[Path]:
+    out = Path(output)
+    if out.suffix == "":
+        out = out.with_suffix(".png")
+    if out.suffix.lower() != ".png":
+        raise CliError(f"output {out} must be a .png file")
+    if samples == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(1, samples + 1)]
+
+
+def _check_mask(mask: np.ndarray, what: str, path: str, may_be_empty: bool = False) -> None:
+    if not mask.any() and not may_be_empty:
+        raise CliError(f"{what} {path} is empty: paint the object white (or opaque) on black "
+                       "(or transparent)")
+    if mask.all():
+        raise CliError(f"{what} {path} covers the whole image: it must mark only the object")
+
+
+def _preview_every(args: argparse.Namespace) -> int:
+    if not args.preview_dir:
+        return 0
+    total = args.iterations or getattr(PRESETS.get(args.preset), "iterations", 1000)
+    return max(1, total // PREVIEW_FRAMES)
+
+
+def _options(args: argparse.Namespace) -> SynthesisOptions:
+    options = SynthesisOptions(
+        samples=args.samples, preset=args.preset, iterations=args.iterations, seed=args.seed,
+        mode=args.mode, resolution=args.resolution, preview_every=_preview_every(args),
+    )
+    try:
+        options.validate()
+    except EngineInputError as e:
+        raise CliError(str(e)) from None
+    return options
+
+
+def _read_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image = load_image(args.image)
+    size = (image.shape[1], image.shape[0])
+    source = load_mask(args.source_mask, size)
+    guide = load_mask(args.guide_mask, size)
+    _check_mask(source, "source mask", args.source_mask)
+    _check_mask(guide, "guide mask", args.guide_mask, may_be_empty=args.mode == "remove")
+    return image, source, guide
+
+
+class _ProgressSink:
+    """Feeds the progress bar and writes preview frames when asked for."""
+
+    def __init__(self, bar: ProgressBar, preview_dir: Path | None) -> None:
+        self.bar, self.preview_dir = bar, preview_dir
+        self.frames_written = 0
+
+    def __call__(self, progress) -> None:
+        self.bar(progress)
+        if self.preview_dir is not None and progress.previews:
+            for k, frame in enumerate(progress.previews, start=1):
+                name = f"{progress.stage}-{progress.iteration:06d}-sample{k}.png"
+                save_png(self.preview_dir / name, frame)
+                self.frames_written += 1
+
+
+@contextmanager
+def _ctrl_c_sets(cancel: threading.Event):
+    """First Ctrl-C asks the engine to stop after its current step, a second one interrupts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print(f"\n{PROG}: cancelling after the current step (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _download_progress() -> Callable | None:
+    try:
+        store = importlib.import_module("magic_server.weights_store")
+        return store.ProgressBar("classifier weights")
+    except (ImportError, AttributeError, TypeError):
+        return None
+
+
+def _run_local(args, image, source, guide, options, sink, cancel) -> tuple[list[np.ndarray], str]:
+    from magic_server.checkpoints import WeightsError
+    from magic_server.classifier import is_untrained, load_classifier
+    from magic_server.devices import DeviceError, resolve_device
+    from magic_server.engine.api import Cancelled
+    from magic_server.engine.synthesis import Engine
+
+    try:
+        device = resolve_device(args.device)
+        classifier, label = load_classifier(args.weights, device, allow_download=True,
+                                            progress=_download_progress())
+    except (DeviceError, WeightsError) as e:
+        raise CliError(str(e)) from None
+    if is_untrained(label):
+        print(f"{PROG}: WARNING: using an UNTRAINED classifier (random weights): the results "
+              "will not look like MAGIC's. Install the real weights with `magic-installer "
+              "weights`.", file=sys.stderr)
+    print(f"{PROG}: {options.mode} edit on {device}, weights: {label}, preset {options.preset}, "
+          f"{options.samples} sample(s)", file=sys.stderr, flush=True)
+    engine = Engine(classifier, device, label)
+    with _ctrl_c_sets(cancel):
+        if cancel.is_set():
+            raise CancelledByUser
+        try:
+            result = engine.synthesize(image, source, guide, options, on_progress=sink,
+                                       cancel=cancel)
+        except Cancelled:
+            raise CancelledByUser from None
+        except EngineInputError as e:
+            raise CliError(str(e)) from None
+        except MemoryError:
+            raise CliError(f"out of memory on {device}: try a lower --resolution or fewer "
+                           "--samples") from None
+        except RuntimeError as e:
+            if "out of memory" not in str(e).lower():
+                raise
+            raise CliError(f"out of memory on {device}: try a lower --resolution, fewer "
+                           "--samples or --device cpu") from None
+    return result.images, label
+
+
+def _run_remote(args, image, source, guide, options, sink) -> tuple[list[np.ndarray], str]:
+    remote_edit = importlib.import_module("magic_server.remote_edit")
+    client = importlib.import_module("magic_protocol.client")
+    if args.weights is not None or args.device != "auto":
+        print(f"{PROG}: note: --weights and --device are ignored with --server (the server "
+              "chooses)", file=sys.stderr)
+    try:
+        images = remote_edit.run_remote(args.server, image, source, guide, options, sink)
+    except client.JobCancelled:
+        raise CancelledByUser from None
+    except client.MagicError as e:
+        raise CliError(f"server {args.server}: {e}") from None
+    return list(images), f"those of the server at {args.server}"
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = output_paths(args.output, args.samples)
+    options = _options(args)
+    image, source, guide = _read_inputs(args)
+    preview_dir = Path(args.preview_dir) if args.preview_dir else None
+    bar = ProgressBar()
+    sink = _ProgressSink(bar, preview_dir)
+    cancel = threading.Event()
+    try:
+        if args.server:
+            images, label = _run_remote(args, image, source, guide, options, sink)
+        else:
+            images, label = _run_local(args, image, source, guide, options, sink, cancel)
+    finally:
+        bar.close()
+    if len(images) != len(paths):
+        raise CliError(f"the engine returned {len(images)} images for {len(paths)} samples")
+    for path, result in zip(paths, images):
+        save_png(path, result)
+        print(f"wrote {path}")
+    if preview_dir is not None:
+        print(f"wrote {sink.frames_written} preview frames to {preview_dir}")
+    print(f"weights: {label}")
+    if label.startswith("untrained"):
+        print("WARNING: these results come from an UNTRAINED classifier (random weights), not "
+              "MAGIC's quasi-robust ResNet-50; get it with `magic-installer weights`.")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (CliError, ImageError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except (CancelledByUser, KeyboardInterrupt):
+        print(f"\n{PROG}: cancelled; no results written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as e:  # noqa: BLE001 - last resort: one line unless debugging
+        if os.environ.get("MAGIC_DEBUG"):
+            traceback.print_exc()
+        print(f"{PROG}: internal error: {type(e).__name__}: {e} (set MAGIC_DEBUG=1 for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,500 @@
+"""magic-edit: arguments, one-line errors, outputs, progress, cancellation, --server, and one
+real end-to-end run on the engine (untrained weights, a few iterations)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from magic_server import cli_edit
+from magic_server.engine import synthesis
+from magic_server.engine.api import Cancelled, Progress, SynthesisResult
+from magic_server.progress_bar import ProgressBar, format_seconds
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """A 64x48 photo with a 32x24 source mask file (resized on load) and a guide mask."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    src = np.zeros((24, 32), dtype=np.uint8)
+    src[4:10, 4:10] = 255
+    Image.fromarray(src, "L").save(tmp_path / "src.png")
+    guide = np.zeros((48, 64, 4), dtype=np.uint8)  # RGBA: alpha decides
+    guide[20:40, 30:50, 3] = 255
+    Image.fromarray(guide, "RGBA").save(tmp_path / "guide.png")
+    Image.new("L", (64, 48), 0).save(tmp_path / "empty.png")
+    Image.new("L", (64, 48), 255).save(tmp_path / "full.png")
+    Image.new("RGB", (10, 10)).save(tmp_path / "tiny.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "bad.ckpt").write_bytes(b"\x00" * 64)
+    return tmp_path, image
+
+
+class StandInEngine:
+    """Records what magic-edit passes; returns recognisable images; honours cancel."""
+
+    calls: ClassVar[list[dict]] = []
+
+    def __init__(self, classifier, device, weights_label) -> None:
+        self.device, self.weights_label = device, weights_label
+
+    def synthesize(self, image, source_mask, guide_mask, options, on_progress=None, cancel=None):
+        StandInEngine.calls.append({"image": image, "source": source_mask, "guide": guide_mask,
+                                    "options": options, "device": self.device,
+                                    "label": self.weights_label})
+        total = options.iterations or 100
+        for it in range(1, total + 1):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            previews = None
+            if options.preview_every and it % options.preview_every == 0:
+                previews = [np.full((8, 8, 3), k, np.uint8) for k in range(options.samples)]
+            if on_progress:
+                on_progress(Progress(it, total, it * 0.01, previews=previews))
+        images = [np.full_like(image, 10 * (k + 1)) for k in range(options.samples)]
+        return SynthesisResult(images, [options.seed + k for k in range(options.samples)], 0,
+                               total, 0.1)
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    StandInEngine.calls = []
+    monkeypatch.setattr(synthesis, "Engine", StandInEngine)
+    return StandInEngine
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    rc = cli_edit.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _base(d: Path, *extra) -> list:
+    return [d / "photo.png", "--source-mask", d / "src.png", "--guide-mask", d / "guide.png",
+            "-o", d / "out.png", "--weights", "untrained", "--device", "cpu", *extra]
+
+
+# --- errors: one line, non-zero, no traceback ------------------------------------------------
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({0: "missing.png"}, "image .*missing.png not found"),
+    ({0: "notes.png"}, "not an image file"),
+    ({0: "tiny.png"}, "10x10: both sides must be at least 16 pixels"),
+    ({2: "nothing.png"}, "mask .*nothing.png not found"),
+    ({2: "empty.png"}, "source mask .*empty.png is empty"),
+    ({4: "full.png"}, "guide mask .*full.png covers the whole image"),
+    ({6: "out.jpg"}, "must be a .png file"),
+    ({8: "bad.ckpt"}, "bad.ckpt is not a readable PyTorch checkpoint"),
+    ({8: "absent.ckpt"}, "absent.ckpt not found; install the classifier weights with"),
+    ({10: "tpu"}, "unknown device 'tpu'"),
+    ({"extra": ["--samples", "0"]}, "samples must be between 1 and 16"),
+    ({"extra": ["--resolution", "8"]}, "resolution must be between 32 and 1024"),
+    ({"extra": ["--iterations", "0"]}, "iterations must be between"),
+])
+def test_errors_are_one_clear_line(scene, stand_in, capsys, change, expected):
+    d, _ = scene
+    change = dict(change)
+    argv = _base(d, *change.pop("extra", []))
+    for index, name in change.items():
+        argv[index] = d / name if index != 10 else name
+    rc, out, err = _run(capsys, *argv)
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("magic-edit: error: ")
+    assert re.search(expected, lines[0]), lines[0]
+    assert "Traceback" not in err and out == ""
+    assert stand_in.calls == []
+    assert not list(d.glob("out*.png"))
+
+
+def test_unavailable_cuda_is_a_clear_error(scene, stand_in, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    d, _ = scene
+    argv = _base(d)
+    argv[10] = "cuda:0"
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 1 and "device 'cuda:0' is not available" in err and "Traceback" not in err
+
+
+def test_missing_installed_weights_say_how_to_get_them(scene, stand_in, capsys, monkeypatch):
+    store = types.ModuleType("magic_server.weights_store")
+    store.installed_weights_path = lambda cache_dir=None: None
+
+    def no_network(url=None, cache_dir=None, progress=None):
+        from magic_server.checkpoints import WeightsError
+        raise WeightsError("cannot download the weights from https://example: no network. "
+                           "Install from a file: magic-installer weights --file FILE")
+
+    store.download_weights = no_network
+    monkeypatch.setitem(sys.modules, "magic_server.weights_store", store)
+    d, _ = scene
+    argv = _base(d)[:-4] + ["--device", "cpu"]  # no --weights: the installed ones
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 1
+    assert "magic-edit: error: cannot download the weights" in err
+    assert "magic-installer weights" in err
+
+
+def test_usage_errors_exit_2(scene, capsys):
+    d, _ = scene
+    with pytest.raises(SystemExit) as e:
+        cli_edit.main([str(d / "photo.png"), "-o", "x.png", "--guide-mask", "g.png"])
+    assert e.value.code == 2
+    assert "--source-mask" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli_edit.main([str(a) for a in _base(d, "--preset", "huge")])
+    assert e.value.code == 2
+    assert "paper" in capsys.readouterr().err
+
+
+def test_unexpected_failure_is_one_line_too(scene, capsys, monkeypatch):
+    class Broken(StandInEngine):
+        def synthesize(self, *a, **k):
+            raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(synthesis, "Engine", Broken)
+    monkeypatch.delenv("MAGIC_DEBUG", raising=False)
+    rc, _, err = _run(capsys, *_base(scene[0]))
+    assert rc == 1
+    assert "magic-edit: internal error: ZeroDivisionError: boom" in err
+    assert "Traceback" not in err
+
+
+# --- successful runs with the stand-in engine --------------------------------------------------
+
+
+def test_several_samples_are_numbered_and_reported(scene, stand_in, capsys):
+    d, image = scene
+    rc, out, err = _run(capsys, *_base(d, "--samples", "3", "--preset", "draft", "--seed", "5",
+                                       "--mode", "move", "--iterations", "40",
+                                       "--resolution", "96"))
+    assert rc == 0, err
+    paths = [d / f"out-{i}.png" for i in (1, 2, 3)]
+    for i, p in enumerate(paths, start=1):
+        assert f"wrote {p}" in out
+        assert (np.asarray(Image.open(p)) == 10 * i).all()
+    assert not (d / "out.png").exists()
+    assert "weights: untrained (random weights)" in out
+    assert "UNTRAINED" in out and "UNTRAINED" in err  # loud, both at start and at the end
+    call = stand_in.calls[0]
+    o = call["options"]
+    assert (o.samples, o.preset, o.seed, o.mode, o.iterations, o.resolution) == (
+        3, "draft", 5, "move", 40, 96)
+    assert o.preview_every == 0
+    assert str(call["device"]) == "cpu"
+    assert np.array_equal(call["image"], image)
+    expected_source = np.zeros((48, 64), bool)
+    expected_source[8:20, 8:20] = True  # 32x24 file scaled x2 (nearest)
+    assert np.array_equal(call["source"], expected_source)
+    assert call["guide"].sum() == 400 and call["guide"][20:40, 30:50].all()
+    # Progress on stderr (not a TTY here): about one line per 5%, with ETA.
+    bar_lines = [line for line in err.splitlines() if "%" in line and "/40" in line]
+    assert 15 <= len(bar_lines) <= 22
+    assert "ETA" in bar_lines[0] and "100% 40/40" in bar_lines[-1]
+
+
+def test_one_sample_writes_exactly_out_png(scene, stand_in, capsys):
+    d, _ = scene
+    rc, out, _ = _run(capsys, *_base(d, "--iterations", "3"))
+    assert rc == 0
+    assert (d / "out.png").exists() and not (d / "out-1.png").exists()
+    assert f"wrote {d / 'out.png'}" in out
+
+
+def test_preview_frames_are_written(scene, stand_in, capsys):
+    d, _ = scene
+    rc, out, _ = _run(capsys, *_base(d, "--samples", "2", "--iterations", "40",
+                                     "--preview-dir", d / "frames"))
+    assert rc == 0
+    assert stand_in.calls[0]["options"].preview_every == 2  # 40 iterations / 20 frames
+    frames = sorted((d / "frames").glob("*.png"))
+    assert len(frames) == 40  # 20 steps x 2 samples
+    assert "synthesis-000002-sample1.png" in [f.name for f in frames]
+    assert "wrote 40 preview frames" in out
+
+
+def test_remove_mode_allows_an_empty_guide(scene, stand_in, capsys):
+    d, _ = scene
+    argv = _base(d, "--mode", "remove", "--iterations", "2")
+    argv[4] = d / "empty.png"
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 0, err
+    assert not stand_in.calls[0]["guide"].any()
+
+
+def test_engine_cancel_exits_130(scene, capsys, monkeypatch):
+    class Cancelling(StandInEngine):
+        def synthesize(self, *a, **k):
+            raise Cancelled()
+
+    monkeypatch.setattr(synthesis, "Engine", Cancelling)
+    rc, _, err = _run(capsys, *_base(scene[0]))
+    assert rc == 130
+    assert "cancelled" in err and "Traceback" not in err
+    assert not (scene[0] / "out.png").exists()
+
+
+def test_server_mode_uses_run_remote(scene, stand_in, capsys, monkeypatch):
+    from magic_protocol import client
+
+    calls = []
+
+    def run_remote(address, image, source_mask, guide_mask, options, on_progress):
+        calls.append((address, options))
+        on_progress(Progress(1, 2, 0.5))
+        on_progress(Progress(2, 2, 1.0))
+        return [np.zeros_like(image), np.ones_like(image)]
+
+    remote = types.ModuleType("magic_server.remote_edit")
+    remote.run_remote = run_remote
+    monkeypatch.setitem(sys.modules, "magic_server.remote_edit", remote)
+    d, _ = scene
+    argv = [d / "photo.png", "--source-mask", d / "src.png", "--guide-mask", d / "guide.png",
+            "-o", d / "r.png", "--samples", "2", "--server", "tcp://127.0.0.1:5999"]
+    rc, out, err = _run(capsys, *argv)
+    assert rc == 0, err
+    assert calls[0][0] == "tcp://127.0.0.1:5999" and calls[0][1].samples == 2
+    assert (d / "r-1.png").exists() and (d / "r-2.png").exists()
+    assert "server at tcp://127.0.0.1:5999" in out
+    assert stand_in.calls == []  # nothing ran locally
+
+    def unreachable(*a, **k):
+        raise client.ServerUnreachable("no answer from tcp://127.0.0.1:5999 after 10 s")
+
+    remote.run_remote = unreachable
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 1
+    assert err.strip().splitlines()[-1].startswith("magic-edit: error: server tcp://127.0.0.1")
+
+    def cancelled(*a, **k):
+        raise client.JobCancelled("j1", "cancelled (Ctrl-C)")
+
+    remote.run_remote = cancelled
+    assert _run(capsys, *argv)[0] == 130
+
+
+def test_ctrl_c_cancels_cleanly(scene):
+    """A real SIGINT to a real magic-edit process running a slow stand-in engine."""
+    d, _ = scene
+    script = textwrap.dedent("""
+        import sys, time
+        from magic_server import cli_edit
+        from magic_server.engine import synthesis
+        from magic_server.engine.api import Cancelled, Progress
+
+        class Slow:
+            def __init__(self, *a):
+                pass
+            def synthesize(self, image, s, g, options, on_progress=None, cancel=None):
+                for it in range(1, 100000):
+                    if cancel.is_set():
+                        raise Cancelled()
+                    on_progress(Progress(it, 100000, it * 0.05))
+                    time.sleep(0.05)
+
+        synthesis.Engine = Slow
+        sys.exit(cli_edit.main(sys.argv[1:]))
+    """)
+    argv = [str(a) for a in _base(d)]
+    proc = subprocess.Popen([sys.executable, "-c", script, *argv], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        log = ""
+        while "synthesis" not in log and time.monotonic() < deadline:
+            log += proc.stderr.readline()
+        assert "synthesis" in log, log
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert "cancelling after the current step" in err
+    assert "magic-edit: cancelled" in err
+    assert "Traceback" not in err + log
+    assert not (d / "out.png").exists()
+
+
+# --- progress bar ------------------------------------------------------------------------------
+
+
+def test_progress_bar_in_logs_prints_every_5_percent():
+    stream = io.StringIO()
+    bar = ProgressBar(stream, tty=False)
+    for i in range(1, 1001):
+        bar.update(i, 1000, "synthesis", elapsed_s=i * 0.1)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 21  # the first step (shows it started), then every 5%
+    assert "0% 1/1000" in lines[0]
+    assert lines[1].startswith("synthesis: [#") and "5% 50/1000" in lines[1]
+    assert "ETA 1m35s" in lines[1]  # 95 s left at 0.1 s per step
+    assert "\r" not in stream.getvalue()
+    assert lines[-1].endswith("100% 1000/1000  1m40s elapsed")
+
+
+def test_progress_bar_on_a_terminal_redraws_in_place():
+    stream = io.StringIO()
+    now = [0.0]
+    bar = ProgressBar(stream, tty=True, clock=lambda: now[0])
+    for i in range(1, 101):
+        now[0] = i * 0.05  # 20 updates a second: redrawn at most 5 times a second
+        bar.update(i, 100, "mask-net", elapsed_s=now[0])
+    text = stream.getvalue()
+    assert 20 <= text.count("\r") <= 27
+    assert text.count("\n") == 1 and text.endswith("\n")  # one newline, when finished
+    bar.update(1, 10, "synthesis", elapsed_s=0.1)
+    bar.close()
+    assert stream.getvalue().endswith("\n")
+
+
+def test_format_seconds():
+    assert [format_seconds(s) for s in (None, -1, 0, 59.4, 61, 3600 * 2 + 61)] == [
+        "?", "?", "0s", "59s", "1m01s", "2h01m"]
+
+
+# --- the real engine ----------------------------------------------------------------------------
+
+
+def test_end_to_end_on_the_real_engine(tmp_path):
+    """magic-edit as a process, real engine, untrained classifier, 2 samples, a few iterations."""
+    samples = REPO / "samples"
+    image = samples / "coffee.png"
+    if not image.exists():  # the bundled scene; fall back to a synthetic one
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(
+            tmp_path / "photo.png")
+        m = np.zeros((64, 96), np.uint8)
+        m[20:40, 10:30] = 255
+        Image.fromarray(m).save(tmp_path / "src.png")
+        Image.fromarray(np.roll(m, 40, axis=1)).save(tmp_path / "move.png")
+        image, src, guide = tmp_path / "photo.png", tmp_path / "src.png", tmp_path / "move.png"
+    else:
+        src, guide = samples / "masks/coffee_source.png", samples / "masks/coffee_move.png"
+    out = tmp_path / "edit.png"
+    env = dict(os.environ, MAGIC_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "magic_server.cli_edit", str(image), "--source-mask", str(src),
+         "--guide-mask", str(guide), "-o", str(out), "--mode", "move", "--weights", "untrained",
+         "--preset", "tiny", "--iterations", "3", "--resolution", "64", "--samples", "2",
+         "--device", "cpu"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = tmp_path / "edit-1.png", tmp_path / "edit-2.png"
+    assert f"wrote {first}" in proc.stdout and f"wrote {second}" in proc.stdout
+    assert "untrained" in proc.stdout
+    a, b = np.asarray(Image.open(first)), np.asarray(Image.open(second))
+    photo = np.asarray(Image.open(image).convert("RGB"))
+    assert a.shape == b.shape == photo.shape
+    assert not np.array_equal(a, b)  # two samples from different noise
+    assert "mask-net" in proc.stderr and "100% 3/3" in proc.stderr
+
+
+# --- python -m magic_server.sample (make sample) ------------------------------------------------
+
+
+@pytest.fixture
+def samples_root(scene):
+    d, _ = scene
+    root = d / "samples"
+    (root / "masks").mkdir(parents=True)
+    for name in ("photo.png", "src.png", "guide.png"):
+        (root / ("masks" if name != "photo.png" else "") / name).write_bytes((d / name).read_bytes())
+    index = {"default": "desk", "scenes": {"desk": {
+        "image": "photo.png", "source_mask": "masks/src.png",
+        "guides": {"move": "masks/guide.png"}, "licence": "CC0", "origin": "test",
+        "edits": {"move": "square moved right"}}}}
+    (root / "index.json").write_text(json.dumps(index))
+    return root
+
+
+def test_sample_reads_the_index(samples_root):
+    from magic_server.sample import SampleError, read_scene
+
+    scene = read_scene(samples_root)
+    assert scene.name == "desk" and scene.mode == "move"
+    assert scene.image == samples_root / "photo.png"
+    assert scene.guide_mask == samples_root / "masks/guide.png"
+    assert scene.description == "square moved right"
+    with pytest.raises(SampleError, match="scene 'moon' is not in .*scenes: desk"):
+        read_scene(samples_root, "moon")
+    with pytest.raises(SampleError, match="no 'copy' guide"):
+        read_scene(samples_root, mode="copy")
+    with pytest.raises(SampleError, match="index.json not found"):
+        read_scene(samples_root / "masks")
+
+
+def test_bundled_samples_index_points_at_real_files():
+    from magic_server.sample import read_scene
+
+    scene = read_scene(REPO / "samples")
+    for path in (scene.image, scene.source_mask, scene.guide_mask):
+        assert path.is_file(), path
+
+
+def test_sample_falls_back_to_untrained_and_says_so(samples_root, stand_in, capsys, monkeypatch,
+                                                     tmp_path):
+    from magic_server import sample
+    from magic_server.checkpoints import WeightsError
+
+    store = types.ModuleType("magic_server.weights_store")
+    store.installed_weights_path = lambda cache_dir=None: None
+
+    def no_network(url=None, cache_dir=None, progress=None):
+        raise WeightsError("cannot download the weights from https://example/w.ckpt: [Errno -2] "
+                           "Name or service not known (tried 6 times). Check your network")
+
+    store.download_weights = no_network
+    monkeypatch.setitem(sys.modules, "magic_server.weights_store", store)
+    out = tmp_path / "out"
+    rc = sample.main(["--samples-root", str(samples_root), "--out", str(out), "--device", "cpu",
+                      "--iterations", "4"])
+    stdout, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "Name or service not known (tried 6 times)" in err
+    assert "UNTRAINED classifier" in err and "magic-installer weights" in err
+    assert "uses the 'tiny' budget" in err
+    options = stand_in.calls[0]["options"]
+    assert (options.mode, options.preset, options.samples) == ("move", "tiny", 2)
+    assert stand_in.calls[0]["label"].startswith("untrained")
+    written = [out / "sample-1.png", out / "sample-2.png", out / "sample-overview.png"]
+    for path in written:
+        assert f"wrote {path}" in stdout
+    overview = Image.open(out / "sample-overview.png")
+    # input | guide | 2 results, each 64x48 scaled to 256 high (341 wide), 6 px gaps
+    assert overview.size == (4 * 341 + 5 * 6, 256 + 18 + 12)
+    assert "UNTRAINED" in stdout
+
+
+def test_sample_with_named_bad_weights_fails_without_fallback(samples_root, stand_in, capsys,
+                                                              tmp_path):
+    from magic_server import sample
+
+    (tmp_path / "w.pth").write_bytes(b"junk")
+    rc = sample.main(["--samples-root", str(samples_root), "--out", str(tmp_path / "o"),
+                      "--device", "cpu", "--weights", str(tmp_path / "w.pth")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "sample: error:" in err and "not a readable" in err
+    assert stand_in.calls == []
