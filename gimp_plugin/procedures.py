@@ -1,0 +1,127 @@
+# ruff: noqa: UP004, UP031, C402, RUF046  (Python 2.7 compatible: GIMP 2.10)
+"""The plug-in's procedures and their arguments, declared once for GIMP 3 and GIMP 2.10.
+
+Python 2.7 + 3 common subset, standard library only. Each variant turns these declarations into
+its own registration calls (GIMP 3: Gimp.Procedure.add_*_argument; 2.10: gimpfu PF_* tuples).
+"""
+
+MODES = ("synthesize", "move", "copy", "reshape", "remove")
+PRESETS = ("quality", "draft", "paper", "tiny")  # first one is the default
+REGIONS = ("edited-area", "whole-image")
+MAX_SAMPLES = 16
+MAX_SEED = 2 ** 31 - 1  # GIMP int arguments are 32-bit signed
+MENU_ROOT = "Filters/MAGIC"
+SUBMENU_LABEL = "MAGIC"
+
+
+class Arg(object):
+    """One procedure argument. kind: "layer", "int", "string", "choice"."""
+
+    def __init__(self, name, kind, label, blurb, default=None, lo=None, hi=None, choices=None,
+                 optional=False):
+        self.name = name
+        self.kind = kind
+        self.label = label
+        self.blurb = blurb
+        self.default = default
+        self.lo = lo
+        self.hi = hi
+        self.choices = choices
+        self.optional = optional
+
+    @property
+    def py_name(self):
+        return self.name.replace("-", "_")
+
+
+class Procedure(object):
+    def __init__(self, name, mode, label, blurb, args):
+        self.name = name
+        self.mode = mode  # None: the "mode" argument decides
+        self.label = label
+        self.blurb = blurb
+        self.args = args
+
+    def arg(self, name):
+        for a in self.args:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+
+SOURCE_MASK = Arg("source-mask", "layer", "Source mask layer",
+                  "Layer marking the object in white or opaque pixels; none = use the selection",
+                  optional=True)
+GUIDE_MASK = Arg("guide-mask", "layer", "Guide mask layer",
+                 "Layer marking where and in what shape the object should be (white or opaque)",
+                 optional=True)
+MOVED_LAYER = Arg("moved-layer", "layer", "Moved layer",
+                  "The object copied to its own layer and moved or transformed; its alpha is the "
+                  "guide", optional=True)
+MODE = Arg("mode", "choice", "Mode", "What the synthesis should do with the object",
+           default="reshape", choices=MODES)
+
+COMMON = [
+    Arg("samples", "int", "Samples", "How many different results to make (one layer each)",
+        default=3, lo=1, hi=MAX_SAMPLES),
+    Arg("preset", "choice", "Quality preset",
+        "quality: good and slow; draft: quick look; paper: the paper's setting; tiny: tests only",
+        default=PRESETS[0], choices=PRESETS),
+    Arg("seed", "int", "Seed", "Random seed of the first sample (the next ones use seed+1, ...)",
+        default=0, lo=0, hi=MAX_SEED),
+    Arg("region", "choice", "Result covers",
+        "edited-area: only the edited area (plus a border) is replaced, the rest stays exactly "
+        "as it was; whole-image: the whole synthesized picture", default=REGIONS[0],
+        choices=REGIONS),
+    Arg("iterations", "int", "Iterations", "0 = the preset's iteration count", default=0, lo=0,
+        hi=1000000),
+    Arg("resolution", "int", "Working resolution",
+        "Short side the server synthesizes at; 0 = the server's default", default=0, lo=0,
+        hi=1024),
+    Arg("timeout", "int", "Timeout (s)", "Give up and cancel after this many seconds; 0 = never",
+        default=0, lo=0, hi=7 * 24 * 3600),
+    Arg("server-address", "string", "Server address",
+        "ZeroMQ address of the MAGIC server; empty = the installed configuration "
+        "(tcp://127.0.0.1:5591 by default)", default=""),
+]
+
+PROCEDURES = [
+    Procedure("python-fu-magic-synthesize", None, "Mask-guided _synthesis...",
+              "Synthesize new versions of the active layer with the object (source mask: the "
+              "selection or a layer) placed and shaped as the guide mask layer says.",
+              [SOURCE_MASK, GUIDE_MASK, MODE] + COMMON),
+    Procedure("python-fu-magic-move-object", "move", "_Move object...",
+              "Move the selected object to where the moved layer is: the old place becomes "
+              "background.", [MOVED_LAYER, SOURCE_MASK] + COMMON),
+    Procedure("python-fu-magic-copy-object", "copy", "_Copy object...",
+              "Copy the selected object to where the moved layer is: it appears in both places.",
+              [MOVED_LAYER, SOURCE_MASK] + COMMON),
+    Procedure("python-fu-magic-remove-object", "remove", "_Remove object...",
+              "Remove the selected object: the guide is the source mask layer (all objects) "
+              "without the selection.", [SOURCE_MASK] + COMMON),
+]
+
+BY_NAME = dict((p.name, p) for p in PROCEDURES)
+
+
+def defaults(procedure):
+    return dict((a.name, a.default) for a in procedure.args)
+
+
+def result_layer_name(mode, seed):
+    return "MAGIC %s seed %d" % (mode, seed)
+
+
+def group_name(mode):
+    return "MAGIC %s" % mode
+
+
+def format_eta(seconds):
+    if seconds is None or seconds < 0:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return "%d s left" % seconds
+    if seconds < 3600:
+        return "%d min %02d s left" % (seconds // 60, seconds % 60)
+    return "%d h %02d min left" % (seconds // 3600, (seconds % 3600) // 60)

@@ -1,0 +1,88 @@
+# ruff: noqa: UP024, UP031, UP036, TRY004, SIM115  (Python 2.7 compatible: GIMP 2.10)
+"""Plug-in configuration (magic_gimp.json next to the entry file) and starting the server.
+
+Python 2.7 + 3 common subset, standard library only.
+magic_gimp.json = {"server_address": "tcp://...", "server_command": [argv] or null,
+                   "python": "/path/to/python3" (optional, GIMP 2.10 bridge only)}
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+CONFIG_FILE = "magic_gimp.json"
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5591"  # = magic_protocol.protocol.DEFAULT_ADDRESS
+LOG_NAME = "magic-server-autostart.log"
+
+try:
+    _TEXT = (str, unicode)  # Python 2
+except NameError:
+    _TEXT = (str,)
+
+
+def load_config(folder):
+    """The installed configuration, or defaults when there is none. A broken file is an error
+    the artist can fix, so it is reported rather than silently ignored."""
+    path = os.path.join(folder, CONFIG_FILE)
+    config = {"server_address": DEFAULT_ADDRESS, "server_command": None, "python": None}
+    if not os.path.exists(path):
+        return config
+    try:
+        with open(path) as f:
+            loaded = json.load(f)
+    except (IOError, OSError, ValueError) as exc:
+        raise ValueError("cannot read %s (%s): fix it or run magic-installer again" % (path, exc))
+    if not isinstance(loaded, dict):
+        raise ValueError("%s must hold a JSON object: run magic-installer again" % path)
+    command = loaded.get("server_command")
+    if command is not None and not (isinstance(command, list) and command
+                                    and all(isinstance(c, _TEXT) for c in command)):
+        raise ValueError("%s: server_command must be a list of strings or null" % path)
+    config.update(loaded)
+    if not config.get("server_address"):
+        config["server_address"] = DEFAULT_ADDRESS
+    return config
+
+
+def resolve_address(argument, config):
+    argument = (argument or "").strip()
+    return argument or config.get("server_address") or DEFAULT_ADDRESS
+
+
+def log_path():
+    return os.path.join(tempfile.gettempdir(), LOG_NAME)
+
+
+def start_server(command, log_file=None):
+    """Start the server detached from GIMP (it outlives this plug-in run, so the next run does
+    not pay for loading the model again). Its output goes to a log file. Returns the Popen."""
+    log_file = log_file or log_path()
+    log = open(log_file, "ab")
+    kwargs = {"stdin": subprocess.PIPE, "stdout": log, "stderr": subprocess.STDOUT,
+              "close_fds": True}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = 0x00000200 | 0x08000000  # new process group, no window
+    elif sys.version_info[0] >= 3:
+        kwargs["start_new_session"] = True
+    else:
+        kwargs["preexec_fn"] = os.setsid  # Python 2 (GIMP 2.10) has no start_new_session
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # GIMP's plug-in path must not leak into the server's Python
+    env.pop("PYTHONHOME", None)
+    try:
+        proc = subprocess.Popen(list(command), env=env, **kwargs)
+    finally:
+        log.close()
+    proc.stdin.close()
+    return proc
+
+
+def log_tail(log_file=None, lines=3):
+    try:
+        with open(log_file or log_path(), "rb") as f:
+            text = f.read()[-4000:].decode("utf-8", "replace")
+    except (IOError, OSError):
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])

@@ -1,0 +1,140 @@
+"""magic_protocol.bridge (the Python 3 side GIMP 2.10's plug-in talks to) and its framing,
+as a real child process against a real server with the stand-in engine."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gimp_plugin import bridge_client
+from magic_protocol import bridge
+from magic_protocol.client import MagicClient
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from test_server_support import FakeEngine, ThreadedServer
+
+W, H = 8, 6
+MASK = bytes([255] * 4 + [0] * (W * H - 4))
+
+
+def test_framing_round_trips_between_both_sides():
+    buf = io.BytesIO()
+    bridge.write_message(buf, {"op": "x", "n": 1}, [b"abc", bytearray(b""), memoryview(b"z")])
+    bridge_client.write_message(buf, {"op": "y"}, [b"\x00" * 70000])
+    buf.seek(0)
+    assert bridge_client.read_message(buf) == ({"op": "x", "n": 1, "nframes": 3},
+                                               [b"abc", b"", b"z"])
+    header, frames = bridge.read_message(buf)
+    assert header == {"op": "y", "nframes": 1} and frames == [b"\x00" * 70000]
+    assert bridge.read_message(buf) is None
+    truncated = io.BytesIO(buf.getvalue()[:10])
+    assert bridge_client.read_message(truncated) is None
+
+
+def spawn(env=None):
+    return subprocess.Popen([sys.executable, "-m", "magic_protocol.bridge"], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=dict(os.environ, **(env or {})))
+
+
+def submit_header(addr, **params):
+    p = {"mode": "move", "samples": 1, "preset": "tiny", "seed": 0}
+    p.update(params)
+    return {"op": "submit", "address": addr, "params": p, "width": W, "height": H,
+            "timeout_s": None}
+
+
+def test_bridge_handshake_and_job(tmp_path):
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=3)) as srv:
+        proc = spawn()
+        try:
+            bridge.write_message(proc.stdin, {"op": "handshake", "address": srv.address,
+                                              "timeout_s": 5})
+            header, _ = bridge.read_message(proc.stdout)
+            assert header["ok"] and "tiny" in header["info"]["presets"]
+            bridge.write_message(proc.stdin, submit_header(srv.address, samples=2, seed=4),
+                                 [bytes([10, 20, 30, 255]) * (W * H), MASK, MASK[::-1]])
+            kinds = []
+            while True:
+                header, frames = bridge.read_message(proc.stdout)
+                if "event" not in header:
+                    break
+                kinds.append(header["event"])
+            assert kinds[0] == "accepted" and "progress" in kinds
+            assert header["ok"] and header["seeds"] == [4, 5]
+            assert header["sizes"] == [[W, H], [W, H]]
+            assert frames[0] == bytes([245, 235, 225]) * (W * H)
+            bridge.write_message(proc.stdin, {"op": "quit"})
+            assert proc.wait(timeout=10) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_bridge_cancels_the_job_when_the_plugin_dies():
+    """GIMP kills a plug-in whose progress bar was cancelled: the bridge's stdin closes."""
+    engine = FakeEngine(step_s=0.05, iterations=1000)
+    with ThreadedServer(engine) as srv:
+        proc = spawn()
+        try:
+            bridge.write_message(proc.stdin, submit_header(srv.address),
+                                 [bytes(W * H * 4), MASK, MASK[::-1]])
+            while bridge.read_message(proc.stdout)[0].get("event") != "progress":
+                pass
+            proc.stdin.close()
+            assert proc.wait(timeout=15) == 0
+            with MagicClient(srv.address) as client:
+                deadline = time.monotonic() + 10
+                while client.status().get("running") and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert client.status().get("running") is None
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_bridge_without_pyzmq_says_how_to_fix_it(tmp_path):
+    (tmp_path / "zmq.py").write_text("raise ImportError('No module named zmq')\n")
+    proc = spawn({"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    try:
+        bridge.write_message(proc.stdin, {"op": "handshake", "address": "tcp://127.0.0.1:1"})
+        header, _ = bridge.read_message(proc.stdout)
+        assert header == {"ok": False, "kind": "missing", "nframes": 0,
+                          "message": bridge.PYZMQ_HINT.format(python=sys.executable)}
+        assert "-m pip install pyzmq" in header["message"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_bridge_runner_reports_server_errors_and_cancel(tmp_path):
+    engine = FakeEngine(step_s=0.05, iterations=1000)
+    with ThreadedServer(engine) as srv:
+        runner = bridge_client.BridgeRunner(str(ROOT), python=sys.executable)
+        try:
+            req = {"width": W, "height": H, "image": bytes(W * H * 4), "source_mask": MASK,
+                   "guide_mask": bytes(W * H),  # empty guide: the engine refuses it
+                   "params": {"mode": "move", "samples": 1, "preset": "tiny", "seed": 0}}
+            try:
+                runner.submit(srv.address, req, lambda k, i: None, lambda: False, None)
+            except bridge_client.RunnerError as exc:
+                assert exc.kind == "failed" and "empty" in exc.message
+            else:
+                raise AssertionError("an empty guide mask was accepted")
+            seen = []
+            req["guide_mask"] = MASK[::-1]
+            try:
+                runner.submit(srv.address, req, lambda k, i: seen.append(k),
+                              lambda: "progress" in seen, None)
+            except bridge_client.RunnerError as exc:
+                assert exc.kind == "cancelled"
+            else:
+                raise AssertionError("cancel was ignored")
+        finally:
+            runner.close()

@@ -1,0 +1,210 @@
+"""The GIMP 2.10 variant (gimpfu) against the project's gimpfu stand-in (tests/stubs/gimpfu.py),
+installed by the installer's code, talking to a real server (stand-in engine) through the real
+Python 3 bridge process. One test also runs it under a real Python 2.7, as GIMP 2.10 would."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gimp_plugin import procedures
+
+HERE = Path(__file__).resolve().parent
+STUBS = HERE / "stubs"
+sys.path.insert(0, str(HERE))
+from test_server_support import FakeEngine, ThreadedServer, address
+
+W, H = 24, 16
+
+
+@pytest.fixture
+def gimpfu():
+    sys.path.insert(0, str(STUBS))
+    import gimpfu as stub
+
+    stub.stub_reset()
+    yield stub
+    sys.path.remove(str(STUBS))
+    sys.modules.pop("gimpfu", None)
+
+
+def install_210(tmp_path: Path, server_address: str, server_command=None) -> Path:
+    from installer.plugin_install import install_plugins
+
+    profile = tmp_path / "GIMP" / "2.10"
+    profile.mkdir(parents=True, exist_ok=True)
+    entries = install_plugins(profile, server_address, server_command, gimp_version="2.10",
+                              python=sys.executable)
+    return Path(entries[0])
+
+
+def load_plugin(entry: Path):
+    spec = importlib.util.spec_from_file_location("magic_gimp2_under_test", entry)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def scene(stub):
+    image = stub.Image(40, 30)
+    base = image.stub_add(stub.Layer(image, "photo", W, H, stub.RGB_IMAGE).stub_fill(b"\x50\x60\x70"),
+                          3, 2)
+    moved = stub.Layer(image, "moved", 4, 4, stub.RGBA_IMAGE).stub_fill(b"\x01\x02\x03\xff")
+    image.stub_add(moved, 3 + 16, 2 + 8)
+    guide = stub.Layer(image, "guide", 5, 5, stub.GRAY_IMAGE).stub_fill(b"\xff")
+    image.stub_add(guide, 3 + 12, 2 + 2)
+    image.stub_select(3 + 2, 2 + 2, 3 + 6, 2 + 6)
+    return image, base, moved, guide
+
+
+def values(name: str, image, base, **over):
+    """Positional arguments in registration order, the way a 2.10 script passes them."""
+    out = [image, base]
+    for a in procedures.BY_NAME[name].args:
+        v = over.get(a.name, a.default)
+        if a.kind == "choice":
+            v = a.choices.index(v)
+        out.append(v)
+    return out
+
+
+def test_registers_the_documented_procedures_with_gimpfu_params(gimpfu, tmp_path):
+    load_plugin(install_210(tmp_path, "tcp://127.0.0.1:1"))
+    regs = gimpfu._registered_plugins_
+    assert sorted(regs) == sorted(p.name for p in procedures.PROCEDURES)
+    for reg in regs.values():
+        assert reg["menu"] == "<Image>/Filters/MAGIC"
+        names = [p[1] for p in reg["params"]]
+        assert names[:2] == ["image", "drawable"]
+        assert {"samples", "preset", "seed", "server-address", "source-mask"} <= set(names)
+    assert "guide-mask" in [p[1] for p in regs["python-fu-magic-synthesize"]["params"]]
+    assert "moved-layer" in [p[1] for p in regs["python-fu-magic-move-object"]["params"]]
+    preset = next(p for p in regs["python-fu-magic-copy-object"]["params"] if p[1] == "preset")
+    assert preset[0] == gimpfu.PF_OPTION and preset[4] == list(procedures.PRESETS)
+
+
+def test_move_through_the_bridge_adds_layers_in_one_undo_step(gimpfu, tmp_path):
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=3)) as srv:
+        load_plugin(install_210(tmp_path, srv.address))
+        image, base, moved, _guide = scene(gimpfu)
+        status, message = gimpfu.stub_run(
+            "python-fu-magic-move-object",
+            *values("python-fu-magic-move-object", image, base,
+                    **{"moved-layer": moved, "source-mask": base, "samples": 2, "seed": 9}))
+    assert (status, message) == (gimpfu.PDB_SUCCESS, None)
+    names = [layer.name for layer in image.layers]
+    assert names == ["guide", "moved", "MAGIC move", "photo"]
+    group = image.layers[2]
+    assert [c.name for c in group.children] == ["MAGIC move seed 9", "MAGIC move seed 10"]
+    top = group.children[0]
+    # edited area: selection (2..6, 2..6) + moved (16..20, 8..12), margin 4, in photo frame
+    assert top.offsets == (3 + 0, 2 + 0) and (top.width, top.height) == (24, 16)
+    px = top.get_pixel_rgn(0, 0, top.width, top.height, False)[4:5, 4:5]
+    assert px == bytes([255 - 0x50, 255 - 0x60, 255 - 0x70, 255])  # the stand-in inverts
+    assert image.undo_groups == 1 and image.undo_depth == 0 and image.log == []
+    texts = [c[1] for c in gimpfu.stub_calls if c[0] == "text"]
+    assert any(t.startswith("MAGIC move: synthesis 3/3") for t in texts), texts
+
+
+def test_errors_are_messages_and_execution_errors(gimpfu, tmp_path):
+    load_plugin(install_210(tmp_path, address()))
+    image, base, moved, guide = scene(gimpfu)
+    status, message = gimpfu.stub_run(
+        "python-fu-magic-synthesize",
+        *values("python-fu-magic-synthesize", image, base, **{"guide-mask": guide,
+                                                               "mode": "reshape"}))
+    assert status == gimpfu.PDB_EXECUTION_ERROR
+    assert message.startswith("The MAGIC server is not running at tcp://127.0.0.1:")
+    assert ("message", message) in gimpfu.stub_calls
+    image.selection.data[:] = bytes(len(image.selection.data))
+    status, message = gimpfu.stub_run(
+        "python-fu-magic-copy-object",
+        *values("python-fu-magic-copy-object", image, base, **{"moved-layer": moved}))
+    assert status == gimpfu.PDB_EXECUTION_ERROR and "source mask is empty" in message
+    assert [la.name for la in image.layers] == ["guide", "moved", "photo"]
+
+
+def test_missing_python3_for_the_bridge_is_explained(gimpfu, tmp_path):
+    entry = install_210(tmp_path, "tcp://127.0.0.1:1")
+    config = entry.parent / "magic_gimp.json"
+    config.write_text(json.dumps({"server_address": "tcp://127.0.0.1:1", "server_command": None,
+                                  "python": str(tmp_path / "no-such-python3")}))
+    load_plugin(entry)
+    image, base, moved, _ = scene(gimpfu)
+    status, message = gimpfu.stub_run(
+        "python-fu-magic-move-object",
+        *values("python-fu-magic-move-object", image, base, **{"moved-layer": moved}))
+    assert status == gimpfu.PDB_EXECUTION_ERROR
+    assert "needs Python 3 with pyzmq" in message and "magic-installer" in message
+
+
+PY27 = shutil.which("python2.7") or shutil.which("python2")
+
+
+def _python27_works() -> bool:
+    if not PY27:
+        return False
+    env = dict(os.environ, PYENV_VERSION="2.7.18")
+    r = subprocess.run([PY27, "-c", "import sys; print(sys.version_info[0])"], env=env,
+                       capture_output=True, text=True, check=False)
+    return r.stdout.strip() == "2"
+
+
+@pytest.mark.skipif(not _python27_works(), reason="no Python 2.7 on this machine")
+def test_the_plugin_runs_under_python_2_7(tmp_path):
+    """GIMP 2.10's Python-Fu is Python 2.7: run the installed plug-in with it, for real."""
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        entry = install_210(tmp_path, srv.address)
+        script = tmp_path / "drive.py"
+        script.write_text(textwrap.dedent("""
+            import sys
+            sys.path.insert(0, @STUBS@)
+            import gimpfu as g
+            import imp
+            imp.load_source("magic_gimp2_py27", @ENTRY@)
+            image = g.Image(40, 30)
+            base = image.stub_add(g.Layer(image, "photo", 24, 16, g.RGB_IMAGE)
+                                  .stub_fill(b"\\x50\\x60\\x70"), 3, 2)
+            moved = image.stub_add(g.Layer(image, "moved", 4, 4, g.RGBA_IMAGE)
+                                   .stub_fill(b"\\x01\\x02\\x03\\xff"), 19, 10)
+            image.stub_select(5, 4, 9, 8)
+            # image, drawable, moved-layer, source-mask, samples, preset, seed, region,
+            # iterations, resolution, timeout, server-address
+            print(g.stub_run("python-fu-magic-copy-object", image, base, moved, None, 1, 0, 4, 0,
+                             0, 0, 0, ""))
+            print([la.name for la in image.layers])
+            print(sys.version_info[0])
+        """).replace("@STUBS@", repr(str(STUBS))).replace("@ENTRY@", repr(str(entry))))
+        env = dict(os.environ, PYENV_VERSION="2.7.18")
+        env.pop("PYTHONPATH", None)
+        r = subprocess.run([PY27, str(script)], env=env, capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "('SUCCESS', None)", r.stdout + r.stderr
+    assert lines[1] == "['moved', 'MAGIC copy', 'photo']"
+    assert lines[2] == "2"
+
+
+def test_layer_sticking_out_of_the_canvas_reads_the_selection_it_overlaps(gimpfu, tmp_path):
+    """Pixel regions cannot reach outside the image: the 2.10 host pads the selection."""
+    host = load_plugin(install_210(tmp_path, "tcp://127.0.0.1:1")).Gimp2Host()
+    image = gimpfu.Image(10, 8)
+    image.stub_select(0, 0, 3, 2)
+    got = host.read_selection(image, -2, -1, 6, 4)  # a 6x4 layer at (-2, -1)
+    rows = [list(got[i * 6:(i + 1) * 6]) for i in range(4)]
+    assert rows == [[0] * 6,
+                    [0, 0, 255, 255, 255, 0],
+                    [0, 0, 255, 255, 255, 0],
+                    [0] * 6]
+    assert host.read_selection(image, 20, 20, 3, 3) == bytearray(9)
+    image.selection.data[:] = bytes(80)
+    assert host.read_selection(image, 0, 0, 10, 8) is None

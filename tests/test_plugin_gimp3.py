@@ -1,0 +1,291 @@
+"""The GIMP 3 entry file (registration, run, return values) on the fake GIMP 3 API, the
+in-process client runner against a real server with a stand-in engine, automatic server start,
+the pyzmq hint, and the manifest the installer copies."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes import gimp3 as fake
+
+from gimp_plugin import manifest, procedures, workflow
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from test_server_support import FakeEngine, ThreadedServer, address
+
+ENTRY = Path(manifest.REPO_ROOT) / manifest.GIMP3.entry
+
+
+@pytest.fixture
+def plugin():
+    with fake.installed() as Gimp:
+        spec = importlib.util.spec_from_file_location("magic_gimp3", ENTRY)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["magic_gimp3"] = module
+        spec.loader.exec_module(module)
+        yield module, Gimp
+
+
+def create(module, name):
+    return module.MagicPlugIn().do_create_procedure(name)
+
+
+def scene(Gimp):
+    image = Gimp.Image(50, 40)
+    base = image.add(Gimp.Layer(image, "photo", 32, 24, 4).fill((80, 90, 100, 255)), 2, 3)
+    moved = image.add(Gimp.Layer(image, "moved", 4, 4, 4).fill((1, 2, 3, 255)), 22, 15)
+    image.select(5, 6, 9, 10)
+    return image, base, moved
+
+
+def config_for(proc, **over):
+    spec = procedures.BY_NAME[proc.name]
+    values = procedures.defaults(spec)
+    values.update(over)
+    return fake.Config(values)
+
+
+def test_registers_four_procedures_with_the_documented_arguments(plugin):
+    module, _ = plugin
+    names = module.MagicPlugIn().do_query_procedures()
+    assert names == ["python-fu-magic-synthesize", "python-fu-magic-move-object",
+                     "python-fu-magic-copy-object", "python-fu-magic-remove-object"]
+    assert names == list(manifest.PROCEDURES)
+    for name in names:
+        proc = create(module, name)
+        assert proc.menu_paths == ["<Image>/Filters/MAGIC"]
+        assert proc.image_types == "RGB*"
+        assert {"source-mask", "samples", "preset", "seed", "server-address"} <= set(proc.args)
+        assert proc.args["source-mask"][0] == "layer" and proc.args["source-mask"][3] is True
+        assert proc.args["preset"][3] == procedures.PRESETS
+    synth = create(module, "python-fu-magic-synthesize")
+    assert synth.args["guide-mask"][0] == "layer"
+    assert synth.args["mode"][3] == ("synthesize", "move", "copy", "reshape", "remove")
+    assert create(module, "python-fu-magic-move-object").args["moved-layer"][0] == "layer"
+    assert create(module, "python-fu-magic-copy-object").args["moved-layer"][0] == "layer"
+
+
+def test_run_against_a_real_server_adds_result_layers(plugin, tmp_path, monkeypatch):
+    module, Gimp = plugin
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=4)) as srv:
+        monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))  # no magic_gimp.json: defaults
+        proc = create(module, "python-fu-magic-copy-object")
+        image, base, moved = scene(Gimp)
+        cfg = config_for(proc, **{"moved-layer": moved, "samples": 2, "seed": 21,
+                                  "server-address": srv.address})
+        status, message = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base],
+                                                cfg, None)
+    assert (status, message) == ("SUCCESS", None)
+    group = image.layers[1]
+    assert group.name == "MAGIC copy" and image.layers[2] is base
+    assert [c.name for c in group.children] == ["MAGIC copy seed 21", "MAGIC copy seed 22"]
+    # the stand-in engine inverts the image: a pixel inside the edited area
+    top = group.children[0]
+    assert top.pixel(5, 5) == bytes([255 - 80, 255 - 90, 255 - 100, 255])
+    assert image.undo_groups == 1 and image.undo_depth == 0
+
+
+def test_failures_return_execution_error_with_the_message(plugin, tmp_path, monkeypatch):
+    module, Gimp = plugin
+    monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))
+    proc = create(module, "python-fu-magic-move-object")
+    image, base, moved = scene(Gimp)
+    down = address()
+    cfg = config_for(proc, **{"moved-layer": moved, "server-address": down})
+    status, message = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base],
+                                           cfg, None)
+    assert status == "EXECUTION_ERROR"
+    assert message == workflow.unreachable_message(down)
+    # two layers selected, or a group: a clear error, never SUCCESS
+    status, message = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image,
+                                           [base, moved], cfg, None)
+    assert status == "EXECUTION_ERROR" and "exactly one" in message
+    # an unexpected exception deep inside is still an error with a message, not a traceback
+    monkeypatch.setattr(workflow, "collect", lambda *a: 1 / 0)
+    status, message = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base],
+                                           cfg, None)
+    assert status == "EXECUTION_ERROR" and "ZeroDivisionError" in message
+
+
+def test_broken_config_file_is_reported(plugin, tmp_path, monkeypatch):
+    module, Gimp = plugin
+    (tmp_path / "magic_gimp.json").write_text("{not json")
+    monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))
+    proc = create(module, "python-fu-magic-move-object")
+    image, base, moved = scene(Gimp)
+    status, message = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base],
+                                           config_for(proc, **{"moved-layer": moved}), None)
+    assert status == "EXECUTION_ERROR" and "magic_gimp.json" in message
+
+
+def test_missing_pyzmq_message_says_how_to_fix_it(plugin, monkeypatch):
+    from gimp_plugin import gimp3_host
+
+    monkeypatch.setitem(sys.modules, "zmq", None)  # import zmq now raises ImportError
+    with pytest.raises(workflow.RunnerError) as err:
+        gimp3_host.DirectRunner().handshake("tcp://127.0.0.1:1", 1.0)
+    assert err.value.kind == "missing"
+    assert "-m pip install --user pyzmq" in err.value.message
+    assert "python3-zmq" in err.value.message
+
+
+def test_cancel_from_gimp_is_seen_as_a_closed_pipe(plugin):
+    from gimp_plugin import gimp3_host
+
+    r, w = os.pipe()
+    try:
+        assert gimp3_host.gimp_read_fd(["x.py", "-gimp", "279", str(r), str(w), "-run"]) == r
+        assert gimp3_host.gimp_hung_up(r) is False
+        os.close(w)
+        w = None
+        assert gimp3_host.gimp_hung_up(r) is True
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+    assert gimp3_host.gimp_read_fd(["x.py"]) is None and not gimp3_host.gimp_hung_up(None)
+
+
+def test_direct_runner_cancels_the_job_on_the_server(plugin):
+    from gimp_plugin import gimp3_host
+
+    engine = FakeEngine(step_s=0.05, iterations=400)
+    with ThreadedServer(engine) as srv:
+        runner = gimp3_host.DirectRunner()
+        seen = []
+        w, h = 8, 6
+        mask = bytes([255] * 3 + [0] * (w * h - 3))
+        request = {"width": w, "height": h, "image": bytes(w * h * 4), "source_mask": mask,
+                   "guide_mask": mask[::-1],
+                   "params": {"mode": "move", "samples": 1, "preset": "tiny", "seed": 0}}
+        t0 = time.monotonic()
+        with pytest.raises(workflow.RunnerError) as err:
+            runner.submit(srv.address, request, lambda k, i: seen.append(k),
+                          lambda: "progress" in seen, None)
+        assert err.value.kind == "cancelled"
+        assert time.monotonic() - t0 < 10  # far less than the 20 s the job would take
+        assert engine.calls == 1
+
+
+def test_autostart_uses_the_installed_server_command(plugin, tmp_path, monkeypatch):
+    """Server down + server_command configured: the plug-in starts it and goes on."""
+    from gimp_plugin import gimp3_host, settings
+
+    monkeypatch.setattr(settings, "log_path", lambda: str(tmp_path / "server.log"))
+
+    addr = address()
+    command = [sys.executable, str(HERE / "test_server_support.py"), "--bind", addr]
+
+    class Host:
+        def __init__(self):
+            self.texts = []
+
+        def progress_update(self, fraction, text):
+            self.texts.append(text)
+
+        def cancel_requested(self):
+            return False
+
+    host = Host()
+    info = workflow.connect(host, gimp3_host.DirectRunner(), addr,
+                            {"server_address": addr, "server_command": command})
+    try:
+        assert "tiny" in info["presets"]
+        assert "Starting the MAGIC server..." in host.texts
+        assert "ready" in (tmp_path / "server.log").read_text()
+    finally:
+        os.kill(info["started_pid"], signal.SIGTERM)
+
+
+def test_autostart_failure_shows_the_log(plugin, tmp_path, monkeypatch):
+    from gimp_plugin import gimp3_host, settings
+
+    monkeypatch.setattr(settings, "log_path", lambda: str(tmp_path / "server.log"))
+    command = [sys.executable, "-c", "import sys; print('no weights here'); sys.exit(3)"]
+
+    class Host:
+        def progress_update(self, fraction, text):
+            pass
+
+        def cancel_requested(self):
+            return False
+
+    with pytest.raises(workflow.UserError) as err:
+        workflow.connect(Host(), gimp3_host.DirectRunner(), address(),
+                         {"server_command": command})
+    assert "exit code 3" in err.value.message and "no weights here" in err.value.message
+
+
+def test_manifest_lists_existing_files_for_both_variants():
+    for variant in manifest.VARIANTS.values():
+        files = variant.files()
+        assert files[0][1] == variant.folder + ".py"
+        for src, rel in files:
+            assert src.is_file(), src
+            assert not rel.startswith("/")
+        rels = [rel for _, rel in files]
+        assert "magic_protocol/client.py" in rels and "gimp_plugin/workflow.py" in rels
+    assert "gimp_plugin/gimp3_host.py" in [r for _, r in manifest.GIMP3.files()]
+    assert "gimp_plugin/bridge_client.py" in [r for _, r in manifest.GIMP2.files()]
+    assert "magic_protocol/bridge.py" in [r for _, r in manifest.GIMP2.files()]
+
+
+def test_preview_frames_from_a_real_server_reach_the_preview_layer(plugin, monkeypatch):
+    _, Gimp = plugin
+    from gimp_plugin.gimp3_host import DirectRunner, Gimp3Host
+
+    host = Gimp3Host(preview=True)
+    shown = []
+    real_show = host.show_preview
+    monkeypatch.setattr(host, "show_preview",
+                        lambda image, base, rgb, w, h: (shown.append((w, h, rgb[:3])),
+                                                        real_show(image, base, rgb, w, h)))
+    with ThreadedServer(FakeEngine(step_s=0.01, iterations=40)) as srv:
+        image, base, moved = scene(Gimp)
+        args = procedures.defaults(procedures.BY_NAME["python-fu-magic-move-object"])
+        args.update({"moved-layer": moved, "server-address": srv.address, "samples": 1})
+        workflow.run(host, DirectRunner(), image, base, "move", args, {})
+    assert shown, "no preview frame arrived"
+    assert all(w > 0 and h > 0 and len(rgb) == 3 for w, h, rgb in shown)
+    assert [la.name for la in image.layers] == ["moved", "MAGIC move", "photo"]
+    assert image.frozen == 0
+
+
+def test_the_plugin_process_imports_only_stdlib_gi_pyzmq_and_our_packages():
+    """Thin plug-in: no numpy, no torch, nothing else in GIMP's Python."""
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import importlib.util, sys
+        before = set(sys.modules)
+        sys.path[:0] = [{str(HERE / "fakes")!r}, {str(HERE)!r}]
+        spec = importlib.util.spec_from_file_location("magic_gimp3", {str(ENTRY)!r})
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        from gimp_plugin import gimp3_host, workflow
+        gimp3_host.load_client()
+        try:
+            gimp3_host.DirectRunner().handshake("tcp://127.0.0.1:9", 0.2)
+        except workflow.RunnerError:
+            pass
+        new = {{m.split(".")[0] for m in set(sys.modules) - before}}
+        third = sorted(m for m in new - set(sys.stdlib_module_names)
+                       if not m.startswith(("_cython", "cython_runtime")))  # pyzmq's internals
+        print(" ".join(third))
+    """)
+    r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                       cwd=manifest.REPO_ROOT, timeout=60, check=False,
+                       env={"PYTHONPATH": str(manifest.REPO_ROOT), "PATH": os.environ["PATH"]})
+    assert r.returncode == 0, r.stderr
+    imported = set(r.stdout.split())
+    assert {"gi", "gimp_plugin", "magic_protocol", "zmq"} <= imported
+    assert imported <= {"gi", "fakes", "gimp_plugin", "magic_protocol", "zmq", "_cffi_backend",
+                        "cffi"}, imported

@@ -1,0 +1,325 @@
+"""The plug-in's run (gimp_plugin.workflow + gimp3_host.Gimp3Host) on a fake GIMP 3 image,
+with a scripted runner standing in for the server."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import gimp3 as fake
+
+from gimp_plugin import masks as M
+from gimp_plugin import procedures, workflow
+from gimp_plugin.workflow import RunnerError, UserError
+
+W, H = 40, 30
+BASE_AT = (5, 7)  # the photo layer is offset inside the canvas
+
+
+class ScriptedRunner:
+    """Records what the plug-in sends; answers with flat-colour images or a scripted error."""
+
+    def __init__(self, error: RunnerError | None = None, handshake_error=None,
+                 info: dict | None = None, events=()):
+        self.error, self.handshake_error = error, handshake_error
+        self.info = info or {"max_pixels": 10**8, "presets": list(procedures.PRESETS)}
+        self.events = list(events)
+        self.requests: list[dict] = []
+        self.handshakes = 0
+
+    def handshake(self, address, timeout_s):
+        self.handshakes += 1
+        if self.handshake_error:
+            raise self.handshake_error
+        return self.info
+
+    def submit(self, address, request, on_event, cancelled, timeout_s):
+        self.requests.append(dict(request, address=address, timeout_s=timeout_s))
+        for kind, info in self.events:
+            on_event(kind, info)
+        if self.error:
+            raise self.error
+        p = request["params"]
+        w, h = request["width"], request["height"]
+        images = [(bytes([10 * i + 1, 2, 3]) * (w * h), w, h) for i in range(p["samples"])]
+        return images, [p["seed"] + i for i in range(p["samples"])]
+
+
+@pytest.fixture
+def gimp():
+    with fake.installed() as Gimp:
+        from gimp_plugin.gimp3_host import Gimp3Host
+
+        yield Gimp, Gimp3Host
+
+
+def scene(Gimp):
+    image = Gimp.Image(60, 50)
+    base = image.add(Gimp.Layer(image, "photo", W, H, 4).fill((100, 110, 120, 255)), *BASE_AT)
+    # Opaque black/white source mask, smaller than the photo and offset (white = object).
+    src = Gimp.Layer(image, "src", 10, 10, 4).fill((0, 0, 0, 255))
+    for y in range(2, 6):
+        for x in range(2, 6):
+            src.data[(y * 10 + x) * 4:(y * 10 + x) * 4 + 4] = bytes([255, 255, 255, 255])
+    image.add(src, BASE_AT[0] + 8, BASE_AT[1] + 4)  # object at photo (10..14, 6..10)
+    # Transparent layer with an opaque patch (guide / moved layer): opaque = object.
+    moved = Gimp.Layer(image, "moved", 6, 4, 4)
+    for y in range(4):
+        for x in range(6):
+            moved.data[(y * 6 + x) * 4:(y * 6 + x) * 4 + 4] = bytes([9, 9, 9, 255 if x < 4 else 0])
+    image.add(moved, BASE_AT[0] + 30, BASE_AT[1] + 20)  # object at photo (30..34, 20..24)
+    return image, base, src, moved
+
+
+def args_for(name, **over):
+    args = procedures.defaults(procedures.BY_NAME[name])
+    args.update(over)
+    return args
+
+
+def rect_mask(x0, y0, x1, y1):
+    m = bytearray(W * H)
+    for y in range(y0, y1):
+        m[y * W + x0:y * W + x1] = b"\xff" * (x1 - x0)
+    return m
+
+
+def run(Gimp3Host, runner, image, base, mode, args, config=None):
+    return workflow.run(Gimp3Host(), runner, image, base, mode, args,
+                        config or {"server_address": "tcp://127.0.0.1:1", "server_command": None})
+
+
+def test_synthesize_sends_aligned_masks_and_adds_cropped_layers(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    runner = ScriptedRunner()
+    args = args_for("python-fu-magic-synthesize", **{"source-mask": src, "guide-mask": moved,
+                                                      "mode": "reshape", "samples": 2, "seed": 4})
+    results = run(Gimp3Host, runner, image, base, "reshape", args)
+
+    req = runner.requests[0]
+    assert (req["width"], req["height"]) == (W, H)
+    assert bytes(req["image"]) == bytes([100, 110, 120, 255]) * (W * H)
+    assert req["source_mask"] == rect_mask(10, 6, 14, 10)
+    assert req["guide_mask"] == rect_mask(30, 20, 34, 24)
+    assert req["params"] == {"mode": "reshape", "samples": 2, "preset": "quality", "seed": 4}
+    assert req["address"] == "tcp://127.0.0.1:1"
+
+    margin = workflow.blend_margin(W, H)
+    x0, y0, x1, y1 = 10 - margin, 6 - margin, 34 + margin, 24 + margin
+    assert [layer.name for layer in image.layers] == ["moved", "src", "MAGIC reshape", "photo"]
+    group = image.layers[2]
+    assert group.is_group() and [c.name for c in group.children] == [
+        "MAGIC reshape seed 4", "MAGIC reshape seed 5"]
+    for i, layer in enumerate(group.children):
+        assert (layer.x, layer.y) == (BASE_AT[0] + x0, BASE_AT[1] + y0)
+        assert (layer.width, layer.height) == (x1 - x0, y1 - y0)
+        area = M.crop(M.dilate(M.union(req["source_mask"], req["guide_mask"]), W, H, margin),
+                      W, H, (x0, y0, x1, y1))
+        assert bytes(layer.data[3::4]) == bytes(area)
+        assert layer.pixel(margin, margin)[:3] == bytes([10 * i + 1, 2, 3])
+    assert len(results) == 2
+    assert image.undo_groups == 1 and image.undo_depth == 0 and image.log == []
+    # nothing else changed
+    assert bytes(base.data) == bytes([100, 110, 120, 255]) * (W * H)
+    assert (base.x, base.y) == BASE_AT
+
+
+def test_selection_is_the_source_and_move_guide_is_the_moved_alpha(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, _src, moved = scene(Gimp)
+    image.select(BASE_AT[0] + 1, BASE_AT[1] + 2, BASE_AT[0] + 5, BASE_AT[1] + 6)
+    runner = ScriptedRunner()
+    run(Gimp3Host, runner, image, base, "move",
+        args_for("python-fu-magic-move-object", **{"moved-layer": moved, "samples": 1}))
+    req = runner.requests[0]
+    assert req["source_mask"] == rect_mask(1, 2, 5, 6)
+    assert req["guide_mask"] == rect_mask(30, 20, 34, 24)
+    assert req["params"]["mode"] == "move"
+
+
+def test_copy_guide_keeps_the_object_in_both_places(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    runner = ScriptedRunner()
+    run(Gimp3Host, runner, image, base, "copy",
+        args_for("python-fu-magic-copy-object", **{"moved-layer": moved, "source-mask": src}))
+    req = runner.requests[0]
+    assert req["guide_mask"] == M.union(rect_mask(10, 6, 14, 10), rect_mask(30, 20, 34, 24))
+
+
+def test_remove_guide_is_source_without_selection_and_whole_image_region(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, _src, _moved = scene(Gimp)
+    both = Gimp.Layer(image, "objects", W, H, 4).fill((0, 0, 0, 255))
+    for x0, y0, x1, y1 in ((2, 2, 6, 6), (20, 10, 25, 15)):
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                both.data[(y * W + x) * 4:(y * W + x) * 4 + 4] = b"\xff\xff\xff\xff"
+    image.add(both, *BASE_AT)
+    image.select(BASE_AT[0] + 1, BASE_AT[1] + 1, BASE_AT[0] + 7, BASE_AT[1] + 7)
+    runner = ScriptedRunner()
+    run(Gimp3Host, runner, image, base, "remove",
+        args_for("python-fu-magic-remove-object", **{"source-mask": both,
+                                                      "region": "whole-image"}))
+    req = runner.requests[0]
+    assert req["guide_mask"] == rect_mask(20, 10, 25, 15)
+    layer = image.layers[image.layers.index(base) - 1].children[0]
+    assert (layer.x, layer.y, layer.width, layer.height) == (*BASE_AT, W, H)
+    assert set(layer.data[3::4]) == {255}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-selection", "source mask is empty"),
+    ("empty-layer", "marks nothing"),
+    ("no-guide", "Pick a guide-mask layer"),
+    ("guide-is-base", "is the active layer itself"),
+    ("full-guide", "covers the whole layer"),
+    ("remove-without-layer", "needs a source-mask layer"),
+    ("remove-only-selected", "guide mask is empty"),
+    ("move-without-layer", "Pick the moved layer"),
+])
+def test_mask_problems_are_user_errors_and_change_nothing(gimp, case, message):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    empty = image.add(Gimp.Layer(image, "empty", 5, 5, 4).fill((0, 0, 0, 255)), 0, 0)
+    full = image.add(Gimp.Layer(image, "full", 60, 50, 4).fill((255, 255, 255, 255)), 0, 0)
+    mode, name, over = {
+        "no-selection": ("move", "python-fu-magic-move-object", {"moved-layer": moved}),
+        "empty-layer": ("reshape", "python-fu-magic-synthesize",
+                        {"source-mask": empty, "guide-mask": moved}),
+        "no-guide": ("reshape", "python-fu-magic-synthesize", {"source-mask": src}),
+        "guide-is-base": ("reshape", "python-fu-magic-synthesize",
+                          {"source-mask": src, "guide-mask": base}),
+        "full-guide": ("reshape", "python-fu-magic-synthesize",
+                       {"source-mask": src, "guide-mask": full}),
+        "remove-without-layer": ("remove", "python-fu-magic-remove-object", {}),
+        "remove-only-selected": ("remove", "python-fu-magic-remove-object", {"source-mask": src}),
+        "move-without-layer": ("move", "python-fu-magic-move-object", {}),
+    }[case]
+    if case.startswith("remove") or case == "move-without-layer":
+        image.select(0, 0, 60, 50) if case == "remove-only-selected" else image.select(5, 5, 9, 9)
+    before = [(la.name, la.x, la.y, bytes(la.data)) for la in image.layers]
+    runner = ScriptedRunner()
+    with pytest.raises(UserError) as err:
+        run(Gimp3Host, runner, image, base, mode, args_for(name, **over))
+    assert message in err.value.message and "\n" not in err.value.message
+    assert not err.value.cancelled
+    assert runner.requests == []
+    assert [(la.name, la.x, la.y, bytes(la.data)) for la in image.layers] == before
+    assert image.undo_groups == 0
+
+
+@pytest.mark.parametrize("error, message, cancelled", [
+    (RunnerError("failed", "engine_input: guide mask is empty"), "could not do this job", False),
+    (RunnerError("timeout", "job timed out"), "did not finish in time", False),
+    (RunnerError("cancelled", "job cancelled"), "Cancelled", True),
+    (RunnerError("mismatch", "protocol 2 vs 1"), "do not match", False),
+    (RunnerError("unreachable", "gone"), "magic-server --bind", False),
+])
+def test_server_side_failures_become_messages_and_no_layers(gimp, error, message, cancelled):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    runner = ScriptedRunner(error=error)
+    n = len(image.layers)
+    with pytest.raises(UserError) as err:
+        run(Gimp3Host, runner, image, base, "reshape",
+            args_for("python-fu-magic-synthesize", **{"source-mask": src, "guide-mask": moved,
+                                                       "timeout": 5}))
+    assert message in err.value.message
+    assert err.value.cancelled == cancelled
+    assert runner.requests[0]["timeout_s"] == 5
+    assert len(image.layers) == n and image.undo_groups == 0
+    assert fake.PROGRESS.calls[-1] == ("end",)
+
+
+def test_server_down_without_command_says_how_to_start_it(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    runner = ScriptedRunner(handshake_error=RunnerError("unreachable", "no answer"))
+    with pytest.raises(UserError) as err:
+        run(Gimp3Host, runner, image, base, "move",
+            args_for("python-fu-magic-move-object", **{"moved-layer": moved, "source-mask": src,
+                                                        "server-address": "tcp://127.0.0.1:7"}))
+    assert err.value.message.startswith("The MAGIC server is not running at tcp://127.0.0.1:7")
+    assert "magic-server --bind tcp://127.0.0.1:7" in err.value.message
+    assert runner.requests == []
+
+
+def test_image_too_large_for_the_server(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    runner = ScriptedRunner(info={"max_pixels": W * H - 1, "presets": ["quality"]})
+    with pytest.raises(UserError, match="too large"):
+        run(Gimp3Host, runner, image, base, "move",
+            args_for("python-fu-magic-move-object", **{"moved-layer": moved, "source-mask": src}))
+    assert runner.requests == []
+
+
+def test_unknown_preset_is_reported(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    runner = ScriptedRunner(info={"max_pixels": 0, "presets": ["quality"]})
+    with pytest.raises(UserError, match="does not know the preset 'tiny'"):
+        run(Gimp3Host, runner, image, base, "move",
+            args_for("python-fu-magic-move-object", **{"moved-layer": moved, "source-mask": src,
+                                                        "preset": "tiny"}))
+
+
+def test_progress_shows_stage_counts_and_eta(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    events = [("accepted", {"position": 2}),
+              ("progress", {"iteration": 30, "total": 120, "eta_s": 95.0, "stage": "synthesis"})]
+    run(Gimp3Host, ScriptedRunner(events=events), image, base, "move",
+        args_for("python-fu-magic-move-object", **{"moved-layer": moved, "source-mask": src,
+                                                    "iterations": 50, "resolution": 64}))
+    texts = [c[1] for c in fake.PROGRESS.calls if c[0] == "text"]
+    assert "MAGIC move: waiting, 2 job(s) ahead" in texts
+    assert "MAGIC move: synthesis 30/120 - 1 min 35 s left" in texts
+    assert ("update", 0.25) in fake.PROGRESS.calls
+    assert fake.PROGRESS.calls[0][0] == "init" and fake.PROGRESS.calls[-1] == ("end",)
+
+
+def test_insert_failure_still_closes_the_undo_group(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    image.insert_layer = lambda *a: False  # GIMP refuses (e.g. a GRAY layer in an RGB image)
+    with pytest.raises(RuntimeError):
+        run(Gimp3Host, ScriptedRunner(), image, base, "move",
+            args_for("python-fu-magic-move-object", **{"moved-layer": moved, "source-mask": src}))
+    assert image.undo_groups == 1 and image.undo_depth == 0
+
+
+def test_preview_frames_show_in_a_temporary_layer_outside_the_undo_history(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    seen = []
+
+    class PreviewRunner(ScriptedRunner):
+        def submit(self, address, request, on_event, cancelled, timeout_s):
+            assert request["params"]["preview"] is True
+            for colour in (b"\x10\x20\x30", b"\x40\x50\x60"):
+                on_event("progress", {"iteration": 1, "total": 2,
+                                      "previews": [(colour * 20, 5, 4)]})
+                preview = image.layers[image.layers.index(base) - 1]
+                seen.append((preview.name, preview.x, preview.y, preview.width, preview.height,
+                             preview.pixel(0, 0)))
+            return ScriptedRunner.submit(self, address, request, lambda *a: None, cancelled,
+                                         timeout_s)
+
+    host = Gimp3Host(preview=True)
+    workflow.run(host, PreviewRunner(), image, base, "move",
+                 args_for("python-fu-magic-move-object", **{"moved-layer": moved,
+                                                             "source-mask": src}),
+                 {"server_address": "tcp://127.0.0.1:1"})
+    assert seen == [(Gimp3Host.PREVIEW_NAME, *BASE_AT, W, H, b"\x10\x20\x30\xff"),
+                    (Gimp3Host.PREVIEW_NAME, *BASE_AT, W, H, b"\x40\x50\x60\xff")]
+    assert [la.name for la in image.layers] == ["moved", "src", "MAGIC move", "photo"]
+    assert image.frozen == 0
+    assert image.history == ["insert MAGIC move", "insert MAGIC move seed 0",
+                             "insert MAGIC move seed 1", "insert MAGIC move seed 2"]
+
+
+def test_format_eta():
+    assert procedures.format_eta(None) == ""
+    assert procedures.format_eta(5.4) == "5 s left"
+    assert procedures.format_eta(3725) == "1 h 02 min left"
