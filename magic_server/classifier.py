@@ -10,6 +10,7 @@ import torch
 
 from magic_server.checkpoints import MISSING_WEIGHTS_HELP, WeightsError, read_weights
 from magic_server.engine.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNet50, frozen
+from magic_server.engine.resnet import untrained_resnet50 as engine_untrained_resnet50
 
 UNTRAINED = "untrained"
 UNTRAINED_LABEL = "untrained (random weights)"
@@ -18,10 +19,10 @@ UNTRAINED_SEED = 0
 
 
 def untrained_resnet50() -> ResNet50:
-    """A ResNet-50 with seeded random weights: the same on every run, without touching global RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(UNTRAINED_SEED)
-        return ResNet50()
+    """A ResNet-50 with seeded random weights: the same on every run, without touching global RNG.
+
+    See engine.resnet.untrained_resnet50 for why its feature scale is calibrated."""
+    return engine_untrained_resnet50(UNTRAINED_SEED)
 
 
 def is_untrained(label: str) -> bool:

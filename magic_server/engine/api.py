@@ -7,8 +7,8 @@ progress goes out through a callback, cancellation comes in through a threading.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -30,9 +30,13 @@ class SynthesisOptions:
     iterations: int | None = None  # overrides the preset's iteration count, same proportions
     seed: int = 0
     mode: str = "synthesize"
-    resolution: int = 224  # working resolution (short side of the region that is synthesized)
+    resolution: int = 224  # working resolution: about resolution**2 pixels, aspect kept
     preview_every: int = 0  # 0: no preview frames; n: a preview every n iterations
     preview_size: int = 128  # longest side of preview frames
+    # Synthesize only the edit's region of interest and paste it back with a feathered mask,
+    # leaving every other pixel bit-identical (False: the paper's whole new image x').
+    composite: bool = True
+    refine: bool = True  # coarse-to-fine: a second stage at twice the working resolution
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -72,16 +76,19 @@ class SynthesisResult:
     iterations: int
     elapsed_s: float
     losses: dict[str, float] = field(default_factory=dict)
+    region: tuple[int, int, int, int] | None = None  # (top, left, bottom, right) synthesized
 
 
-def check_inputs(image: np.ndarray, source_mask: np.ndarray, guide_mask: np.ndarray) -> None:
+def check_inputs(image: np.ndarray, source_mask: np.ndarray, guide_mask: np.ndarray,
+                 allow_empty_guide: bool = False) -> None:
+    """Raise EngineInputError for inputs no edit can come from. Removal may empty the guide."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise EngineInputError("image must be an HxWx3 uint8 array")
     for name, m in (("source mask", source_mask), ("guide mask", guide_mask)):
         if m.shape != image.shape[:2]:
             raise EngineInputError(f"{name} is {m.shape[1]}x{m.shape[0]}, image is "
                                    f"{image.shape[1]}x{image.shape[0]}")
-        if not np.any(m):
+        if not np.any(m) and not (allow_empty_guide and m is guide_mask):
             raise EngineInputError(f"{name} is empty: paint the object white (or opaque)")
         if np.all(m):
             raise EngineInputError(f"{name} covers the whole image: it must mark an object")

@@ -107,3 +107,47 @@ def frozen(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def untrained_resnet50(seed: int = 0) -> ResNet50:
+    """A deterministic ResNet-50 with random weights, for running without real weights.
+
+    Residual branches start at zero (torchvision's zero_init_residual) and BatchNorm statistics
+    are calibrated, so feature maps have about the scale a trained network's have.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ResNet50()
+    for m in model.modules():
+        if isinstance(m, Bottleneck):
+            nn.init.zeros_(m.bn3.weight)
+    return frozen(calibrate_batchnorm(model, seed=seed))
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: ResNet50, seed: int = 0, batches: int = 4, size: int = 128) -> ResNet50:
+    """Set BatchNorm running statistics from smooth random images (for untrained weights only).
+
+    Freshly initialised BatchNorm layers assume zero-mean unit-variance inputs, which random
+    convolutions do not produce: activations then grow with depth and the deep feature-statistics
+    terms swamp every other loss. Calibrated statistics give an untrained network the per-layer
+    scale a trained one has, so the whole pipeline can be exercised without real weights.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for _ in range(batches):
+        coarse = torch.rand(8, 3, size // 8, size // 8, generator=gen)
+        images = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear",
+                                                 align_corners=False)
+        images = (images + 0.05 * torch.randn(images.shape, generator=gen)).clamp(0, 1)
+        model(images)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
+    model.train(was_training)
+    return model

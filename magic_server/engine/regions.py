@@ -1,0 +1,83 @@
+"""Where an edit happens: the region of interest that is synthesized, and how the result is
+composited back so that every pixel outside the edit stays bit-identical to the photo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Box:
+    top: int
+    left: int
+    bottom: int  # exclusive
+    right: int  # exclusive
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    def crop(self, a: np.ndarray) -> np.ndarray:
+        return a[self.top : self.bottom, self.left : self.right]
+
+
+def bounding_box(mask: np.ndarray) -> Box | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return Box(int(rows[0]), int(cols[0]), int(rows[-1] + 1), int(cols[-1] + 1))
+
+
+def region_of_interest(edit: np.ndarray, context: float = 0.5, min_context_px: int = 16) -> Box:
+    """The edit's bounding box grown by `context` times its size on each side (for the
+    classifier, the critic and the seam term to see surroundings), clipped to the image."""
+    h, w = edit.shape
+    box = bounding_box(edit)
+    if box is None:
+        return Box(0, 0, h, w)
+    side = max(box.height, box.width)
+    pad = max(min_context_px, round(context * side))
+    return Box(max(0, box.top - pad), max(0, box.left - pad),
+               min(h, box.bottom + pad), min(w, box.right + pad))
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius <= 0:
+        return mask.copy()
+    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+    k = 2 * radius + 1
+    return F.max_pool2d(t, k, stride=1, padding=radius)[0, 0].numpy() > 0.5
+
+
+def feathered_alpha(edit: np.ndarray, feather: int) -> np.ndarray:
+    """Alpha in [0, 1]: 1 inside the edit region, ramping to exactly 0 within `feather` px
+    outside it. Pixels further away get alpha 0 and are therefore copied unchanged."""
+    if feather <= 0:
+        return edit.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(edit, dtype=np.float32))[None, None]
+    grown = F.max_pool2d(t, 2 * feather + 1, stride=1, padding=feather)
+    blurred = F.avg_pool2d(grown, 2 * feather + 1, stride=1, padding=feather,
+                           count_include_pad=False)
+    alpha = torch.maximum(blurred, t) * grown  # never leaves the grown band
+    return alpha[0, 0].numpy()
+
+
+def composite(photo: np.ndarray, patch: np.ndarray, box: Box, alpha: np.ndarray) -> np.ndarray:
+    """Blend `patch` (box-sized) into a copy of `photo` with `alpha` (box-sized).
+    Only pixels with alpha > 0 are written."""
+    out = photo.copy()
+    region = box.crop(out)
+    a = alpha[..., None]
+    blended = np.rint(a * patch.astype(np.float32) + (1 - a) * region.astype(np.float32))
+    touched = alpha > 0
+    region[touched] = blended.astype(np.uint8)[touched]
+    return out

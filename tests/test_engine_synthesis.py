@@ -1,0 +1,158 @@
+"""The engine end to end on small synthetic scenes (CPU, untrained classifier)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from scenes import iou, red_disk_scene, red_pixels
+
+from magic_server.engine.api import Cancelled, EngineInputError, SynthesisOptions
+from magic_server.engine.mask_net import train_mask_net
+from magic_server.engine.resnet import untrained_resnet50
+from magic_server.engine.synthesis import Engine
+from magic_server.engine.tensors import Normaliser, image_to_tensor, mask_to_tensor
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return red_disk_scene(64)
+
+
+def quick(**kw) -> SynthesisOptions:
+    base = {"samples": 2, "preset": "tiny", "iterations": 6, "resolution": 32, "seed": 3,
+            "refine": False}
+    return SynthesisOptions(**{**base, **kw})
+
+
+def test_mask_net_learns_the_source_mask(scene):
+    img, source, _ = scene
+    z = Normaliser(torch.device("cpu")).normalise(image_to_tensor(img, (64, 64), torch.device("cpu")))
+    y = mask_to_tensor(source, (64, 64), torch.device("cpu"))
+    net = train_mask_net(z, y, steps=120, gen=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        predicted = (net(z)[0, 0] > 0).numpy()
+    assert iou(predicted, source) >= 0.9
+
+
+def test_synthesized_object_follows_a_moved_guide(engine, scene):
+    img, source, guide = scene
+    # Judged by colour thresholding, not by the engine's own mask network.
+    assert iou(red_pixels(img), source) > 0.95
+    result = engine.synthesize(img, source, guide,
+                               SynthesisOptions(samples=1, preset="draft", iterations=300,
+                                                resolution=64, seed=0))
+    out = result.images[0]
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert iou(red_pixels(out), guide) >= 0.8
+    assert iou(red_pixels(out), source) < 0.2
+
+
+def test_same_seed_repeats_and_different_seeds_differ(engine, scene):
+    img, source, guide = scene
+    a = engine.synthesize(img, source, guide, quick(seed=5)).images
+    b = engine.synthesize(img, source, guide, quick(seed=5)).images
+    c = engine.synthesize(img, source, guide, quick(seed=6)).images
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.abs(x.astype(int) - y).mean() > 5 for x, y in zip(a, c))
+    assert np.abs(a[0].astype(int) - a[1]).mean() > 5  # samples in one batch differ too
+
+
+def test_cancel_stops_within_one_iteration(engine, scene):
+    img, source, guide = scene
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def on_progress(p):
+        if p.stage == "synthesis":
+            seen.append(p.iteration)
+            if p.iteration == 3:
+                cancel.set()
+
+    with pytest.raises(Cancelled):
+        engine.synthesize(img, source, guide, quick(iterations=50), on_progress, cancel)
+    assert seen == [1, 2, 3]
+
+
+def test_cancel_during_mask_net_training(engine, scene):
+    img, source, guide = scene
+    cancel = threading.Event()
+    stages: list[str] = []
+
+    def on_progress(p):
+        stages.append(p.stage)
+        cancel.set()
+
+    with pytest.raises(Cancelled):
+        engine.synthesize(img, source, guide, quick(), on_progress, cancel)
+    assert stages == ["mask-net"]
+
+
+def test_progress_reports_losses_and_previews(engine, scene):
+    img, source, guide = scene
+    events = []
+    result = engine.synthesize(img, source, guide, quick(iterations=10, preview_every=5,
+                                                         preview_size=16), events.append)
+    synth = [e for e in events if e.stage == "synthesis"]
+    assert [e.iteration for e in synth] == list(range(1, 11))
+    assert all(e.total == 10 for e in synth)
+    previews = [e for e in synth if e.previews]
+    assert [e.iteration for e in previews] == [5, 10]
+    assert all(len(e.previews) == 2 and max(e.previews[0].shape[:2]) == 16 for e in previews)
+    assert {"classifier", "feature_stats", "mask", "critic", "total"} <= set(synth[-1].losses)
+    assert synth[-1].eta_s == 0
+    assert result.iterations == 10 and len(result.images) == 2
+    assert result.seeds == [3, 4]
+
+
+def test_the_classifier_is_never_trained(engine, scene):
+    img, source, guide = scene
+    before = {k: v.clone() for k, v in engine.classifier.state_dict().items()}
+    engine.synthesize(img, source, guide, quick())
+    assert all(p.grad is None and not p.requires_grad for p in engine.classifier.parameters())
+    after = engine.classifier.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_results_have_the_input_size_for_non_square_images(engine):
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (40, 90, 3), dtype=np.uint8)
+    source = np.zeros((40, 90), bool)
+    source[10:25, 10:30] = True
+    guide = np.roll(source, 40, axis=1)
+    result = engine.synthesize(img, source, guide, quick(samples=1))
+    assert result.images[0].shape == (40, 90, 3)
+
+
+def test_bad_inputs_are_refused_with_clear_messages(engine, scene):
+    img, source, guide = scene
+    empty = np.zeros_like(source)
+    with pytest.raises(EngineInputError, match="source mask is empty"):
+        engine.synthesize(img, empty, guide, quick())
+    with pytest.raises(EngineInputError, match="guide mask is empty"):
+        engine.synthesize(img, source, empty, quick())
+    with pytest.raises(EngineInputError, match="whole image"):
+        engine.synthesize(img, np.ones_like(source), guide, quick())
+    with pytest.raises(EngineInputError, match="32x16"):
+        engine.synthesize(img, source[:16, :32], guide, quick())
+    with pytest.raises(EngineInputError, match="unknown mode"):
+        engine.synthesize(img, source, guide, quick(mode="teleport"))
+
+
+def test_remove_mode_accepts_an_empty_guide(engine, scene):
+    img, source, _ = scene
+    result = engine.synthesize(img, source, np.zeros_like(source), quick(mode="remove"))
+    assert len(result.images) == 2
+
+
+def test_describe_reports_device_and_weights(engine):
+    info = engine.describe()
+    assert info["device"] == "cpu" and info["weights_loaded"] is False
+    assert info["presets"]["paper"] == 18_000
