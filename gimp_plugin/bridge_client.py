@@ -153,9 +153,11 @@ class BridgeRunner(object):
 
     def submit(self, address, request, on_event, cancelled, timeout_s):
         w, h = request["width"], request["height"]
+        frames = [request["image"], request["source_mask"], request["guide_mask"]]
+        if request.get("init") is not None:
+            frames.append(request["init"])
         self._send({"op": "submit", "address": address, "params": request["params"],
-                    "width": w, "height": h, "timeout_s": timeout_s},
-                   [request["image"], request["source_mask"], request["guide_mask"]])
+                    "width": w, "height": h, "timeout_s": timeout_s}, frames)
         cancel_sent = False
         while True:
             msg = self._next(None, None if cancel_sent else cancelled)

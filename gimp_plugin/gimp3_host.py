@@ -211,15 +211,9 @@ class DirectRunner:
 
     def submit(self, address, request, on_event, cancelled, timeout_s):
         c = self.c
-        w, h = request["width"], request["height"]
-        p = request["params"]
-        job = c.JobRequest(
-            image=c.RawImage(w, h, 4, request["image"]),
-            source_mask=c.RawImage(w, h, 1, request["source_mask"]),
-            guide_mask=c.RawImage(w, h, 1, request["guide_mask"]),
-            mode=p["mode"], samples=p["samples"], preset=p["preset"], seed=p["seed"],
-            iterations=p.get("iterations"), resolution=p.get("resolution"),
-            preview=bool(p.get("preview")))
+        job = c.JobRequest.from_params(
+            request["width"], request["height"], request["image"], request["source_mask"],
+            request["guide_mask"], request["params"], init_image=request.get("init"))
 
         def forward(ev):
             previews = [(bytes(p.data), p.width, p.height) for p in ev.previews

@@ -27,6 +27,7 @@ from gimpfu import (
     PF_OPTION,
     PF_SPINNER,
     PF_STRING,
+    PF_TOGGLE,
     RGBA_IMAGE,
     fail,
     gimp,
@@ -167,6 +168,8 @@ def gimpfu_params(spec):
         elif a.kind == "choice":
             params.append((PF_OPTION, a.name, label, a.choices.index(a.default),
                            list(a.choices)))
+        elif a.kind == "bool":
+            params.append((PF_TOGGLE, a.name, label, 1 if a.default else 0))
         else:
             params.append((PF_STRING, a.name, label, a.default))
     return params
@@ -177,6 +180,8 @@ def arguments(spec, drawable, values):
     for a, value in zip(spec.args, values):
         if a.kind == "choice":
             value = a.choices[int(value)]
+        elif a.kind == "bool":
+            value = bool(value)
         elif a.kind == "layer" and value is not None and value.ID == drawable.ID:
             value = None
         args[a.name] = value

@@ -37,6 +37,8 @@ def add_argument(proc, arg) -> None:
         proc.add_int_argument(arg.name, arg.label, arg.blurb, arg.lo, arg.hi, arg.default, flags)
     elif arg.kind == "string":
         proc.add_string_argument(arg.name, arg.label, arg.blurb, arg.default, flags)
+    elif arg.kind == "bool":
+        proc.add_boolean_argument(arg.name, arg.label, arg.blurb, arg.default, flags)
     elif arg.kind == "choice":
         choice = Gimp.Choice.new()
         for i, nick in enumerate(arg.choices):

@@ -69,21 +69,23 @@ def split_planes(data, bpp, has_alpha):
     return luma, alpha
 
 
-def place(mask, mw, mh, dx, dy, width, height):
-    """Put an mw x mh mask whose top-left corner is at (dx, dy) in the base frame into a
-    width x height canvas: parts outside are cropped, uncovered parts are 0."""
+def place(mask, mw, mh, dx, dy, width, height, channels=1):
+    """Put an mw x mh mask (or interleaved image of `channels` bytes per pixel) whose top-left
+    corner is at (dx, dy) in the base frame into a width x height canvas: parts outside are
+    cropped, uncovered parts are 0 (for RGBA: transparent)."""
     mask = bytearray(mask)
-    if len(mask) != mw * mh:
-        raise ValueError("mask has %d bytes, expected %dx%d" % (len(mask), mw, mh))
-    out = bytearray(width * height)
+    if len(mask) != mw * mh * channels:
+        raise ValueError("mask has %d bytes, expected %dx%dx%d" % (len(mask), mw, mh, channels))
+    out = bytearray(width * height * channels)
     x0, x1 = max(0, dx), min(width, dx + mw)
     y0, y1 = max(0, dy), min(height, dy + mh)
     if x0 >= x1 or y0 >= y1:
         return out
+    row = (x1 - x0) * channels
     for y in range(y0, y1):
-        src = (y - dy) * mw + (x0 - dx)
-        dst = y * width + x0
-        out[dst:dst + (x1 - x0)] = mask[src:src + (x1 - x0)]
+        src = ((y - dy) * mw + (x0 - dx)) * channels
+        dst = (y * width + x0) * channels
+        out[dst:dst + row] = mask[src:src + row]
     return out
 
 

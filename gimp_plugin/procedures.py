@@ -15,7 +15,7 @@ SUBMENU_LABEL = "MAGIC"
 
 
 class Arg(object):
-    """One procedure argument. kind: "layer", "int", "string", "choice"."""
+    """One procedure argument. kind: "layer", "int", "string", "choice", "bool"."""
 
     def __init__(self, name, kind, label, blurb, default=None, lo=None, hi=None, choices=None,
                  optional=False):
@@ -58,6 +58,10 @@ GUIDE_MASK = Arg("guide-mask", "layer", "Guide mask layer",
 MOVED_LAYER = Arg("moved-layer", "layer", "Moved layer",
                   "The object copied to its own layer and moved or transformed; its alpha is the "
                   "guide", optional=True)
+SEED_FROM_LAYER = Arg("seed-from-layer", "bool", "Start from the moved layer",
+                      "Start the synthesis from the moved layer laid over the photo (its pixels "
+                      "seed the result, fewer iterations needed) instead of from noise",
+                      default=True)
 MODE = Arg("mode", "choice", "Mode", "What the synthesis should do with the object",
            default="reshape", choices=MODES)
 
@@ -92,13 +96,14 @@ PROCEDURES = [
               [SOURCE_MASK, GUIDE_MASK, MODE] + COMMON),
     Procedure("python-fu-magic-move-object", "move", "_Move object...",
               "Move the selected object to where the moved layer is: the old place becomes "
-              "background.", [MOVED_LAYER, SOURCE_MASK] + COMMON),
+              "background.", [MOVED_LAYER, SOURCE_MASK] + COMMON + [SEED_FROM_LAYER]),
     Procedure("python-fu-magic-copy-object", "copy", "_Copy object...",
               "Copy the selected object to where the moved layer is: it appears in both places.",
-              [MOVED_LAYER, SOURCE_MASK] + COMMON),
+              [MOVED_LAYER, SOURCE_MASK] + COMMON + [SEED_FROM_LAYER]),
     Procedure("python-fu-magic-remove-object", "remove", "_Remove object...",
-              "Remove the selected object: the guide is the source mask layer (all objects) "
-              "without the selection.", [SOURCE_MASK] + COMMON),
+              "Remove the selected object. Without a source mask layer the selection is the "
+              "only object; with one (marking all objects) the others stay where they are.",
+              [SOURCE_MASK] + COMMON),
 ]
 
 BY_NAME = dict((p.name, p) for p in PROCEDURES)
@@ -114,6 +119,16 @@ def result_layer_name(mode, seed):
 
 def group_name(mode):
     return "MAGIC %s" % mode
+
+
+# What the server's progress stages are called in GIMP's progress bar.
+STAGE_LABELS = {"mask-net": "learning the object", "synthesis": "synthesizing",
+                "refine": "refining"}
+
+
+def stage_label(stage):
+    stage = stage or "synthesis"
+    return STAGE_LABELS.get(stage, stage)
 
 
 def format_eta(seconds):

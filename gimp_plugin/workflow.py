@@ -14,7 +14,8 @@ host:   layer_geometry(layer) -> (width, height, x, y); layer_name(layer); same_
                                                           # one undo step, above `base`
 runner: handshake(address, timeout_s) -> {"max_pixels": int, "presets": [...]}
         submit(address, request, on_event, cancelled, timeout_s) -> (images, seeds)
-            request: dict(width, height, image (RGBA), source_mask, guide_mask, params)
+            request: dict(width, height, image (RGBA), source_mask, guide_mask, params,
+                          init (RGBA rough composite, alpha 0 = the image's pixel) or None)
             images: list of (rgb bytes, width, height); on_event(kind, info dict), where
             info["previews"] may hold downscaled (rgb bytes, width, height) frames
         both raise RunnerError(kind, message), kind in RUNNER_ERROR_KINDS
@@ -61,7 +62,8 @@ class ResultLayer(object):
 class Job(object):
     """Everything computed from the image before talking to the server."""
 
-    def __init__(self, mode, width, height, x, y, image_rgba, source, guide, edit_box, edit_alpha):
+    def __init__(self, mode, width, height, x, y, image_rgba, source, guide, edit_box, edit_alpha,
+                 init_rgba=None):
         self.mode = mode
         self.width = width
         self.height = height
@@ -72,6 +74,7 @@ class Job(object):
         self.guide = guide
         self.edit_box = edit_box  # (x0, y0, x1, y1) in the base layer's frame
         self.edit_alpha = edit_alpha  # alpha of the result layers inside edit_box
+        self.init_rgba = init_rgba  # the moved layer placed in the base frame (seed), or None
 
 
 def blend_margin(width, height):
@@ -118,18 +121,18 @@ def collect(host, image, base, mode, args):
                             "make the photo the active layer." % name)
     selection = host.read_selection(image, bx, by, w, h)
 
+    init = None
     if mode == "remove":
         if selection is None or M.is_empty(selection):
             raise UserError("Select the object to remove first.")
         if args.get("source-mask") is None:
-            raise UserError("Remove needs a source-mask layer that marks the objects in the "
-                            "picture (the selected one and the others); the guide is that mask "
-                            "without the selection, and it cannot be empty.")
-        source = _layer_mask(host, args["source-mask"], geometry)
-        guide = M.subtract(source, selection)
-        if M.is_empty(guide):
-            raise UserError("The guide mask is empty: the source-mask layer marks nothing besides "
-                            "the selected object; it must also mark the objects that stay.")
+            # The selected object is the only one: the guide is empty (nothing stays).
+            source, guide = selection, bytearray(w * h)
+        else:
+            # The layer marks every object; the guide keeps those outside the selection
+            # (none, when the layer marks only the selected one).
+            source = _layer_mask(host, args["source-mask"], geometry)
+            guide = M.subtract(source, selection)
     elif mode in ("move", "copy"):
         moved = args.get("moved-layer")
         if moved is None:
@@ -138,6 +141,8 @@ def collect(host, image, base, mode, args):
         source = _source_mask(host, args, geometry, selection)
         placed = _layer_mask(host, moved, geometry, alpha_only=True)
         guide = placed if mode == "move" else M.union(source, placed)
+        if args.get("seed-from-layer", True):
+            init = _placed_rgba(host, moved, geometry)
     else:
         source = _source_mask(host, args, geometry, selection)
         if args.get("guide-mask") is None:
@@ -155,7 +160,16 @@ def collect(host, image, base, mode, args):
         area = M.dilate(M.union(source, guide), w, h, blend_margin(w, h))
         box = M.bbox(area, w, h)
         alpha = M.crop(area, w, h, box)
-    return Job(mode, w, h, bx, by, bytearray(host.read_rgba(base)), source, guide, box, alpha)
+    return Job(mode, w, h, bx, by, bytearray(host.read_rgba(base)), source, guide, box, alpha,
+               init)
+
+
+def _placed_rgba(host, layer, base_geometry):
+    """The layer's RGBA pixels in the base layer's frame, transparent where it does not reach:
+    the rough composite the server lays over the photo (the moved object where it should go)."""
+    w, h, bx, by = base_geometry
+    lw, lh, lx, ly = host.layer_geometry(layer)
+    return M.place(host.read_rgba(layer), lw, lh, lx - bx, ly - by, w, h, channels=4)
 
 
 def job_params(job, args, preview=False):
@@ -163,6 +177,8 @@ def job_params(job, args, preview=False):
               "seed": int(args["seed"])}
     if preview:
         params["preview"] = True
+    if args.get("region", procedures.REGIONS[0]) == "whole-image":
+        params["composite"] = False  # a whole new picture, not the edit region pasted back
     if int(args.get("iterations") or 0) > 0:
         params["iterations"] = int(args["iterations"])
     if int(args.get("resolution") or 0) > 0:
@@ -235,7 +251,7 @@ def _progress_text(mode, kind, info):
     if kind == "reconnecting":
         return title + ": server went silent, reconnecting..."
     if kind == "progress":
-        parts = [title + ":", str(info.get("stage") or "synthesis")]
+        parts = [title + ":", procedures.stage_label(info.get("stage"))]
         if info.get("total"):
             parts.append("%s/%s" % (info.get("iteration") or 0, info["total"]))
         eta = procedures.format_eta(info.get("eta_s"))
@@ -279,7 +295,8 @@ def run(host, runner, image, base, mode, args, config):
         preview = bool(getattr(host, "wants_preview", False))
         params = job_params(job, args, preview)
         request = {"width": job.width, "height": job.height, "image": job.image_rgba,
-                   "source_mask": job.source, "guide_mask": job.guide, "params": params}
+                   "source_mask": job.source, "guide_mask": job.guide, "params": params,
+                   "init": job.init_rgba}
 
         def on_event(kind, info):
             fraction = None

@@ -11,8 +11,8 @@ frames; every frame is a 4-byte big-endian length and that many bytes.
 Requests (plug-in -> bridge):
   {"op": "handshake", "address", "timeout_s"}
       -> {"ok": true, "info": {"max_pixels", "presets", "device"}}
-  {"op": "submit", "address", "params", "width", "height", "timeout_s" | null, "nframes": 3}
-      + image (RGBA), source mask, guide mask (1 channel each)
+  {"op": "submit", "address", "params", "width", "height", "timeout_s" | null, "nframes": 3|4}
+      + image (RGBA), source mask, guide mask (1 channel each) [+ init (RGBA rough composite)]
       -> any number of {"event": kind, "position", "iteration", "total", "eta_s", "stage"}
       -> {"ok": true, "seeds": [...], "sizes": [[w, h], ...], "nframes": n} + n RGB frames
   {"op": "cancel"}  while a submit runs: cancels the job on the server
@@ -143,14 +143,11 @@ class Bridge:
 
     def submit(self, h: dict[str, Any], frames: list[bytes]) -> None:
         c = self.c
-        w, h_, p = int(h["width"]), int(h["height"]), h["params"]
-        if len(frames) != 3:
-            raise ValueError("submit needs 3 frames")
-        job = c.JobRequest(
-            image=c.RawImage(w, h_, 4, frames[0]), source_mask=c.RawImage(w, h_, 1, frames[1]),
-            guide_mask=c.RawImage(w, h_, 1, frames[2]), mode=p["mode"], samples=p["samples"],
-            preset=p["preset"], seed=p["seed"], iterations=p.get("iterations"),
-            resolution=p.get("resolution"))
+        if len(frames) not in (3, 4):
+            raise ValueError("submit needs 3 frames (4 with an init composite)")
+        job = c.JobRequest.from_params(int(h["width"]), int(h["height"]), *frames[:3],
+                                       h["params"], init_image=frames[3] if len(frames) == 4
+                                       else None)
         self.cancel.clear()
 
         def on_event(ev: Any) -> None:

@@ -93,8 +93,10 @@ class RawImage:
 @dataclass
 class JobRequest:
     """One edit. image: RGBA (4 channels); masks: 1 channel (> 127 = inside), all the same size
-    (the plug-in aligns layers by their offsets first). init_image: optional RGBA composite,
-    sent as the "init" frame (used with init_from)."""
+    (the plug-in aligns layers by their offsets first). init_image: optional RGBA rough
+    composite, sent as the "init" frame: the server lays it over the image (alpha 0 = the
+    image's pixel) and the synthesis starts from it. composite=False: a whole new image instead
+    of the edit region pasted back; refine=False: no second, finer stage."""
 
     image: RawImage
     source_mask: RawImage
@@ -108,10 +110,31 @@ class JobRequest:
     preview: bool = False
     init_image: RawImage | None = None
     init_from: str | None = None
+    composite: bool = True
+    refine: bool = True
+
+    @classmethod
+    def from_params(cls, width: int, height: int, image: Any, source_mask: Any, guide_mask: Any,
+                    params: dict[str, Any], init_image: Any = None) -> JobRequest:
+        """A request from raw buffers and a params dict in the wire's form (the plug-in's)."""
+        return cls(
+            image=RawImage(width, height, 4, image),
+            source_mask=RawImage(width, height, 1, source_mask),
+            guide_mask=RawImage(width, height, 1, guide_mask),
+            mode=params["mode"], samples=params["samples"], preset=params["preset"],
+            seed=params["seed"], iterations=params.get("iterations"),
+            resolution=params.get("resolution"), preview=bool(params.get("preview")),
+            init_image=None if init_image is None else RawImage(width, height, 4, init_image),
+            init_from=params.get("init_from"),
+            composite=bool(params.get("composite", True)),
+            refine=bool(params.get("refine", True)))
 
     def params(self) -> dict[str, Any]:
-        return P.SubmitParams(self.mode, self.samples, self.preset, self.iterations, self.seed,
-                              self.resolution, self.preview, self.init_from).to_dict()
+        return P.SubmitParams(
+            mode=self.mode, samples=self.samples, preset=self.preset,
+            iterations=self.iterations, seed=self.seed, resolution=self.resolution,
+            preview=self.preview, init_from=self.init_from, composite=self.composite,
+            refine=self.refine).to_dict()
 
     def frames(self) -> list[tuple[FrameSpec, Any]]:
         frames = [(self.image.spec(P.FRAME_IMAGE), self.image.data),
@@ -152,6 +175,7 @@ class JobResult:
     iterations: int | None
     elapsed_s: float | None
     metadata: dict[str, Any]  # the whole result header
+    region: tuple[int, int, int, int] | None = None  # (top, left, bottom, right) synthesized
 
 
 @dataclass
@@ -449,7 +473,15 @@ def _result(msg: P.Message) -> JobResult:
     h = msg.header
     return JobResult(job_id=str(h.get("job")), images=_images(msg),
                      seeds=list(h.get("seeds", [])), predicted_class=h.get("predicted_class"),
-                     iterations=h.get("iterations"), elapsed_s=h.get("elapsed_s"), metadata=h)
+                     iterations=h.get("iterations"), elapsed_s=h.get("elapsed_s"), metadata=h,
+                     region=_region(h.get("region")))
+
+
+def _region(raw: Any) -> tuple[int, int, int, int] | None:
+    if (isinstance(raw, list) and len(raw) == 4
+            and all(type(v) is int for v in raw)):
+        return (raw[0], raw[1], raw[2], raw[3])
+    return None
 
 
 def _raise_error(msg: P.Message) -> None:

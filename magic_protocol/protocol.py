@@ -55,7 +55,9 @@ TERMINAL_EVENTS = (RESULT, ERROR, CANCELLED)
 # Same values as magic_server.engine.api.MODES (a test keeps them in step).
 MODES = ("synthesize", "move", "copy", "reshape", "remove")
 
-# Submit frames, in this order; "init" (an RGBA composite to start from) is optional.
+# Submit frames, in this order; "init" is optional: the artist's rough composite (e.g. the
+# moved layer over the photo), RGBA, which the server composites over "image" (alpha 0 = take
+# the image's pixel) and the synthesis starts from instead of pure noise.
 FRAME_IMAGE = "image"  # RGBA, 4 channels
 FRAME_SOURCE_MASK = "source_mask"  # 1 channel, > 127 means "inside"
 FRAME_GUIDE_MASK = "guide_mask"  # 1 channel, > 127 means "inside"
@@ -175,10 +177,20 @@ class SubmitParams:
     seed: int = 0
     resolution: int | None = None  # None: the server's default working resolution
     preview: bool = False  # send downscaled preview frames with progress events
-    init_from: str | None = None  # reserved for init-from-composite; requires the "init" frame
+    init_from: str | None = None  # optional label of the "init" frame's origin; needs the frame
+    composite: bool = True  # synthesize only the edit region and paste it back (False: all new)
+    refine: bool = True  # a second stage at twice the working resolution
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The wire form. Fields added after version 1 was released (composite, refine) are
+        left out at their defaults, so that servers older than them still take the job."""
+        return {k: v for k, v in asdict(self).items()
+                if v is not None and not (k in ADDED_PARAMS and v == ADDED_PARAMS[k])}
+
+
+# Optional params added to version 1 later (compatible: older servers never see them unless
+# a client asks for a non-default value).
+ADDED_PARAMS: dict[str, Any] = {"composite": True, "refine": True}
 
 
 # ---------------------------------------------------------------------------- encoding
@@ -321,6 +333,8 @@ def validate_submit(msg: Message, limits: Limits = DEFAULT_LIMITS,
         resolution=_get_int(params, "resolution", None, 32, 1024, req, optional=True),
         preview=_get(params, "preview", bool, p.preview, req),
         init_from=init_from,
+        composite=_get(params, "composite", bool, p.composite, req),
+        refine=_get(params, "refine", bool, p.refine, req),
     )
 
 

@@ -1,6 +1,8 @@
 """magic-edit: run one MAGIC edit from the command line, locally or on a magic-server.
 
     magic-edit photo.png --source-mask object.png --guide-mask target.png -o out.png
+    magic-edit photo.png --source-mask object.png --guide-mask target.png -o out.png \
+        --mode move --init-from rough.png      # start from a rough composite (RGBA allowed)
 
 Errors are one line on stderr with a non-zero exit status; Ctrl-C cancels (exit status 130).
 """
@@ -21,7 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from magic_server.engine.api import MODES, EngineInputError, SynthesisOptions
-from magic_server.imageio import ImageError, load_image, load_mask, save_png
+from magic_server.imageio import (
+    ImageError,
+    composite_over,
+    load_image,
+    load_mask,
+    load_rgba,
+    save_png,
+)
 from magic_server.progress_bar import ProgressBar
 
 PROG = "magic-edit"
@@ -74,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="classifier checkpoint (.ckpt/.pth/.safetensors); default: the installed "
                    "weights; 'untrained' runs with random weights (for testing only)")
+    p.add_argument("--init-from", default=None, metavar="COMPOSITE.png",
+                   help="start from this rough composite (e.g. the object pasted where it "
+                   "should go) instead of noise; transparent pixels are taken from the photo; "
+                   "it must have the photo's size. Presets then need fewer iterations")
+    p.add_argument("--whole-image", action="store_true",
+                   help="synthesize a whole new image (the paper's way) instead of only the "
+                   "edited region pasted back into the untouched photo")
+    p.add_argument("--no-refine", action="store_true",
+                   help="skip the second, finer stage at twice the working resolution")
     p.add_argument("--preview-dir", default=None, metavar="DIR",
                    help="also write preview frames of the optimisation into DIR")
     p.add_argument("--server", default=None, metavar="ADDR",
@@ -118,6 +136,7 @@ def _options(args: argparse.Namespace) -> SynthesisOptions:
     options = SynthesisOptions(
         samples=args.samples, preset=args.preset, iterations=args.iterations, seed=args.seed,
         mode=args.mode, resolution=args.resolution, preview_every=_preview_every(args),
+        composite=not args.whole_image, refine=not args.no_refine,
     )
     try:
         options.validate()
@@ -134,6 +153,18 @@ def _read_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.n
     _check_mask(source, "source mask", args.source_mask)
     _check_mask(guide, "guide mask", args.guide_mask, may_be_empty=args.mode == "remove")
     return image, source, guide
+
+
+def _read_init(args: argparse.Namespace, image: np.ndarray) -> np.ndarray | None:
+    """The --init-from composite as RGBA (HxWx4), checked against the photo's size."""
+    if not args.init_from:
+        return None
+    init = load_rgba(args.init_from, "composite")
+    if init.shape[:2] != image.shape[:2]:
+        raise CliError(f"--init-from {args.init_from} is {init.shape[1]}x{init.shape[0]} but "
+                       f"the image is {image.shape[1]}x{image.shape[0]}: make the composite "
+                       "the photo's size")
+    return init
 
 
 class _ProgressSink:
@@ -181,7 +212,8 @@ def _download_progress() -> Callable | None:
         return None
 
 
-def _run_local(args, image, source, guide, options, sink, cancel) -> tuple[list[np.ndarray], str]:
+def _run_local(args, image, source, guide, options, sink, cancel,
+               init=None) -> tuple[list[np.ndarray], str]:
     from magic_server.checkpoints import WeightsError
     from magic_server.classifier import is_untrained, load_classifier
     from magic_server.devices import DeviceError, resolve_device
@@ -205,8 +237,9 @@ def _run_local(args, image, source, guide, options, sink, cancel) -> tuple[list[
         if cancel.is_set():
             raise CancelledByUser
         try:
+            init_image = None if init is None else composite_over(init, image)
             result = engine.synthesize(image, source, guide, options, on_progress=sink,
-                                       cancel=cancel)
+                                       cancel=cancel, init_image=init_image)
         except Cancelled:
             raise CancelledByUser from None
         except EngineInputError as e:
@@ -222,14 +255,16 @@ def _run_local(args, image, source, guide, options, sink, cancel) -> tuple[list[
     return result.images, label
 
 
-def _run_remote(args, image, source, guide, options, sink) -> tuple[list[np.ndarray], str]:
+def _run_remote(args, image, source, guide, options, sink,
+                init=None) -> tuple[list[np.ndarray], str]:
     remote_edit = importlib.import_module("magic_server.remote_edit")
     client = importlib.import_module("magic_protocol.client")
     if args.weights is not None or args.device != "auto":
         print(f"{PROG}: note: --weights and --device are ignored with --server (the server "
               "chooses)", file=sys.stderr)
     try:
-        images = remote_edit.run_remote(args.server, image, source, guide, options, sink)
+        images = remote_edit.run_remote(args.server, image, source, guide, options, sink,
+                                        init_image=init)
     except client.JobCancelled:
         raise CancelledByUser from None
     except client.MagicError as e:
@@ -241,15 +276,16 @@ def run(args: argparse.Namespace) -> int:
     paths = output_paths(args.output, args.samples)
     options = _options(args)
     image, source, guide = _read_inputs(args)
+    init = _read_init(args, image)
     preview_dir = Path(args.preview_dir) if args.preview_dir else None
     bar = ProgressBar()
     sink = _ProgressSink(bar, preview_dir)
     cancel = threading.Event()
     try:
         if args.server:
-            images, label = _run_remote(args, image, source, guide, options, sink)
+            images, label = _run_remote(args, image, source, guide, options, sink, init)
         else:
-            images, label = _run_local(args, image, source, guide, options, sink, cancel)
+            images, label = _run_local(args, image, source, guide, options, sink, cancel, init)
     finally:
         bar.close()
     if len(images) != len(paths):

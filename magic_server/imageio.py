@@ -91,6 +91,25 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
+def load_rgba(path: str | os.PathLike, what: str = "image") -> np.ndarray:
+    """RGBA uint8 HxWx4 (opaque where the file has no alpha); EXIF rotation applied."""
+    im = _to_rgba_or_rgb(_open(path, what)).convert("RGBA")
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
+def composite_over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """Lay `top` (uint8 HxWx4, or HxWx3 = opaque) over `bottom` (uint8 HxWx3): alpha 0 keeps
+    the bottom pixel, 255 takes the top one, values between blend. Returns uint8 HxWx3."""
+    top, bottom = np.asarray(top, np.uint8), np.asarray(bottom, np.uint8)
+    if top.shape[:2] != bottom.shape[:2] or top.ndim != 3 or top.shape[2] not in (3, 4):
+        raise ValueError(f"cannot lay a {top.shape} image over a {bottom.shape} one")
+    if top.shape[2] == 3:
+        return top.copy()
+    a = top[..., 3:].astype(np.uint32)
+    mixed = top[..., :3].astype(np.uint32) * a + bottom.astype(np.uint32) * (255 - a)
+    return ((mixed + 127) // 255).astype(np.uint8)
+
+
 def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """Bool HxW: True where the mask marks the object, resized (nearest) to size=(width, height).
 

@@ -21,6 +21,7 @@ import numpy as np
 from magic_protocol import protocol as P
 from magic_protocol.protocol import ErrorCode, FrameSpec
 from magic_server.engine.api import Cancelled, EngineInputError, Progress, SynthesisOptions
+from magic_server.imageio import composite_over
 
 log = logging.getLogger("magic_server")
 
@@ -122,8 +123,9 @@ class WorkerEvent:
     frames: list[tuple[FrameSpec, Any]] = field(default_factory=list)
 
 
-def decode_inputs(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Raw frames -> engine inputs: uint8 HxWx3 image, bool HxW masks."""
+def decode_inputs(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Raw frames -> engine inputs: uint8 HxWx3 image, bool HxW masks, and the init composite
+    (the "init" frame laid over the image by its alpha: uint8 HxWx3) or None."""
     assert job.frames is not None
     h, w = job.height, job.width
 
@@ -134,7 +136,10 @@ def decode_inputs(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image = np.ascontiguousarray(plane(P.FRAME_IMAGE, 4)[:, :, :3])
     source = plane(P.FRAME_SOURCE_MASK, 1)[:, :, 0] > P.MASK_THRESHOLD
     guide = plane(P.FRAME_GUIDE_MASK, 1)[:, :, 0] > P.MASK_THRESHOLD
-    return image, source, guide
+    init = None
+    if P.FRAME_INIT in job.frames:
+        init = composite_over(plane(P.FRAME_INIT, 4), image)
+    return image, source, guide, init
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -213,13 +218,15 @@ class Worker(threading.Thread):
         options = SynthesisOptions(
             samples=p.samples, preset=p.preset, iterations=p.iterations, seed=p.seed,
             mode=p.mode, resolution=p.resolution or self.default_resolution,
-            preview_every=PREVIEW_EVERY if p.preview else 0)
-        image, source, guide = decode_inputs(job)
+            preview_every=PREVIEW_EVERY if p.preview else 0, composite=p.composite,
+            refine=p.refine)
+        image, source, guide, init = decode_inputs(job)
         job.release()  # the numpy copies are all the engine needs
         throttle = _ProgressThrottle(job, self.emit, p.preview)
         try:
             result = self.engine.synthesize(image, source, guide, options,
-                                            on_progress=throttle, cancel=job.cancel)
+                                            on_progress=throttle, cancel=job.cancel,
+                                            init_image=init)
         except Cancelled:
             return WorkerEvent(P.CANCELLED, job, {"message": job.cancel_reason})
         except EngineInputError as exc:
@@ -227,7 +234,7 @@ class Worker(threading.Thread):
                                               "message": str(exc)})
         except Exception as exc:
             if is_out_of_memory(exc):
-                del image, source, guide
+                del image, source, guide, init
                 free_device_memory()
                 log.warning("job %s: out of memory (%s)", job.id[:8], exc)
                 return WorkerEvent(P.ERROR, job, {
@@ -250,6 +257,9 @@ class Worker(threading.Thread):
                   "iterations": int(result.iterations),
                   "elapsed_s": P.finite_or_none(result.elapsed_s),
                   "losses": _clean_losses(result.losses)}
+        region = getattr(result, "region", None)
+        if region is not None:
+            fields["region"] = [int(v) for v in region]
         return WorkerEvent(P.RESULT, job, fields, frames)
 
 
@@ -259,13 +269,15 @@ class _ProgressThrottle:
     def __init__(self, job: Job, emit: Callable[[WorkerEvent], None], previews: bool) -> None:
         self.job, self.emit, self.previews = job, emit, previews
         self.last_sent = self.last_preview = float("-inf")
+        self.stage: str | None = None
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
         last = progress.iteration >= progress.total
-        if not last and now - self.last_sent < PROGRESS_MIN_INTERVAL_S:
+        new_stage = progress.stage != self.stage  # always told, so clients can relabel
+        if not (last or new_stage) and now - self.last_sent < PROGRESS_MIN_INTERVAL_S:
             return
-        self.last_sent = now
+        self.last_sent, self.stage = now, progress.stage
         fields = {"iteration": int(progress.iteration), "total": int(progress.total),
                   "elapsed_s": P.finite_or_none(progress.elapsed_s),
                   "eta_s": P.finite_or_none(progress.eta_s), "stage": str(progress.stage),

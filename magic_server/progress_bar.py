@@ -15,6 +15,9 @@ from typing import TextIO
 WIDTH = 24
 LOG_STEP = 0.05  # print a line every 5% when not on a terminal
 REDRAW_S = 0.2
+# What the engine's stages (Progress.stage) are called on screen.
+STAGE_LABELS = {"mask-net": "learning the object", "synthesis": "synthesizing",
+                "refine": "refining"}
 
 
 def format_seconds(s: float | None) -> str:
@@ -67,8 +70,10 @@ class ProgressBar:
         self.stream.flush()
 
     def __call__(self, progress) -> None:
-        """Accepts magic_server.engine.api.Progress objects directly."""
-        self.update(progress.iteration, progress.total, progress.stage, progress.elapsed_s,
+        """Accepts magic_server.engine.api.Progress objects directly; each stage gets its own
+        labelled line (the count restarts with the mask network's own steps)."""
+        stage = STAGE_LABELS.get(progress.stage, progress.stage)
+        self.update(progress.iteration, progress.total, stage, progress.elapsed_s,
                     progress.eta_s)
 
     def close(self) -> None:

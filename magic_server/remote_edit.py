@@ -26,9 +26,13 @@ KEYS_ENV = "MAGIC_SERVER_KEYS"
 def run_remote(address: str, image: np.ndarray, source_mask: np.ndarray,
                guide_mask: np.ndarray, options: SynthesisOptions,
                on_progress: Callable[[Progress], None] | None = None, *,
+               init_image: np.ndarray | None = None,
                keys_dir: str | os.PathLike[str] | None = None,
                timeout_s: float = 10.0, connect_timeout_s: float = 5.0) -> list[np.ndarray]:
     """Send the edit to the server at `address`; return the uint8 HxWx3 results.
+
+    init_image: the artist's rough composite, uint8 HxWx4 (alpha 0 = take the photo's pixel)
+    or HxWx3 (opaque), sent as the "init" frame; options.composite and options.refine go along.
 
     image: uint8 HxWx3 (or HxWx4); masks: bool (or uint8, nonzero = inside) HxW. Progress events
     become engine Progress objects (with previews when options.preview_every > 0). CurveZMQ keys:
@@ -48,7 +52,12 @@ def run_remote(address: str, image: np.ndarray, source_mask: np.ndarray,
         guide_mask=RawImage(w, h, 1, _mask(guide_mask).tobytes()),
         mode=options.mode, samples=options.samples, preset=options.preset,
         iterations=options.iterations, seed=options.seed, resolution=options.resolution,
-        preview=options.preview_every > 0)
+        preview=options.preview_every > 0, composite=options.composite,
+        refine=options.refine)
+    if init_image is not None:
+        if init_image.shape[:2] != (h, w):
+            raise ValueError("the starting composite must have the image's size")
+        request.init_image = RawImage(w, h, 4, _rgba(init_image).tobytes())
 
     job_ids: list[str] = []
 

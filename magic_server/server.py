@@ -317,9 +317,12 @@ class Server:
         self.queue.push(job)
         self.jobs[job.id] = job
         position = self.queue.order().index(job) + (self.running is not None)
-        log.info("job %s from client %s: %s %dx%d, %d sample(s), preset %s, queue position %d",
+        extras = "".join(text for on, text in (
+            (msg.frame(P.FRAME_INIT) is not None, ", from an init composite"),
+            (not params.composite, ", whole image"), (not params.refine, ", no refine")) if on)
+        log.info("job %s from client %s: %s %dx%d, %d sample(s), preset %s%s, queue position %d",
                  job.id[:8], self._client_name(who), params.mode, job.width, job.height,
-                 params.samples, params.preset, position)
+                 params.samples, params.preset, extras, position)
         self._send(who, P.encode(P.ACCEPTED, {"job": job.id, "position": position}, req=msg.req))
 
     # -- queue ------------------------------------------------------------------------

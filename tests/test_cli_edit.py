@@ -57,10 +57,11 @@ class StandInEngine:
     def __init__(self, classifier, device, weights_label) -> None:
         self.device, self.weights_label = device, weights_label
 
-    def synthesize(self, image, source_mask, guide_mask, options, on_progress=None, cancel=None):
+    def synthesize(self, image, source_mask, guide_mask, options, on_progress=None, cancel=None,
+                   *, init_image=None):
         StandInEngine.calls.append({"image": image, "source": source_mask, "guide": guide_mask,
                                     "options": options, "device": self.device,
-                                    "label": self.weights_label})
+                                    "label": self.weights_label, "init_image": init_image})
         total = options.iterations or 100
         for it in range(1, total + 1):
             if cancel is not None and cancel.is_set():
@@ -260,7 +261,8 @@ def test_server_mode_uses_run_remote(scene, stand_in, capsys, monkeypatch):
 
     calls = []
 
-    def run_remote(address, image, source_mask, guide_mask, options, on_progress):
+    def run_remote(address, image, source_mask, guide_mask, options, on_progress,
+                   init_image=None):
         calls.append((address, options))
         on_progress(Progress(1, 2, 0.5))
         on_progress(Progress(2, 2, 1.0))
@@ -306,7 +308,8 @@ def test_ctrl_c_cancels_cleanly(scene):
         class Slow:
             def __init__(self, *a):
                 pass
-            def synthesize(self, image, s, g, options, on_progress=None, cancel=None):
+            def synthesize(self, image, s, g, options, on_progress=None, cancel=None,
+                           init_image=None):
                 for it in range(1, 100000):
                     if cancel.is_set():
                         raise Cancelled()
@@ -322,9 +325,9 @@ def test_ctrl_c_cancels_cleanly(scene):
     try:
         deadline = time.monotonic() + 120
         log = ""
-        while "synthesis" not in log and time.monotonic() < deadline:
+        while "synthesizing" not in log and time.monotonic() < deadline:
             log += proc.stderr.readline()
-        assert "synthesis" in log, log
+        assert "synthesizing" in log, log
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -335,6 +338,82 @@ def test_ctrl_c_cancels_cleanly(scene):
     assert "magic-edit: cancelled" in err
     assert "Traceback" not in err + log
     assert not (d / "out.png").exists()
+
+
+# --- --init-from, --whole-image, --no-refine ----------------------------------------------------
+
+
+def test_init_from_lays_the_composite_over_the_photo(scene, stand_in, capsys):
+    d, image = scene
+    init = np.zeros((48, 64, 4), np.uint8)  # transparent = the photo's pixel
+    init[20:40, 30:50] = (250, 10, 10, 255)  # the object pasted where the guide is
+    init[0:4, 0:4] = (0, 0, 0, 51)  # 20% black over the photo
+    Image.fromarray(init, "RGBA").save(d / "composite.png")
+    rc, _, err = _run(capsys, *_base(d, "--iterations", "2", "--mode", "move",
+                                     "--init-from", d / "composite.png"))
+    assert rc == 0, err
+    call = stand_in.calls[0]
+    expected = image.copy()
+    expected[20:40, 30:50] = (250, 10, 10)
+    expected[0:4, 0:4] = (image[0:4, 0:4].astype(int) * 204 + 127) // 255
+    assert call["init_image"].dtype == np.uint8 and call["init_image"].shape == (48, 64, 3)
+    assert np.array_equal(call["init_image"], expected)
+    assert np.array_equal(call["image"], image)
+    o = call["options"]
+    assert o.composite is True and o.refine is True  # the defaults
+
+
+def test_without_init_from_no_composite_is_passed_and_flags_map_to_options(scene, stand_in,
+                                                                          capsys):
+    d, _ = scene
+    rc, _, err = _run(capsys, *_base(d, "--iterations", "2", "--whole-image", "--no-refine"))
+    assert rc == 0, err
+    call = stand_in.calls[0]
+    assert call["init_image"] is None
+    assert call["options"].composite is False and call["options"].refine is False
+
+
+@pytest.mark.parametrize("size", [(32, 24), (64, 47)])
+def test_init_from_of_another_size_is_one_clear_line(scene, stand_in, capsys, size):
+    d, _ = scene
+    Image.new("RGBA", size).save(d / "small.png")
+    rc, out, err = _run(capsys, *_base(d, "--init-from", d / "small.png"))
+    assert rc == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("magic-edit: error: --init-from ")
+    assert f"is {size[0]}x{size[1]} but the image is 64x48" in lines[0]
+    assert stand_in.calls == []
+
+
+def test_init_from_missing_file_is_one_clear_line(scene, stand_in, capsys):
+    d, _ = scene
+    rc, _, err = _run(capsys, *_base(d, "--init-from", d / "nope.png"))
+    assert rc == 1 and "composite" in err and "nope.png not found" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_progress_names_each_stage_instead_of_restarting_silently(scene, monkeypatch, capsys):
+    class Staged(StandInEngine):
+        def synthesize(self, image, source_mask, guide_mask, options, on_progress=None,
+                       cancel=None, *, init_image=None):
+            for i in range(1, 4):
+                on_progress(Progress(i, 3, 0.1 * i, stage="mask-net"))
+            for i in range(1, 11):
+                on_progress(Progress(i, 10, 0.1 * i, stage="synthesis" if i <= 6 else "refine"))
+            return SynthesisResult([image], [0], 0, 10, 1.0)
+
+    monkeypatch.setattr(synthesis, "Engine", Staged)
+    d, _ = scene
+    rc, _, err = _run(capsys, *_base(d, "--iterations", "10"))
+    assert rc == 0, err
+    bar = [line for line in err.splitlines() if "% " in line]
+    labels = [line.split(":")[0] for line in bar]
+    assert labels[0] == "learning the object" and labels[-1] == "refining"
+    assert "synthesizing" in labels
+    order = ["learning the object", "synthesizing", "refining"]
+    assert labels == sorted(labels, key=order.index)
+    assert any(line.startswith("refining: [") and "7/10" in line for line in bar)
+    assert bar[-1].startswith("refining:") and "100% 10/10" in bar[-1]
 
 
 # --- progress bar ------------------------------------------------------------------------------
@@ -409,7 +488,8 @@ def test_end_to_end_on_the_real_engine(tmp_path):
     photo = np.asarray(Image.open(image).convert("RGB"))
     assert a.shape == b.shape == photo.shape
     assert not np.array_equal(a, b)  # two samples from different noise
-    assert "mask-net" in proc.stderr and "100% 3/3" in proc.stderr
+    assert "learning the object: [" in proc.stderr and "synthesizing: [" in proc.stderr
+    assert "100% 3/3" in proc.stderr
 
 
 # --- python -m magic_server.sample (make sample) ------------------------------------------------

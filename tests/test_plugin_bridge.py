@@ -138,3 +138,28 @@ def test_bridge_runner_reports_server_errors_and_cancel(tmp_path):
                 raise AssertionError("cancel was ignored")
         finally:
             runner.close()
+
+
+def test_bridge_passes_the_init_frame_and_new_params_to_the_server():
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    init = bytes([0, 0, 0, 0]) * (W * H - 4) + bytes([7, 8, 9, 255]) * 4
+    with ThreadedServer(engine) as srv:
+        proc = spawn()
+        try:
+            bridge.write_message(proc.stdin, submit_header(srv.address, composite=False,
+                                                           refine=False),
+                                 [bytes([10, 20, 30, 255]) * (W * H), MASK, MASK[::-1], init])
+            while True:
+                header, _ = bridge.read_message(proc.stdout)
+                if "event" not in header:
+                    break
+            assert header["ok"], header
+            bridge.write_message(proc.stdin, {"op": "quit"})
+            assert proc.wait(timeout=10) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+    call = engine.last_call
+    got = call["init_image"].reshape(-1, 3).tolist()
+    assert got == [[10, 20, 30]] * (W * H - 4) + [[7, 8, 9]] * 4
+    assert call["options"].composite is False and call["options"].refine is False

@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gimp_plugin import procedures
@@ -72,6 +73,8 @@ def values(name: str, image, base, **over):
         v = over.get(a.name, a.default)
         if a.kind == "choice":
             v = a.choices.index(v)
+        elif a.kind == "bool":
+            v = int(v)  # PF_TOGGLE takes 0/1
         out.append(v)
     return out
 
@@ -92,7 +95,8 @@ def test_registers_the_documented_procedures_with_gimpfu_params(gimpfu, tmp_path
 
 
 def test_move_through_the_bridge_adds_layers_in_one_undo_step(gimpfu, tmp_path):
-    with ThreadedServer(FakeEngine(step_s=0.0, iterations=3)) as srv:
+    engine = FakeEngine(step_s=0.0, iterations=3)
+    with ThreadedServer(engine) as srv:
         load_plugin(install_210(tmp_path, srv.address))
         image, base, moved, _guide = scene(gimpfu)
         status, message = gimpfu.stub_run(
@@ -111,7 +115,14 @@ def test_move_through_the_bridge_adds_layers_in_one_undo_step(gimpfu, tmp_path):
     assert px == bytes([255 - 0x50, 255 - 0x60, 255 - 0x70, 255])  # the stand-in inverts
     assert image.undo_groups == 1 and image.undo_depth == 0 and image.log == []
     texts = [c[1] for c in gimpfu.stub_calls if c[0] == "text"]
-    assert any(t.startswith("MAGIC move: synthesis 3/3") for t in texts), texts
+    assert any(t.startswith("MAGIC move: synthesizing 3/3") for t in texts), texts
+    # seed-from-layer (on by default): the moved layer over the photo reached the engine
+    init = engine.last_call["init_image"]
+    assert init.shape == (H, W, 3)
+    assert (init[8:12, 16:20] == (1, 2, 3)).all()
+    outside = np.ones((H, W), bool)
+    outside[8:12, 16:20] = False
+    assert (init[outside] == (0x50, 0x60, 0x70)).all()
 
 
 def test_errors_are_messages_and_execution_errors(gimpfu, tmp_path):
@@ -177,9 +188,9 @@ def test_the_plugin_runs_under_python_2_7(tmp_path):
                                    .stub_fill(b"\\x01\\x02\\x03\\xff"), 19, 10)
             image.stub_select(5, 4, 9, 8)
             # image, drawable, moved-layer, source-mask, samples, preset, seed, region,
-            # iterations, resolution, timeout, server-address
+            # iterations, resolution, timeout, server-address, seed-from-layer
             print(g.stub_run("python-fu-magic-copy-object", image, base, moved, None, 1, 0, 4, 0,
-                             0, 0, 0, ""))
+                             0, 0, 0, "", 1))
             print([la.name for la in image.layers])
             print(sys.version_info[0])
         """).replace("@STUBS@", repr(str(STUBS))).replace("@ENTRY@", repr(str(entry))))

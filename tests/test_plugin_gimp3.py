@@ -289,3 +289,53 @@ def test_the_plugin_process_imports_only_stdlib_gi_pyzmq_and_our_packages():
     assert {"gi", "gimp_plugin", "magic_protocol", "zmq"} <= imported
     assert imported <= {"gi", "fakes", "gimp_plugin", "magic_protocol", "zmq", "_cffi_backend",
                         "cffi"}, imported
+
+
+def test_seed_from_layer_is_a_boolean_argument_of_move_and_copy(plugin):
+    module, _ = plugin
+    for name in ("python-fu-magic-move-object", "python-fu-magic-copy-object"):
+        arg = create(module, name).args["seed-from-layer"]
+        assert arg[0] == "bool" and arg[3] is True
+    for name in ("python-fu-magic-synthesize", "python-fu-magic-remove-object"):
+        assert "seed-from-layer" not in create(module, name).args
+
+
+def test_move_seeds_the_server_job_with_the_moved_layer_over_the_photo(plugin, tmp_path,
+                                                                       monkeypatch):
+    import numpy as np
+
+    module, Gimp = plugin
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    with ThreadedServer(engine) as srv:
+        monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))
+        proc = create(module, "python-fu-magic-move-object")
+        image, base, moved = scene(Gimp)  # photo at (2, 3), moved 4x4 (1, 2, 3) at (22, 15)
+        cfg = config_for(proc, **{"moved-layer": moved, "samples": 1,
+                                  "server-address": srv.address})
+        status, message = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base],
+                                                cfg, None)
+    assert (status, message) == ("SUCCESS", None)
+    call = engine.last_call
+    expected = np.full((24, 32, 3), (80, 90, 100), np.uint8)
+    expected[12:16, 20:24] = (1, 2, 3)  # the moved layer, in the photo's frame
+    assert np.array_equal(call["init_image"], expected)
+    assert call["options"].composite is True and call["options"].mode == "move"
+    assert call["guide_mask"][12:16, 20:24].all() and call["guide_mask"].sum() == 16
+
+
+def test_remove_the_only_object_through_a_real_server(plugin, tmp_path, monkeypatch):
+    module, Gimp = plugin
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    with ThreadedServer(engine) as srv:
+        monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))
+        proc = create(module, "python-fu-magic-remove-object")
+        image, base, _moved = scene(Gimp)  # selection (5, 6)-(9, 10): photo (3..7, 3..7)
+        cfg = config_for(proc, **{"samples": 1, "server-address": srv.address})
+        status, message = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base],
+                                                cfg, None)
+    assert (status, message) == ("SUCCESS", None)
+    call = engine.last_call
+    assert not call["guide_mask"].any() and call["init_image"] is None
+    assert call["source_mask"][3:7, 3:7].all() and call["source_mask"].sum() == 16
+    group = image.layers[1]
+    assert group.name == "MAGIC remove" and image.layers[2] is base

@@ -63,6 +63,22 @@ def test_place_matches_a_per_pixel_reference(mw, mh, dx, dy, seed):
             assert got[y * w + x] == want, (x, y)
 
 
+@pytest.mark.parametrize("dx, dy", [(0, 0), (4, 3), (-1, -2), (5, 1), (7, 0)])
+def test_place_rgba_moves_whole_pixels(dx, dy):
+    w, h, mw, mh = 6, 5, 3, 2
+    rgba = bytes(range(1, mw * mh * 4 + 1))  # every byte different: channel mix-ups show
+    got = M.place(rgba, mw, mh, dx, dy, w, h, channels=4)
+    assert len(got) == w * h * 4
+    for y in range(h):
+        for x in range(w):
+            mx, my = x - dx, y - dy
+            i = (my * mw + mx) * 4
+            want = rgba[i:i + 4] if 0 <= mx < mw and 0 <= my < mh else bytes(4)
+            assert bytes(got[(y * w + x) * 4:(y * w + x + 1) * 4]) == want, (x, y)
+    with pytest.raises(ValueError):
+        M.place(rgba, mw, mh, 0, 0, w, h)  # 4 bytes a pixel, read as a 1-channel mask
+
+
 def test_place_rejects_a_wrongly_sized_mask():
     with pytest.raises(ValueError):
         M.place(bytes(5), 2, 2, 0, 0, 4, 4)

@@ -173,8 +173,7 @@ def test_remove_guide_is_source_without_selection_and_whole_image_region(gimp):
     ("no-guide", "Pick a guide-mask layer"),
     ("guide-is-base", "is the active layer itself"),
     ("full-guide", "covers the whole layer"),
-    ("remove-without-layer", "needs a source-mask layer"),
-    ("remove-only-selected", "guide mask is empty"),
+    ("remove-without-selection", "Select the object to remove first"),
     ("move-without-layer", "Pick the moved layer"),
 ])
 def test_mask_problems_are_user_errors_and_change_nothing(gimp, case, message):
@@ -191,12 +190,12 @@ def test_mask_problems_are_user_errors_and_change_nothing(gimp, case, message):
                           {"source-mask": src, "guide-mask": base}),
         "full-guide": ("reshape", "python-fu-magic-synthesize",
                        {"source-mask": src, "guide-mask": full}),
-        "remove-without-layer": ("remove", "python-fu-magic-remove-object", {}),
-        "remove-only-selected": ("remove", "python-fu-magic-remove-object", {"source-mask": src}),
+        "remove-without-selection": ("remove", "python-fu-magic-remove-object",
+                                     {"source-mask": src}),
         "move-without-layer": ("move", "python-fu-magic-move-object", {}),
     }[case]
-    if case.startswith("remove") or case == "move-without-layer":
-        image.select(0, 0, 60, 50) if case == "remove-only-selected" else image.select(5, 5, 9, 9)
+    if case == "move-without-layer":
+        image.select(5, 5, 9, 9)
     before = [(la.name, la.x, la.y, bytes(la.data)) for la in image.layers]
     runner = ScriptedRunner()
     with pytest.raises(UserError) as err:
@@ -274,7 +273,7 @@ def test_progress_shows_stage_counts_and_eta(gimp):
                                                     "iterations": 50, "resolution": 64}))
     texts = [c[1] for c in fake.PROGRESS.calls if c[0] == "text"]
     assert "MAGIC move: waiting, 2 job(s) ahead" in texts
-    assert "MAGIC move: synthesis 30/120 - 1 min 35 s left" in texts
+    assert "MAGIC move: synthesizing 30/120 - 1 min 35 s left" in texts
     assert ("update", 0.25) in fake.PROGRESS.calls
     assert fake.PROGRESS.calls[0][0] == "init" and fake.PROGRESS.calls[-1] == ("end",)
 
@@ -323,3 +322,110 @@ def test_format_eta():
     assert procedures.format_eta(None) == ""
     assert procedures.format_eta(5.4) == "5 s left"
     assert procedures.format_eta(3725) == "1 h 02 min left"
+
+
+def moved_over_nothing():
+    """The scene's moved layer (6x4, opaque 9,9,9 where x < 4, transparent elsewhere) at photo
+    (30, 20), written out pixel by pixel: the init frame the plug-in must send."""
+    out = bytearray(W * H * 4)
+    for y in range(4):
+        for x in range(6):
+            i = ((20 + y) * W + 30 + x) * 4
+            out[i:i + 4] = bytes([9, 9, 9, 255 if x < 4 else 0])
+    return out
+
+
+@pytest.mark.parametrize("mode, name", [("move", "python-fu-magic-move-object"),
+                                        ("copy", "python-fu-magic-copy-object")])
+def test_move_and_copy_send_the_moved_layer_as_the_init_composite(gimp, mode, name):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    runner = ScriptedRunner()
+    args = args_for(name, **{"moved-layer": moved, "source-mask": src, "samples": 1})
+    assert args["seed-from-layer"] is True  # the default
+    run(Gimp3Host, runner, image, base, mode, args)
+    req = runner.requests[0]
+    assert bytes(req["init"]) == bytes(moved_over_nothing())
+    assert len(req["init"]) == W * H * 4
+    assert "composite" not in req["params"]  # edited-area: the server's default (paste back)
+
+
+def test_init_follows_layer_offsets_and_is_cropped_at_the_photo_edge(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, _moved = scene(Gimp)
+    edge = Gimp.Layer(image, "edge", 4, 3, 4).fill((200, 100, 50, 255))
+    image.add(edge, BASE_AT[0] + W - 2, BASE_AT[1] - 1)  # hangs off the top-right corner
+    runner = ScriptedRunner()
+    run(Gimp3Host, runner, image, base, "move",
+        args_for("python-fu-magic-move-object", **{"moved-layer": edge, "source-mask": src}))
+    init = runner.requests[0]["init"]
+    opaque = {(i // 4 % W, i // 4 // W) for i in range(3, len(init), 4) if init[i]}
+    assert opaque == {(x, y) for x in (W - 2, W - 1) for y in (0, 1)}
+    i = (1 * W + W - 1) * 4
+    assert bytes(init[i:i + 4]) == bytes([200, 100, 50, 255])
+
+
+def test_seed_from_layer_off_sends_no_init_and_whole_image_asks_for_a_new_picture(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    runner = ScriptedRunner()
+    run(Gimp3Host, runner, image, base, "move",
+        args_for("python-fu-magic-move-object", **{"moved-layer": moved, "source-mask": src,
+                                                    "seed-from-layer": False,
+                                                    "region": "whole-image"}))
+    req = runner.requests[0]
+    assert req["init"] is None
+    assert req["params"]["composite"] is False
+
+
+def test_other_modes_send_no_init(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    runner = ScriptedRunner()
+    run(Gimp3Host, runner, image, base, "reshape",
+        args_for("python-fu-magic-synthesize", **{"source-mask": src, "guide-mask": moved,
+                                                   "mode": "reshape"}))
+    assert runner.requests[0]["init"] is None
+
+
+@pytest.mark.parametrize("with_layer", [False, True])
+def test_remove_the_only_selected_object_sends_an_empty_guide(gimp, with_layer):
+    Gimp, Gimp3Host = gimp
+    image, base, src, _moved = scene(Gimp)
+    # src marks photo (10..14, 6..10); the selection covers it (and a little more).
+    image.select(BASE_AT[0] + 9, BASE_AT[1] + 5, BASE_AT[0] + 16, BASE_AT[1] + 12)
+    runner = ScriptedRunner()
+    over = {"samples": 1, "seed": 2}
+    if with_layer:
+        over["source-mask"] = src  # the layer marks only the selected object
+    results = run(Gimp3Host, runner, image, base, "remove",
+                  args_for("python-fu-magic-remove-object", **over))
+    req = runner.requests[0]
+    assert req["guide_mask"] == bytearray(W * H)
+    assert req["source_mask"] == (rect_mask(10, 6, 14, 10) if with_layer
+                                  else rect_mask(9, 5, 16, 12))
+    assert req["params"]["mode"] == "remove" and req["init"] is None
+    margin = workflow.blend_margin(W, H)
+    layer = results[0]
+    x0, y0 = (10, 6) if with_layer else (9, 5)
+    assert (layer.x, layer.y) == (BASE_AT[0] + max(0, x0 - margin), BASE_AT[1] + max(0, y0 - margin))
+    group = image.layers[image.layers.index(base) - 1]
+    assert group.name == "MAGIC remove" and [c.name for c in group.children] == [
+        "MAGIC remove seed 2"]
+
+
+def test_progress_names_the_server_stages(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, src, moved = scene(Gimp)
+    events = [("progress", {"iteration": 5, "total": 10, "stage": "mask-net"}),
+              ("progress", {"iteration": 3, "total": 12, "stage": "synthesis"}),
+              ("progress", {"iteration": 9, "total": 12, "stage": "refine"}),
+              ("progress", {"iteration": 1, "total": 2, "stage": "something-new"})]
+    run(Gimp3Host, ScriptedRunner(events=events), image, base, "move",
+        args_for("python-fu-magic-move-object", **{"moved-layer": moved, "source-mask": src}))
+    texts = [c[1] for c in fake.PROGRESS.calls if c[0] == "text"]
+    assert "MAGIC move: learning the object 5/10" in texts
+    assert "MAGIC move: synthesizing 3/12" in texts
+    assert "MAGIC move: refining 9/12" in texts
+    assert "MAGIC move: something-new 1/2" in texts
+    assert ("update", 0.5) in fake.PROGRESS.calls and ("update", 0.75) in fake.PROGRESS.calls

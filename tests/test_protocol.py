@@ -159,6 +159,10 @@ def test_default_limits_fit_a_24_megapixel_photo_with_init():
     ({"params": {"preview": 1}}, ErrorCode.BAD_FIELD),
     ({"params": {"colour": "red"}}, ErrorCode.BAD_FIELD),
     ({"params": {"init_from": "composite"}}, ErrorCode.BAD_FIELD),
+    ({"params": {"composite": 1}}, ErrorCode.BAD_FIELD),
+    ({"params": {"composite": "false"}}, ErrorCode.BAD_FIELD),
+    ({"params": {"refine": 0}}, ErrorCode.BAD_FIELD),
+    ({"params": {"refine": None}}, ErrorCode.BAD_FIELD),
     ({"params": []}, ErrorCode.BAD_FIELD),
 ])
 def test_submit_validation(kwargs, code):
@@ -203,3 +207,35 @@ def test_decode_raises_only_protocol_errors(parts):
             P.job_id_field(msg)
     except ProtocolError as exc:
         assert exc.code in ErrorCode.ALL
+
+
+def test_init_frame_alone_is_accepted_and_the_frame_is_documented():
+    msg = P.decode(submit_parts(init=True))
+    params = P.validate_submit(msg)
+    assert params.init_from is None and msg.frame(P.FRAME_INIT)[0].channels == 4
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    assert "pixels where its alpha is 0 are taken from the image" in doc
+
+
+@pytest.mark.parametrize("params, composite, refine", [
+    ({}, True, True),
+    ({"composite": False}, False, True),
+    ({"refine": False}, True, False),
+    ({"composite": True, "refine": False, "mode": "remove"}, True, False),
+])
+def test_composite_and_refine_are_optional_booleans(params, composite, refine):
+    got = P.validate_submit(P.decode(submit_parts(params=params)))
+    assert (got.composite, got.refine) == (composite, refine)
+
+
+def test_new_params_are_only_sent_when_they_differ_from_the_default():
+    # Servers older than composite/refine refuse unknown params: a default request must not
+    # carry them, and what is sent must round-trip.
+    assert P.SubmitParams(mode="move").to_dict() == {
+        "mode": "move", "samples": 3, "preset": "quality", "seed": 0, "preview": False}
+    wire = P.SubmitParams(mode="remove", composite=False, refine=False).to_dict()
+    assert wire["composite"] is False and wire["refine"] is False
+    back = P.validate_submit(P.decode(submit_parts(params=wire)))
+    assert back == P.SubmitParams(mode="remove", composite=False, refine=False)
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    assert "`composite`" in doc and "`refine`" in doc

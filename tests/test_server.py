@@ -455,3 +455,79 @@ def test_shutdown_tells_waiting_clients_and_stops_the_running_job():
     assert got["waiting"][-1].header["code"] == ErrorCode.SHUTTING_DOWN
     assert got["running"][-1].type == P.CANCELLED
     assert "shutting down" in got["running"][-1].header["message"]
+
+
+def test_init_frame_reaches_the_engine_laid_over_the_image_with_composite_and_refine():
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    w, h = 16, 12
+    with ThreadedServer(engine) as srv, client(srv.address) as c:
+        request, rgba = job_request(w, h, mode="move", composite=False, refine=False)
+        init = np.zeros((h, w, 4), np.uint8)
+        init[2:6, 3:9] = (200, 100, 50, 255)  # opaque: replaces the image
+        init[8:10, 1:5] = (100, 200, 0, 128)  # half transparent: blends
+        request.init_image = type(request.image)(w, h, 4, init.tobytes())
+        result = c.submit(request)
+    call = engine.last_call
+    sent = call["init_image"]
+    assert sent.shape == (h, w, 3) and sent.dtype == np.uint8
+    image = rgba[:, :, :3].astype(int)
+    expected = image.copy()
+    expected[2:6, 3:9] = (200, 100, 50)
+    expected[8:10, 1:5] = (np.array([100, 200, 0]) * 128 + image[8:10, 1:5] * 127 + 127) // 255
+    assert np.array_equal(sent, expected)  # alpha 0 (everywhere else) = the image's pixel
+    assert np.array_equal(call["image"], rgba[:, :, :3])  # the photo itself is not changed
+    assert call["options"].composite is False and call["options"].refine is False
+    assert call["options"].mode == "move"
+    assert result.region == (0, 0, h, w) and result.metadata["region"] == [0, 0, h, w]
+
+
+def test_without_init_frame_the_engine_gets_none_and_the_defaults():
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    with ThreadedServer(engine) as srv, client(srv.address) as c:
+        request, _ = job_request()
+        assert "composite" not in request.params() and "refine" not in request.params()
+        c.submit(request)
+    assert engine.last_call["init_image"] is None
+    assert engine.last_call["options"].composite is True
+    assert engine.last_call["options"].refine is True
+
+
+def test_remove_with_an_empty_guide_is_a_job_other_modes_refuse_it():
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv, client(srv.address) as c:
+        request, rgba = job_request(mode="remove")
+        request.guide_mask = type(request.guide_mask)(32, 24, 1, bytes(32 * 24))
+        result = c.submit(request)
+        assert np.array_equal(as_array(result.images[0]), 255 - rgba[:, :, :3])
+        request.mode = "move"
+        with pytest.raises(JobFailed) as info:
+            c.submit(request)
+        assert info.value.code == ErrorCode.ENGINE_INPUT
+
+
+class StagedEngine(FakeEngine):
+    """Reports the real engine's stages: 5 mask-net steps, then synthesis 1..3, refine 4..6,
+    all within one throttle interval (so only stage changes and the end get through)."""
+
+    def synthesize(self, image, source_mask, guide_mask, options, on_progress=None,
+                   cancel=None, *, init_image=None):
+        from magic_server.engine.api import Progress
+
+        for i in range(1, 6):
+            on_progress(Progress(i, 5, 0.0, stage="mask-net"))
+        for i in range(1, 7):
+            on_progress(Progress(i, 6, 0.01 * i, stage="synthesis" if i <= 3 else "refine"))
+        return super().synthesize(image, source_mask, guide_mask,
+                                  type(options)(**{**options.__dict__, "iterations": 1}),
+                                  None, cancel, init_image=init_image)
+
+
+def test_progress_events_carry_each_stage_even_when_throttled():
+    with ThreadedServer(StagedEngine(step_s=0.0)) as srv, client(srv.address) as c:
+        events = []
+        request, _ = job_request()
+        c.submit(request, on_event=events.append)
+    seen = [(e.stage, e.iteration, e.total) for e in events if e.kind == "progress"]
+    stages = [s for s, _, _ in seen]
+    assert stages == sorted(stages, key=["mask-net", "synthesis", "refine"].index)
+    assert ("mask-net", 1, 5) in seen and ("mask-net", 5, 5) in seen  # first and last
+    assert ("synthesis", 1, 6) in seen and ("refine", 4, 6) in seen and ("refine", 6, 6) in seen

@@ -82,3 +82,34 @@ def test_engine_input_error_and_cancel_with_the_real_engine(server):
         while c.status()["running"] is not None and time.monotonic() - t0 < 10:
             time.sleep(0.1)
         assert c.status()["running"] is None
+
+
+def test_real_engine_job_seeded_from_an_init_composite(server):
+    """init frame + composite + refine off on the real engine: the edit region is synthesized
+    and pasted back; pixels away from the masks (and outside the reported region) are the
+    photo's, bit for bit."""
+    job, rgba = request(iterations=2, resolution=32, samples=1, refine=False, seed=1)
+    init = np.zeros((H, W, 4), np.uint8)
+    init[12:30, 30:50] = rgba[12:30, 10:30]  # the object pasted at the guide...
+    init[12:30, 30:50, 3] = 255  # ...opaque; transparent elsewhere = the photo
+    job.init_image = RawImage(W, H, 4, init.tobytes())
+    events = []
+    with MagicClient(server.address, timeout_s=60, heartbeat_s=0.5) as c:
+        result = c.submit(job, on_event=events.append)
+    out = as_array(result.images[0])
+    assert out.shape == (H, W, 3)
+    top, left, bottom, right = result.region
+    assert 0 <= top <= 12 and 30 <= bottom <= H and 0 <= left <= 10 and 50 <= right <= W
+    near = np.zeros((H, W), bool)  # source (12..30, 10..30) and guide (12..30, 30..50), + 8 px
+    near[12 - 8:30 + 8, 10 - 8:50 + 8] = True
+    near[:top], near[bottom:], near[:, :left], near[:, right:] = False, False, False, False
+    keep = ~near
+    assert keep.sum() > 500
+    assert np.array_equal(out[keep], rgba[:, :, :3][keep])  # bit-identical away from the edit
+    assert not np.array_equal(out[12:30, 10:50], rgba[12:30, 10:50, :3])  # the edit happened
+    stages = [e.stage for e in events if e.kind == "progress"]
+    assert stages[0] == "mask-net" and "synthesis" in stages and "refine" not in stages
+    job.init_image = None  # same job from noise: the seed composite made the difference
+    with MagicClient(server.address, timeout_s=60, heartbeat_s=0.5) as c:
+        unseeded = as_array(c.submit(job).images[0])
+    assert not np.array_equal(unseeded[12:30, 30:50], out[12:30, 30:50])

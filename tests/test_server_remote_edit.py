@@ -64,3 +64,36 @@ def test_magic_edit_with_server_writes_the_results(tmp_path, capsys):
     out = np.asarray(Image.open(tmp_path / "out-1.png").convert("RGB"))
     assert np.array_equal(out, 255 - image)
     assert (tmp_path / "out-2.png").is_file()
+
+
+def test_magic_edit_with_server_sends_init_composite_and_flags(tmp_path, capsys):
+    from magic_server.cli_edit import main
+
+    image, source, guide = inputs()
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    Image.fromarray(source.astype(np.uint8) * 255).save(tmp_path / "source.png")
+    Image.fromarray(guide.astype(np.uint8) * 255).save(tmp_path / "guide.png")
+    init = np.zeros(image.shape[:2] + (4,), np.uint8)  # transparent: the photo's pixels...
+    init[5:15, 17:27] = (255, 0, 0, 255)  # ...except the pasted object, opaque red
+    Image.fromarray(init, "RGBA").save(tmp_path / "composite.png")
+    engine = FakeEngine(step_s=0)
+    with ThreadedServer(engine) as srv:
+        code = main([str(tmp_path / "photo.png"), "--source-mask", str(tmp_path / "source.png"),
+                     "--guide-mask", str(tmp_path / "guide.png"), "-o", str(tmp_path / "out.png"),
+                     "--iterations", "2", "--server", srv.address, "--mode", "move",
+                     "--init-from", str(tmp_path / "composite.png"), "--whole-image",
+                     "--no-refine"])
+    assert code == 0, capsys.readouterr().err
+    expected = image.copy()
+    expected[5:15, 17:27] = (255, 0, 0)
+    call = engine.last_call
+    assert np.array_equal(call["init_image"], expected)
+    assert np.array_equal(call["image"], image)
+    assert call["options"].composite is False and call["options"].refine is False
+
+
+def test_run_remote_refuses_an_init_of_another_size():
+    image, source, guide = inputs()
+    with pytest.raises(ValueError, match="image's size"):
+        run_remote(address(), image, source, guide, SynthesisOptions(),
+                   init_image=np.zeros((3, 3, 4), np.uint8), connect_timeout_s=0.3)

@@ -42,6 +42,7 @@ class FakeEngine:
         self.device = "cpu"
         self.weights_label = "stand-in engine"
         self.calls = 0
+        self.last_call: dict | None = None  # the arguments of the latest synthesize()
 
     def describe(self) -> dict:
         return {"device": "cpu", "weights_label": self.weights_label, "weights_loaded": False,
@@ -51,10 +52,12 @@ class FakeEngine:
         pass
 
     def synthesize(self, image, source_mask, guide_mask, options, on_progress=None,
-                   cancel=None) -> SynthesisResult:
+                   cancel=None, *, init_image=None) -> SynthesisResult:
         self.calls += 1
+        self.last_call = {"image": image, "source_mask": source_mask, "guide_mask": guide_mask,
+                          "options": options, "init_image": init_image}
         options.validate()
-        check_inputs(image, source_mask, guide_mask)
+        check_inputs(image, source_mask, guide_mask, allow_empty_guide=options.mode == "remove")
         if options.seed == OOM_SEED:
             raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
         if options.seed == CRASH_SEED:
@@ -75,8 +78,10 @@ class FakeEngine:
                                      previews))
         inverted = 255 - image
         images = [inverted if k == 0 else inverted + np.uint8(k) for k in range(options.samples)]
+        h, w = image.shape[:2]
         return SynthesisResult(images, [options.seed + k for k in range(options.samples)], 7,
-                               total, time.monotonic() - t0, {"total": 0.5})
+                               total, time.monotonic() - t0, {"total": 0.5},
+                               region=(0, 0, h, w))
 
 
 def free_port() -> int:

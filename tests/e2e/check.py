@@ -125,6 +125,10 @@ def check_success(c: Checker, work: Path, spec: dict, case: dict, rec: dict) -> 
              f"{cid}: inside the edited area the composite shows the top result layer")
         c.ok(not np.array_equal(comp[area], photo[area]),
              f"{cid}: the edited area changed")
+    if "changed" in exp:
+        x0, y0, x1, y1 = exp["changed"]
+        c.ok(not np.array_equal(comp[y0:y1, x0:x1], photo[y0:y1, x0:x1]),
+             f"{cid}: the object's own area {exp['changed']} changed")
 
 
 def main(argv: list[str]) -> int:

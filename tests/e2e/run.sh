@@ -131,6 +131,12 @@ log "GIMP showed the error messages (gimp.log)"
 previews=$(grep -c "MAGIC preview frames shown" "$WORK/gimp.log" || true)
 [[ "$previews" -ge 4 ]] || die "preview frames were shown in $previews run(s), expected 4"
 log "preview layers shown and removed in $previews runs"
+# seed-from-layer: on (default) for the move case, off for the copy case.
+seeded=$(grep -c "move .*from an init composite" "$WORK/server.log" || true)
+unseeded=$(grep -c "copy .*from an init composite" "$WORK/server.log" || true)
+[[ "$seeded" -eq 1 && "$unseeded" -eq 0 ]] || \
+    die "init composites: move sent $seeded (expected 1), copy sent $unseeded (expected 0)"
+log "the move job was seeded from the moved layer (server.log)"
 
 log "checking results"
 "$PY" "$E2E/check.py" "$WORK" || die "checks failed"

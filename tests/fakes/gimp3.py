@@ -311,6 +311,10 @@ class Procedure:
     def add_string_argument(self, name, nick, blurb, value, flags):
         self._add("string", name, nick, blurb, value, flags)
 
+    def add_boolean_argument(self, name, nick, blurb, value, flags):
+        assert isinstance(value, bool)
+        self._add("bool", name, nick, blurb, value, flags)
+
     def add_choice_argument(self, name, nick, blurb, choice, value, flags):
         assert value in choice.nicks
         self._add("choice", name, nick, blurb, tuple(choice.nicks), value, flags)
