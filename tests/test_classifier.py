@@ -163,7 +163,7 @@ def test_download_failures_are_weights_errors(use_store, error, expected):
 
 def test_with_the_real_weights_store(tmp_path, monkeypatch, weights_file):
     """The installer's store: an offline install, then load_classifier(None) finds it."""
-    weights_store = pytest.importorskip("magic_server.weights_store")
+    from magic_server import weights_store
     path, x, expected = weights_file
     monkeypatch.setenv("MAGIC_CACHE_DIR", str(tmp_path / "cache"))
     assert weights_store.installed_weights_path() is None
@@ -221,7 +221,7 @@ def test_auto_prefers_cuda_then_mps(monkeypatch):
     assert resolve_device("mps") == torch.device("mps")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu  # run on a GPU machine with: pytest -m gpu
 def test_classifier_on_a_real_gpu(weights_file):
     path, x, expected = weights_file
     device = resolve_device("auto")

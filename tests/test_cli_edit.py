@@ -555,9 +555,12 @@ def test_sample_falls_back_to_untrained_and_says_so(samples_root, stand_in, caps
     assert rc == 0, err
     assert "Name or service not known (tried 6 times)" in err
     assert "UNTRAINED classifier" in err and "magic-installer weights" in err
-    assert "uses the 'tiny' budget" in err
+    assert "uses the 'draft' budget" in err
     options = stand_in.calls[0]["options"]
-    assert (options.mode, options.preset, options.samples) == ("move", "tiny", 2)
+    assert (options.mode, options.preset, options.samples) == ("move", "draft", 2)
+    start = stand_in.calls[0]["init_image"]  # a rough copy-paste of the object at the guide
+    image, guide = stand_in.calls[0]["image"], stand_in.calls[0]["guide"]
+    assert start.shape == image.shape and not np.array_equal(start[guide], image[guide])
     assert stand_in.calls[0]["label"].startswith("untrained")
     written = [out / "sample-1.png", out / "sample-2.png", out / "sample-overview.png"]
     for path in written:

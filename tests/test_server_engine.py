@@ -17,7 +17,8 @@ W, H = 64, 48
 
 @pytest.fixture(scope="module")
 def server():
-    torch = pytest.importorskip("torch")
+    import torch
+
     from magic_server.classifier import load_classifier
     from magic_server.engine.synthesis import Engine
 

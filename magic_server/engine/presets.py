@@ -46,7 +46,8 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("paper", PAPER_ITERATIONS, 600, "the paper's setting (best, slowest)"),
-        Preset("quality", 3_000, 400, "close to the paper's look in a sixth of the time"),
+        Preset("quality", 3_000, 400, "close to the paper's look in a sixth of the time",
+               init_fraction=0.6),
         Preset("draft", 600, 300, "quick look at a layout", refine_fraction=0.1,
                init_fraction=0.4),
         Preset("tiny", 40, 120, "smoke tests and CI only", refine_fraction=0.1),

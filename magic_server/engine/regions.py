@@ -37,7 +37,7 @@ def bounding_box(mask: np.ndarray) -> Box | None:
     return Box(int(rows[0]), int(cols[0]), int(rows[-1] + 1), int(cols[-1] + 1))
 
 
-def region_of_interest(edit: np.ndarray, context: float = 0.5, min_context_px: int = 16) -> Box:
+def region_of_interest(edit: np.ndarray, context: float = 0.35, min_context_px: int = 16) -> Box:
     """The edit's bounding box grown by `context` times its size on each side (for the
     classifier, the critic and the seam term to see surroundings), clipped to the image."""
     h, w = edit.shape
@@ -50,12 +50,31 @@ def region_of_interest(edit: np.ndarray, context: float = 0.5, min_context_px: i
                min(h, box.bottom + pad), min(w, box.right + pad))
 
 
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    if radius <= 0:
-        return mask.copy()
-    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+def _max_filter(t: torch.Tensor, radius: int) -> torch.Tensor:
+    k = 2 * radius + 1  # max is separable: rows then columns
+    t = F.max_pool2d(t, (1, k), stride=1, padding=(0, radius))
+    return F.max_pool2d(t, (k, 1), stride=1, padding=(radius, 0))
+
+
+def _box_blur(t: torch.Tensor, radius: int) -> torch.Tensor:
     k = 2 * radius + 1
-    return F.max_pool2d(t, k, stride=1, padding=radius)[0, 0].numpy() > 0.5
+    t = F.avg_pool2d(t, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+    return F.avg_pool2d(t, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation with a square of side 2*radius+1, computed only around the mask."""
+    out = mask.copy()
+    box = bounding_box(mask)
+    if radius <= 0 or box is None:
+        return out
+    h, w = mask.shape
+    region = Box(max(0, box.top - radius), max(0, box.left - radius),
+                 min(h, box.bottom + radius), min(w, box.right + radius))
+    t = torch.from_numpy(np.ascontiguousarray(region.crop(mask), dtype=np.float32))[None, None]
+    grown = _max_filter(t, radius)[0, 0].numpy() > 0.5
+    out[region.top : region.bottom, region.left : region.right] = grown
+    return out
 
 
 def feathered_alpha(edit: np.ndarray, feather: int) -> np.ndarray:
@@ -64,10 +83,8 @@ def feathered_alpha(edit: np.ndarray, feather: int) -> np.ndarray:
     if feather <= 0:
         return edit.astype(np.float32)
     t = torch.from_numpy(np.ascontiguousarray(edit, dtype=np.float32))[None, None]
-    grown = F.max_pool2d(t, 2 * feather + 1, stride=1, padding=feather)
-    blurred = F.avg_pool2d(grown, 2 * feather + 1, stride=1, padding=feather,
-                           count_include_pad=False)
-    alpha = torch.maximum(blurred, t) * grown  # never leaves the grown band
+    grown = _max_filter(t, feather)
+    alpha = torch.maximum(_box_blur(grown, feather), t) * grown  # never leaves the grown band
     return alpha[0, 0].numpy()
 
 

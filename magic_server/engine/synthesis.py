@@ -230,8 +230,13 @@ class Engine:
         )
 
     def _initial(self, ref: Reference, init: np.ndarray | None, job: Job) -> torch.Tensor:
-        shape = (job.options.samples, *ref.z.shape[1:])
-        noise = torch.randn(shape, generator=job.gen).to(self.device)
+        # Sample k starts from noise seeded with seed + k (the seed in its layer name); the
+        # networks it is optimised against are shared by the batch and seeded with `seed`.
+        base = job.options.seed
+        noise = torch.stack([
+            torch.randn(ref.z.shape[1:], generator=torch.Generator().manual_seed(base + k))
+            for k in range(job.options.samples)
+        ]).to(self.device)
         if init is None:
             return noise
         start = self.norm.normalise(image_to_tensor(init, ref.z.shape[-2:], self.device))
