@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--preset", help="also time a whole edit with this preset")
     ap.add_argument("--weights", default="untrained")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--out", type=Path, help="also write the JSON to this file")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,7 +136,12 @@ def main() -> None:
     if engine.device.type == "cuda":
         report["gpu_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         report["gpu_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
-    print(json.dumps(report, indent=2))
+    report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

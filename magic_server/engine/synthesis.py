@@ -107,6 +107,29 @@ def edit_region(source: np.ndarray, guide: np.ndarray) -> np.ndarray:
     return dilate(union, max(2, round(0.03 * side)))
 
 
+@dataclass
+class EditPlan:
+    """Where an edit is synthesized (box) and how it is pasted back (alpha, box-sized)."""
+
+    box: Box
+    edit: np.ndarray  # full-size bool: the edit region
+    alpha: np.ndarray  # box-sized float32 compositing alpha
+
+    def touched(self) -> np.ndarray:
+        """Full-size bool mask of every pixel the composite may change; all others are the
+        photo's own, bit for bit."""
+        out = np.zeros(self.edit.shape, bool)
+        out[self.box.top : self.box.bottom, self.box.left : self.box.right] = self.alpha > 0
+        return out
+
+
+def plan_edit(source: np.ndarray, guide: np.ndarray) -> EditPlan:
+    edit = edit_region(source, guide)
+    box = region_of_interest(edit)
+    feather = max(2, round(0.02 * max(box.height, box.width)))
+    return EditPlan(box, edit, feathered_alpha(box.crop(edit), feather))
+
+
 class Engine:
     def __init__(self, classifier: torch.nn.Module, device: torch.device | str = "cpu",
                  weights_label: str = "untrained") -> None:
@@ -169,9 +192,10 @@ class Engine:
         schedule = schedule or resolve_schedule(options.preset, options.iterations,
                                                 from_composite=init_image is not None)
         started = time.monotonic()
-        edit = edit_region(source_mask, guide_mask)
+        plan = plan_edit(source_mask, guide_mask)
+        edit = plan.edit
         h, w = image.shape[:2]
-        box = region_of_interest(edit) if options.composite else Box(0, 0, h, w)
+        box = plan.box if options.composite else Box(0, 0, h, w)
         size0 = working_size(box.height, box.width, options.resolution)
         size1 = working_size(box.height, box.width, 2 * options.resolution)
         refine = (options.refine and schedule.refine_iterations > 0
@@ -202,8 +226,7 @@ class Engine:
 
         patches = tensor_to_images(self.norm.pixels(z), size=(box.height, box.width))
         if options.composite:
-            alpha = feathered_alpha(crops[3], max(2, round(0.02 * max(box.height, box.width))))
-            images = [composite(image, p, box, alpha) for p in patches]
+            images = [composite(image, p, box, plan.alpha) for p in patches]
         else:
             images = patches
         return SynthesisResult(

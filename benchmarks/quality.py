@@ -1,0 +1,312 @@
+"""Quality metrics for MAGIC edits that need no downloaded weights (numpy only).
+
+All images are uint8 HxWx3 numpy arrays, masks bool HxW of the same size.
+
+- guide adherence: a small colour/texture segmenter, independent of the engine, is fitted on the
+  source photo x with its source mask y and applied to the edited image x'; its mask is compared
+  with the guide y' (IoU over the image, agreement inside the region the edit changes).
+- preservation: PSNR and max abs difference outside the edit region.
+- patch realism: bidirectional patch similarity of x' against x (coherence: every patch of the
+  edited region has a close patch in x; completeness: every patch of x has a close patch in x'),
+  relative to x's own self-similarity with trivial self-matches excluded.
+- diversity: mean pairwise RMS difference between samples, inside the edit region.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+# ---------------------------------------------------------------------------- small image tools
+
+
+def box_mean(a: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r+1)x(2r+1) window (edge-replicated), for 2-D or HxWxC arrays."""
+    if r <= 0:
+        return a.astype(np.float64)
+    pad = [(r, r), (r, r)] + [(0, 0)] * (a.ndim - 2)
+    p = np.pad(a.astype(np.float64), pad, mode="edge")
+    c = np.cumsum(np.cumsum(p, axis=0), axis=1)
+    c = np.pad(c, [(1, 0), (1, 0)] + [(0, 0)] * (a.ndim - 2))
+    k = 2 * r + 1
+    h, w = a.shape[:2]
+    s = c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]
+    return s / (k * k)
+
+
+def dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    return box_mean(mask, r) > 1e-9 if r > 0 else mask.copy()
+
+
+def erode(mask: np.ndarray, r: int) -> np.ndarray:
+    return box_mean(mask, r) > 1 - 1e-9 if r > 0 else mask.copy()
+
+
+def rgb_to_lab(img: np.ndarray) -> np.ndarray:
+    """sRGB uint8 -> CIE Lab (D65), float64 HxWx3."""
+    c = img.astype(np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124564, 0.3575761, 0.1804375],
+                  [0.2126729, 0.7151522, 0.0721750],
+                  [0.0193339, 0.1191920, 0.9503041]])
+    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    lab = np.empty_like(f)
+    lab[..., 0] = 116 * f[..., 1] - 16
+    lab[..., 1] = 500 * (f[..., 0] - f[..., 1])
+    lab[..., 2] = 200 * (f[..., 1] - f[..., 2])
+    return lab
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def edit_region(source_mask: np.ndarray, guide_mask: np.ndarray, margin: int | None = None
+                ) -> np.ndarray:
+    """Where an edit may change pixels: source and guide masks, grown by a margin
+    (default 4% of the short side) for the blending seam."""
+    if margin is None:
+        margin = max(2, round(0.04 * min(source_mask.shape)))
+    return dilate(source_mask | guide_mask, margin)
+
+
+def changed_region(source_mask: np.ndarray, guide_mask: np.ndarray, margin: int = 2
+                   ) -> np.ndarray:
+    """Pixels whose label the edit asks to change (y XOR y'), grown a little."""
+    return dilate(source_mask ^ guide_mask, margin)
+
+
+# ---------------------------------------------------------------------------- preservation
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR in dB between two uint8 images (inf when equal), optionally only where mask is True."""
+    d = a.astype(np.float64) - b.astype(np.float64)
+    if mask is not None:
+        d = d[mask]
+    if d.size == 0:
+        return math.inf
+    mse = float(np.mean(d ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+@dataclass
+class Preservation:
+    psnr_outside: float  # dB, inf = untouched
+    max_abs_outside: int  # 0..255
+    outside_fraction: float  # share of the image that was measured
+
+
+def preservation(source: np.ndarray, edited: np.ndarray, region: np.ndarray) -> Preservation:
+    outside = ~region
+    d = np.abs(source.astype(np.int16) - edited.astype(np.int16))
+    max_abs = int(d[outside].max()) if outside.any() else 0
+    return Preservation(psnr(source, edited, outside), max_abs, float(outside.mean()))
+
+
+# ---------------------------------------------------------------------------- guide adherence
+
+
+def pixel_features(img: np.ndarray) -> np.ndarray:
+    """Per-pixel Lab colour and local lightness std (5x5 window): HxWx4."""
+    lab = rgb_to_lab(img)
+    L = lab[..., 0]
+    m = box_mean(L, 2)
+    sd = np.sqrt(np.maximum(box_mean(L * L, 2) - m * m, 0))
+    return np.concatenate([lab, sd[..., None]], axis=-1)
+
+
+class ObjectSegmenter:
+    """Object/background pixel classifier fitted on one photo and its mask.
+
+    Each pixel's features (Lab colour, local texture) are quantised into joint bins whose edges
+    are the photo's own quantiles; each class gets a smoothed histogram over the bins (a
+    non-parametric likelihood, as in GrabCut-style colour models). The per-pixel log-likelihood
+    ratio is averaged over a small window, and the decision threshold is the one that best
+    reproduces the source mask on the source photo (a one-parameter calibration on x, y).
+    """
+
+    BINS = (16, 16, 16, 4)
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray, *, smooth: int | None = None
+                 ) -> None:
+        if not mask.any() or mask.all():
+            raise ValueError("the mask must contain both object and background")
+        # window radius for averaging the evidence: ~2 px on a 300 px photo
+        self.smooth = smooth if smooth is not None else max(1, round(min(mask.shape) / 150))
+        f = pixel_features(image)
+        self.edges = [np.quantile(f[..., i], np.linspace(0, 1, n + 1)[1:-1])
+                      for i, n in enumerate(self.BINS)]
+        codes = self._codes(f)
+        band = max(1, round(0.01 * min(mask.shape)))  # leave out uncertain boundary pixels
+        inside, outside = erode(mask, band), ~dilate(mask, band)
+        if inside.sum() < 10:
+            inside = mask
+        if outside.sum() < 10:
+            outside = ~mask
+        n = int(np.prod(self.BINS))
+        h_obj = np.bincount(codes[inside], minlength=n) + 0.5
+        h_bg = np.bincount(codes[outside], minlength=n) + 0.5
+        self.llr_table = np.log(h_obj / h_obj.sum()) - np.log(h_bg / h_bg.sum())
+        # bins no pixel of the photo falls in: colour/texture the photo does not contain
+        self.unseen_table = np.bincount(codes.ravel(), minlength=n) == 0
+        llr = self._llr(codes)
+        candidates = np.quantile(llr, np.linspace(0.005, 0.995, 199))
+        scores = [iou(llr > t, mask) for t in candidates]
+        self.threshold = float(candidates[int(np.argmax(scores))])
+
+    def _codes(self, f: np.ndarray) -> np.ndarray:
+        codes = np.zeros(f.shape[:2], np.int64)
+        for i, n in enumerate(self.BINS):
+            b = np.searchsorted(self.edges[i], f[..., i].ravel()).reshape(f.shape[:2])
+            codes = codes * n + np.clip(b, 0, n - 1)
+        return codes
+
+    def _llr(self, codes: np.ndarray) -> np.ndarray:
+        return box_mean(self.llr_table[codes], self.smooth)
+
+    def predict_labels(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(object, unknown): unknown pixels look like nothing in the photo (mostly bins the
+        photo never fills, e.g. noise); they are never counted as object."""
+        codes = self._codes(pixel_features(image))
+        unknown = box_mean(self.unseen_table[codes], self.smooth) > 0.5
+        return (self._llr(codes) > self.threshold) & ~unknown, unknown
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        return self.predict_labels(image)[0]
+
+
+@dataclass
+class Adherence:
+    guide_iou: float  # IoU(segment(x'), y') over the whole image
+    changed_agreement: float  # share of the changed region where segment(x') agrees with y'
+    unknown_fraction: float  # share of the changed region unlike anything in x (counts as wrong)
+    baseline_iou: float  # the same for the unedited photo x: what "no edit" scores
+    baseline_agreement: float
+    segmenter_iou_on_source: float  # IoU(segment(x), y): the segmenter's own ceiling
+
+
+def guide_adherence(source: np.ndarray, source_mask: np.ndarray, guide_mask: np.ndarray,
+                    edited: np.ndarray, segmenter: ObjectSegmenter | None = None) -> Adherence:
+    seg = segmenter or ObjectSegmenter(source, source_mask)
+    changed = changed_region(source_mask, guide_mask)
+    pred_src, unknown_src = seg.predict_labels(source)
+    pred, unknown = seg.predict_labels(edited)
+
+    def agreement(p: np.ndarray, unk: np.ndarray) -> float:
+        return float(((p == guide_mask) & ~unk)[changed].mean()) if changed.any() else 1.0
+
+    return Adherence(iou(pred, guide_mask), agreement(pred, unknown),
+                     float(unknown[changed].mean()) if changed.any() else 0.0,
+                     iou(pred_src, guide_mask), agreement(pred_src, unknown_src),
+                     iou(pred_src, source_mask))
+
+
+# ---------------------------------------------------------------------------- patch realism
+
+
+def _downscale(img: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    s = min(1.0, long_side / max(h, w))
+    if s == 1.0:
+        return img, 1.0
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BOX)), s
+
+
+def _mask_resize(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    m = Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]),
+                                                            Image.Resampling.BOX)
+    return np.asarray(m) > 0
+
+
+def patches(img: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All p x p patches (valid positions) as rows of float32 in [0, 255], with their centres."""
+    v = np.lib.stride_tricks.sliding_window_view(img.astype(np.float32), (p, p), axis=(0, 1))
+    n_y, n_x = v.shape[:2]
+    rows = v.reshape(n_y * n_x, -1)
+    cy, cx = np.mgrid[0:n_y, 0:n_x]
+    return rows, (cy.ravel() + p // 2), (cx.ravel() + p // 2)
+
+
+def nearest_patch_distance(queries: np.ndarray, refs: np.ndarray, *,
+                           q_pos: np.ndarray | None = None, r_pos: np.ndarray | None = None,
+                           exclude_radius: float = 0.0, chunk: int = 512) -> np.ndarray:
+    """For each query patch, RMS per-element distance (8-bit levels) to its nearest reference
+    patch; references whose centre lies within exclude_radius of the query's are ignored."""
+    refs = refs.astype(np.float32)
+    r2 = (refs.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    out = np.empty(len(queries))
+    dim = queries.shape[1]
+    exclude = exclude_radius > 0 and q_pos is not None and r_pos is not None
+    if exclude:
+        ry, rx = (np.asarray(v, np.int32) for v in r_pos)
+        lim = math.floor(exclude_radius ** 2)
+    for s in range(0, len(queries), chunk):
+        q = queries[s:s + chunk].astype(np.float32)
+        d = (q.astype(np.float64) ** 2).sum(1).astype(np.float32)[:, None] + r2[None]
+        d -= 2 * (q @ refs.T)
+        if exclude:
+            dy = np.asarray(q_pos[0][s:s + chunk], np.int32)[:, None] - ry[None]
+            dx = np.asarray(q_pos[1][s:s + chunk], np.int32)[:, None] - rx[None]
+            d[dy * dy + dx * dx <= lim] = np.inf
+        out[s:s + chunk] = np.sqrt(np.maximum(d.min(1).astype(np.float64), 0) / dim)
+    return out
+
+
+@dataclass
+class Realism:
+    coherence: float  # mean NN distance of x' edited-region patches to x (8-bit levels)
+    completeness: float  # mean NN distance of x patches (same region) to x'
+    self_similarity: float  # mean NN distance of x region patches to x, self-matches excluded
+    coherence_ratio: float  # coherence / self_similarity: ~1 or below = as natural as x itself
+    completeness_ratio: float
+
+
+def patch_realism(source: np.ndarray, edited: np.ndarray, region: np.ndarray, *,
+                  patch: int = 7, long_side: int = 96, exclude_radius: float | None = None
+                  ) -> Realism:
+    """Bidirectional patch similarity of the edited region, computed at `long_side` resolution."""
+    src, _ = _downscale(source, long_side)
+    edt, _ = _downscale(edited, long_side)
+    reg = _mask_resize(region, src.shape[:2])
+    if exclude_radius is None:
+        exclude_radius = float(patch)
+    sp, sy, sx = patches(src, patch)
+    ep = patches(edt, patch)[0]
+    in_region = reg[sy, sx]
+    if not in_region.any():
+        raise ValueError("the region is empty at the measuring resolution")
+    coherence = nearest_patch_distance(ep[in_region], sp).mean()
+    completeness = nearest_patch_distance(sp[in_region], ep).mean()
+    self_sim = nearest_patch_distance(sp[in_region], sp, q_pos=(sy[in_region], sx[in_region]),
+                                      r_pos=(sy, sx), exclude_radius=exclude_radius).mean()
+    denom = max(float(self_sim), 1e-6)
+    return Realism(float(coherence), float(completeness), float(self_sim),
+                   float(coherence) / denom, float(completeness) / denom)
+
+
+# ---------------------------------------------------------------------------- diversity
+
+
+def diversity(samples: list[np.ndarray], region: np.ndarray | None = None) -> float:
+    """Mean pairwise RMS difference (8-bit levels) between samples, inside region if given.
+    nan with fewer than two samples."""
+    if len(samples) < 2:
+        return math.nan
+    dists = []
+    for a, b in combinations(samples, 2):
+        d = a.astype(np.float64) - b.astype(np.float64)
+        if region is not None:
+            d = d[region]
+        dists.append(math.sqrt(float(np.mean(d ** 2))) if d.size else 0.0)
+    return float(np.mean(dists))

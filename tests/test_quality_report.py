@@ -1,0 +1,170 @@
+"""benchmarks/run.py and benchmarks/report.py: timing, memory and quality bookkeeping with a
+stand-in engine whose timings are known, the files a run writes, and the report's contents."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import report
+import run
+
+from magic_server.engine.api import Progress, SynthesisResult
+
+ITER_S = 0.03
+FORWARD_S = 0.01
+
+
+class SlowForward(torch.nn.Module):
+    def forward_with_features(self, x, stop_after_features=False):
+        time.sleep(FORWARD_S)
+        return x.mean(dim=(1, 2, 3)), []
+
+
+class StandInEngine:
+    """Follows Engine's interface; every iteration takes ITER_S, previews when asked."""
+
+    def __init__(self, label="untrained (random weights)"):
+        self.device = torch.device("cpu")
+        self.classifier = SlowForward()
+        self.weights_label = label
+        self.calls = []
+
+    def describe(self):
+        return {"device_name": "CPU", "weights_loaded": not self.weights_label.startswith("untr")}
+
+    def warm_up(self):
+        pass
+
+    def synthesize(self, image, source_mask, guide_mask, options, on_progress=None, cancel=None):
+        self.calls.append(options)
+        total = options.iterations or 6
+        t0 = time.monotonic()
+        for step in range(1, 4):
+            on_progress(Progress(step, 3, time.monotonic() - t0, stage="mask-net"))
+        for it in range(1, total + 1):
+            time.sleep(ITER_S)
+            previews = None
+            if options.preview_every and it % options.preview_every == 0:
+                previews = [image[::4, ::4]] * options.samples
+            on_progress(Progress(it, total, time.monotonic() - t0, {}, previews))
+        # sample i: the photo with the guide painted in a distinct grey (differs between seeds)
+        images = []
+        for i in range(options.samples):
+            img = image.copy()
+            img[guide_mask] = 60 + 40 * i
+            images.append(img)
+        return SynthesisResult(images, [options.seed + i for i in range(options.samples)], 0,
+                               total, time.monotonic() - t0)
+
+
+@pytest.fixture(scope="module")
+def coffee():
+    return run.load_scenes(["coffee"])[0]
+
+
+def test_run_edit_measures_iteration_time_forward_cost_and_first_preview(coffee):
+    engine = StandInEngine()
+    rec, images = run.run_edit(engine, coffee, "move", "tiny", 64, 2, 0, 8, lambda m: None)
+    assert len(images) == 2
+    assert rec.iterations == 8 and rec.samples == 2 and rec.mode == "move"
+    assert engine.calls[0].preview_every == 2 and engine.calls[0].iterations == 8
+    assert rec.seconds_per_iteration == pytest.approx(ITER_S, rel=0.5)
+    assert rec.forward_seconds == pytest.approx(FORWARD_S, rel=0.8)
+    assert rec.iteration_cost_forwards == pytest.approx(
+        rec.seconds_per_iteration / rec.forward_seconds)
+    assert rec.first_preview_s is not None
+    assert 2 * ITER_S * 0.8 <= rec.first_preview_s < rec.result_s
+    assert rec.result_s >= 8 * ITER_S
+    assert rec.peak_rss_mb > 10 and rec.peak_gpu_mb is None
+    assert rec.weights_trained is False
+
+
+def test_measure_quality_on_a_stand_in_result(coffee):
+    engine = StandInEngine()
+    _, images = run.run_edit(engine, coffee, "remove", "tiny", 64, 2, 0, 2, lambda m: None)
+    seg = run.quality.ObjectSegmenter(coffee.image, coffee.source_mask)
+    q = run.measure_quality(coffee, "remove", images, seg)
+    # only pixels under the guide changed, all inside the edit region
+    assert q["psnr_outside"] == math.inf and q["max_abs_outside"] == 0
+    # the two samples differ by 40 grey levels on the guide, nothing elsewhere
+    assert 0 < q["diversity"] < 40
+    assert 0 <= q["guide_iou"] <= 1 and 0 <= q["segmenter_ceiling_iou"] <= 1
+    assert q["coherence_ratio"] > 0
+    assert len(q["per_sample"]) == 2
+
+
+def test_edit_plan_parsing():
+    assert run.edit_plan("coffee:move,coffee:remove,rocket:copy", None, None) == {
+        "coffee": ["move", "remove"], "rocket": ["copy"]}
+    plan = run.edit_plan(None, "coffee,chelsea", "move")
+    assert plan == {"coffee": ["move"], "chelsea": ["move"]}
+    assert len(run.edit_plan(None, None, None)) >= 6
+    with pytest.raises(run.BenchError):
+        run.edit_plan("coffee-move", None, None)
+    with pytest.raises(run.BenchError):
+        run.edit_plan("coffee:teleport", None, None)
+
+
+def test_unknown_scene_is_a_one_line_error(tmp_path, capsys):
+    rc = run.main(["--edits", "nosuch:move", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown scene" in err and "coffee" in err
+    assert "Traceback" not in err
+
+
+def test_main_writes_json_report_and_pictures(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "load_engine", lambda dev, weights, log: StandInEngine())
+    report_path = tmp_path / "docs" / "benchmarks.md"
+    rc = run.main(["--edits", "coffee:move,chelsea:remove", "--device", "cpu",
+                   "--iterations", "4", "--resolution", "64", "--out", str(tmp_path / "o"),
+                   "--report", str(report_path)])
+    assert rc == 0
+    payload = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [(r["scene"], r["mode"]) for r in payload["records"]] == [
+        ("coffee", "move"), ("chelsea", "remove")]
+    assert payload["machine"]["cpu_count"] >= 1
+    text = report_path.read_text()
+    for pic in ("benchmarks/coffee_cpu.jpg", "benchmarks/chelsea_cpu.jpg"):
+        assert (report_path.parent / pic).is_file()
+        assert f"]({pic})" in text
+    # every quality row names the classifier weights, and untrained runs say so up front
+    quality_rows = text.split("## Quality")[1].split("## Pictures")[0]
+    data_rows = [r for r in quality_rows.splitlines()
+                 if r.startswith(("| coffee", "| chelsea"))]
+    assert len(data_rows) == 2
+    assert all("untrained (random weights)" in r for r in data_rows)
+    assert "UNTRAINED classifier" in text
+    assert "## Speed" in text and "s / iteration" in text
+    assert "CC0" in text  # licences table
+
+
+def test_report_with_trained_weights_has_no_untrained_warning(tmp_path, monkeypatch):
+    label = "quasi-robust ResNet-50 (l2, eps 0.05)"
+    monkeypatch.setattr(run, "load_engine", lambda dev, weights, log: StandInEngine(label))
+    rc = run.main(["--edits", "coffee:copy", "--device", "cpu", "--iterations", "2",
+                   "--out", str(tmp_path), "--samples", "2"])
+    assert rc == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "UNTRAINED classifier" not in text
+    assert f"**Classifier weights: {label}.**" in text
+
+
+def test_picture_grid_has_one_row_per_edit_and_all_samples():
+    img = np.zeros((60, 90, 3), np.uint8)
+    mask = np.zeros((60, 90), bool)
+    mask[10:20, 10:20] = True
+    rows = [("move", mask, [img, img, img], None), ("copy", mask, [img], None)]
+    grid = report.picture_grid(img, mask, rows)
+    tile_w = round(90 * report.TILE_H / 60)
+    assert grid.height == 2 * (report.TILE_H + report.CAPTION_H) + report.GAP
+    assert grid.width == 6 * tile_w + 5 * report.GAP
