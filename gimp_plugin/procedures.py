@@ -80,7 +80,7 @@ COMMON = [
     Arg("iterations", "int", "Iterations", "0 = the preset's iteration count", default=0, lo=0,
         hi=1000000),
     Arg("resolution", "int", "Working resolution",
-        "Short side the server synthesizes at; 0 = the server's default", default=0, lo=0,
+        "Synthesize at about this many pixels squared; 0 = the server's default", default=0, lo=0,
         hi=1024),
     Arg("timeout", "int", "Timeout (s)", "Give up and cancel after this many seconds; 0 = never",
         default=0, lo=0, hi=7 * 24 * 3600),

@@ -441,7 +441,7 @@ def main(argv: Sequence[str] | None = None,
             for path in keygen(keys_dir):
                 print(f"wrote {path}")
             print(f"copy server.key, client.key and client.key_secret from {keys_dir} to the "
-                  "machine running GIMP")
+                  "client machine (magic-edit --server uses them)")
             return 0
         # Any non-loopback address gets CURVE; CurveConfig says how to make keys if missing.
         curve = CurveConfig(keys_dir) if args.curve or not is_local_endpoint(args.bind) else None

@@ -4,7 +4,7 @@ ZAP authenticator that lets only listed client public keys in.
 Keys folder layout (default ~/.config/magic-gimp/keys, or $XDG_CONFIG_HOME/magic-gimp/keys):
   server.key, server.key_secret          the server's key pair (server.key goes to clients)
   client.key, client.key_secret          a client key pair (copy both, plus server.key, to the
-                                         machine running GIMP)
+                                         client machine, for magic-edit --server)
   authorized_clients/*.key               public keys allowed to connect
 """
 
