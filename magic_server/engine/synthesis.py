@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -113,7 +114,12 @@ class EditPlan:
 
     box: Box
     edit: np.ndarray  # full-size bool: the edit region
-    alpha: np.ndarray  # box-sized float32 compositing alpha
+
+    @functools.cached_property
+    def alpha(self) -> np.ndarray:
+        """Box-sized float32 compositing alpha (computed only when something composites)."""
+        feather = max(2, round(0.02 * max(self.box.height, self.box.width)))
+        return feathered_alpha(self.box.crop(self.edit), feather)
 
     def touched(self) -> np.ndarray:
         """Full-size bool mask of every pixel the composite may change; all others are the
@@ -125,9 +131,7 @@ class EditPlan:
 
 def plan_edit(source: np.ndarray, guide: np.ndarray) -> EditPlan:
     edit = edit_region(source, guide)
-    box = region_of_interest(edit)
-    feather = max(2, round(0.02 * max(box.height, box.width)))
-    return EditPlan(box, edit, feathered_alpha(box.crop(edit), feather))
+    return EditPlan(region_of_interest(edit), edit)
 
 
 class Engine:
