@@ -1,12 +1,14 @@
-"""Jobs, the fair queue and the engine worker thread.
+"""Jobs, the fair queue and the engine worker threads.
 
-The worker is the only thread that calls the engine; it never touches a socket. It reports
-through `emit(WorkerEvent)`, which the server loop drains (see server.py).
+Each worker thread owns one engine (one per device) and is the only thread that calls it; it
+never touches a socket. It reports through `emit(WorkerEvent)`, which the server loop drains
+(see server.py).
 """
 
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import sys
 import threading
@@ -43,6 +45,7 @@ class Job:
     cancel_reason: str = "cancelled"
     state: str = "queued"  # queued | running | done
     submitted_at: float = field(default_factory=time.monotonic)
+    worker: int | None = None  # index of the worker running it (set by the server loop)
 
     def release(self) -> None:
         """Drop the pixel buffers (a cancelled or finished job keeps no image memory)."""
@@ -54,6 +57,8 @@ class Job:
              "width": self.width, "height": self.height, "mine": viewer == self.owner}
         if position is not None:
             d["position"] = position
+        if self.worker is not None:
+            d["worker"] = self.worker
         return d
 
 
@@ -151,15 +156,30 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def free_device_memory() -> None:
+def free_device_memory(device: str | None = None) -> None:
+    """After an out-of-memory error: collect what the failed call left behind and give the
+    CUDA caching allocator's free blocks on `device` (a "cuda:N" string; None: the current
+    one) back to the driver. Call it once the exception is gone: its traceback keeps the
+    engine's frames, and with them their tensors, alive."""
+    gc.collect()
     torch = sys.modules.get("torch")
-    if torch is None:
+    if torch is None or (device is not None and not str(device).startswith("cuda")):
         return
     try:
-        if torch.cuda.is_available():
+        if not torch.cuda.is_available():
+            return
+        if device is None:
             torch.cuda.empty_cache()
-    except RuntimeError as exc:  # best effort after an OOM
+        else:
+            with torch.cuda.device(torch.device(device)):
+                torch.cuda.empty_cache()
+    except (RuntimeError, ValueError) as exc:  # best effort after an OOM
         log.debug("could not empty the CUDA cache: %s", exc)
+
+
+def engine_device(engine: Any) -> str:
+    """The device an engine runs on, as a string ("cpu", "cuda:0", ...)."""
+    return str(getattr(engine, "device", "cpu"))
 
 
 class Worker(threading.Thread):
@@ -167,11 +187,13 @@ class Worker(threading.Thread):
 
     def __init__(self, engine: Any, emit: Callable[[WorkerEvent], None], *,
                  default_resolution: int = 224, name: str = "magic-worker",
-                 on_exit: Callable[[], None] | None = None) -> None:
+                 on_exit: Callable[[], None] | None = None, index: int = 0) -> None:
         super().__init__(name=name, daemon=True)
         self.engine = engine
         self.emit = emit
         self.on_exit = on_exit
+        self.index = index
+        self.threads: int | None = None  # torch intra-op threads for this worker (CPU share)
         self.default_resolution = default_resolution
         self._inbox: collections.deque[Job | None] = collections.deque()
         self._ready = threading.Condition()
@@ -186,12 +208,31 @@ class Worker(threading.Thread):
             self._inbox.append(None)
             self._ready.notify()
 
+    @property
+    def device(self) -> str:
+        return engine_device(self.engine)
+
     def run(self) -> None:
         try:
+            self._bind_device()
             self._loop()
         finally:
             if self.on_exit is not None:
                 self.on_exit()
+
+    def _bind_device(self) -> None:
+        """A CUDA worker makes its GPU this thread's current device, so that anything that
+        uses "the current device" (allocator calls, streams, empty_cache) means its own; a CPU
+        worker given a share of the cores sets its own OpenMP team size (set_num_threads acts
+        on the calling thread, and is the default of threads started later)."""
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return
+        device = self.device
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.set_device(torch.device(device))
 
     def _loop(self) -> None:
         while True:
@@ -223,6 +264,7 @@ class Worker(threading.Thread):
         image, source, guide, init = decode_inputs(job)
         job.release()  # the numpy copies are all the engine needs
         throttle = _ProgressThrottle(job, self.emit, p.preview)
+        out_of_memory: str | None = None
         try:
             result = self.engine.synthesize(image, source, guide, options,
                                             on_progress=throttle, cancel=job.cancel,
@@ -232,16 +274,23 @@ class Worker(threading.Thread):
         except EngineInputError as exc:
             return WorkerEvent(P.ERROR, job, {"code": ErrorCode.ENGINE_INPUT,
                                               "message": str(exc)})
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                del image, source, guide, init
-                free_device_memory()
-                log.warning("job %s: out of memory (%s)", job.id[:8], exc)
-                return WorkerEvent(P.ERROR, job, {
-                    "code": ErrorCode.OUT_OF_MEMORY,
-                    "message": "the GPU ran out of memory: try fewer samples, a lower "
-                               "resolution or a smaller selection"})
-            raise
+        except Exception as exc:  # torch.cuda.OutOfMemoryError among them
+            if not is_out_of_memory(exc):
+                raise
+            out_of_memory = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        if out_of_memory is not None:
+            # Out of the except block: the exception, its traceback and the engine frames it
+            # held (with their tensors) are gone, so the memory can really be given back.
+            del image, source, guide, init, throttle
+            device = self.device
+            free_device_memory(device)
+            log.warning("job %s on worker %d (%s): out of memory (%s); memory freed",
+                        job.id[:8], self.index, device, out_of_memory)
+            where = f"the GPU ({device})" if device.startswith("cuda") else "the server"
+            return WorkerEvent(P.ERROR, job, {
+                "code": ErrorCode.OUT_OF_MEMORY,
+                "message": f"{where} ran out of memory: try fewer samples, a lower "
+                           "resolution or a smaller selection"})
         if job.cancel.is_set():
             return WorkerEvent(P.CANCELLED, job, {"message": job.cancel_reason})
         frames = []

@@ -1,14 +1,27 @@
 """magic-server: a long-lived ZeroMQ job server that keeps the classifier loaded.
 
-One event loop owns the ROUTER socket (zmq.Poller); one worker thread per device runs the
-engine (jobs.py). The worker's events come back through a queue plus an inproc PAIR socket
-that wakes the loop, so only the loop thread ever touches the ROUTER. Protocol:
-magic_protocol/protocol.py and docs/protocol.md.
+One event loop owns the ROUTER socket (zmq.Poller); one worker thread per device runs its own
+engine (jobs.py), and the loop gives each queued job to the first free worker. The workers'
+events come back through a queue plus an inproc PUSH/PULL pair that wakes the loop, so only
+the loop thread ever touches the ROUTER. Protocol: magic_protocol/protocol.py and
+docs/protocol.md.
+
+Why worker threads and not worker processes: the engine spends its time inside torch
+kernels, which release the GIL (CUDA launches and CPU convolutions alike), so threads run
+side by side; one process keeps cancellation a threading.Event, passes images between the
+loop and the engines without copies or serialisation (no pickles, and no second wire format
+to design), and lets one process drive every GPU. The price is that torch's intra-op thread
+count is process-wide (torch.set_num_threads sets the default that every thread starts with,
+and each thread that enters a parallel region gets its own team of that size): two CPU
+workers left at the default would run two full-size teams on the same cores. With several CPU
+workers the server therefore gives each the cores divided by the CPU workers, set in the
+worker's own thread and as the default, while it serves (see _split_cpu_threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import errno
 import logging
 import queue
@@ -24,7 +37,8 @@ import zmq
 
 from magic_protocol import protocol as P
 from magic_protocol.protocol import DEFAULT_ADDRESS, DEFAULT_LIMITS, ErrorCode, Limits
-from magic_server.jobs import FairQueue, Job, Worker, WorkerEvent
+from magic_server.devices import DeviceError, parse_device_list, resolve_device_list
+from magic_server.jobs import FairQueue, Job, Worker, WorkerEvent, engine_device
 from magic_server.server_curve import (
     CurveConfig,
     CurveSetupError,
@@ -46,9 +60,10 @@ class BindError(Exception):
 
 
 class Server:
-    """The job server. `engine` follows magic_server.engine.synthesis.Engine's contract."""
+    """The job server. `engine` follows magic_server.engine.synthesis.Engine's contract; a
+    list of engines gives one worker each (worker i runs engines[i], on its own device)."""
 
-    def __init__(self, engine: Any, address: str = DEFAULT_ADDRESS, *,
+    def __init__(self, engine: Any | Sequence[Any], address: str = DEFAULT_ADDRESS, *,
                  limits: Limits = DEFAULT_LIMITS,
                  heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
                  curve: CurveConfig | None = None, default_resolution: int = 224,
@@ -56,7 +71,13 @@ class Server:
         if curve is None and not is_local_endpoint(address):
             raise CurveSetupError(f"{address} is reachable from other machines: binding it needs "
                                   "CurveZMQ keys (run `magic-server --keygen`, then pass --curve)")
-        self.engine = engine
+        engines = list(engine) if isinstance(engine, (list, tuple)) else [engine]
+        if not engines:
+            raise ValueError("a server needs at least one engine")
+        if len({id(e) for e in engines}) != len(engines):
+            raise ValueError("each worker needs its own engine (an engine is not thread-safe)")
+        self.engines = engines
+        self.engine = engines[0]  # describes the server in the handshake (presets, weights)
         self.address = address
         self.limits = limits
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -64,7 +85,7 @@ class Server:
         self.ctx = context or zmq.Context()
         self._own_ctx = context is None
         self.queue = FairQueue()
-        self.running: Job | None = None
+        self.busy: list[Job | None] = [None] * len(engines)  # the job each worker runs
         self.jobs: dict[str, Job] = {}  # queued and running, by id
         self.last_seen: dict[bytes, float] = {}
         self.client_names: dict[bytes, int] = {}
@@ -72,13 +93,30 @@ class Server:
         self._stop = threading.Event()
         self._wake_addr = f"inproc://magic-wake-{id(self):x}"
         self._auth = None
+        self._threads_before: int | None = None
+        self.workers_info: list[dict[str, Any]] = []
         self.capabilities = self._capabilities()
         self.router = self._bind()
-        self._wake_rx = self.ctx.socket(zmq.PAIR)
+        # PULL, not PAIR: every worker thread connects its own PUSH end.
+        self._wake_rx = self.ctx.socket(zmq.PULL)
         self._wake_rx.bind(self._wake_addr)
         self._wake_tx_local = threading.local()
-        self.worker = Worker(engine, self._emit, default_resolution=default_resolution,
-                             on_exit=self._close_wake_tx)
+        self.workers = [Worker(e, self._emit, default_resolution=default_resolution,
+                               name=f"magic-worker-{i}", on_exit=self._close_wake_tx, index=i)
+                        for i, e in enumerate(engines)]
+
+    @property
+    def worker(self) -> Worker:
+        """The first worker (the only one of a one-device server)."""
+        return self.workers[0]
+
+    @property
+    def running(self) -> Job | None:
+        """The running job of the lowest-numbered busy worker, or None when all are idle."""
+        return next((j for j in self.busy if j is not None), None)
+
+    def running_jobs(self) -> list[Job]:
+        return [j for j in self.busy if j is not None]
 
     # -- setup ----------------------------------------------------------------
 
@@ -147,7 +185,32 @@ class Server:
         })
         if isinstance(described.get("presets"), dict):
             caps["preset_iterations"] = described["presets"]
+        self.workers_info = [self._describe_worker(i, e) for i, e in enumerate(self.engines)]
         return caps
+
+    def _describe_worker(self, index: int, engine: Any) -> dict[str, Any]:
+        """The unchanging part of a worker's entry in `workers` (welcome, status_report)."""
+        described: dict[str, Any] = {}
+        try:
+            described = dict(engine.describe())
+        except Exception as exc:  # noqa: BLE001 - informative only
+            log.warning("worker %d: engine.describe() failed: %s", index, exc)
+        device = str(described.get("device", engine_device(engine)))
+        name = described.get("device_name")
+        gpu_bytes = described.get("gpu_memory_bytes")
+        if gpu_bytes is None and isinstance(described.get("gpu_memory_mb"), int):
+            gpu_bytes = described["gpu_memory_mb"] * 2**20
+        return {"worker": index, "name": f"worker-{index}", "device": device,
+                "device_name": str(name) if name is not None else device.upper(),
+                "gpu_memory_bytes": gpu_bytes}
+
+    def workers_status(self) -> list[dict[str, Any]]:
+        """Each worker: its device, its name, busy or idle, and the job it runs (or None)."""
+        out = []
+        for info, job in zip(self.workers_info, self.busy):
+            out.append({**info, "state": "busy" if job is not None else "idle",
+                        "job": job.id if job is not None else None})
+        return out
 
     # -- running ----------------------------------------------------------------
 
@@ -159,7 +222,9 @@ class Server:
         self._stop.set()
 
     def serve_forever(self) -> None:
-        self.worker.start()
+        self._split_cpu_threads()
+        for worker in self.workers:
+            worker.start()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self._wake_rx, zmq.POLLIN)
@@ -192,20 +257,48 @@ class Server:
                                                  "the server is shutting down", req=job.req,
                                                  job=job.id))
             self._forget(job)
-        if self.running is not None:
-            self.running.cancel_reason = "the server is shutting down"
-            self.running.cancel.set()
-        if self.worker.ident is not None:  # started
-            self.worker.stop()
-            self.worker.join(timeout=5)
+        for job in self.running_jobs():
+            job.cancel_reason = "the server is shutting down"
+            job.cancel.set()
+        started = [w for w in self.workers if w.ident is not None]
+        for worker in started:
+            worker.stop()
+        deadline = time.monotonic() + 5
+        for worker in started:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
         self._drain_worker_events()
         self.router.close(linger=0)
         self._wake_rx.close(linger=0)
         self._stop_auth()
-        if self.worker.is_alive():  # an engine call that ignores cancel: do not wait for it
-            log.warning("the engine did not stop within 5 s; leaving it behind")
+        self._restore_cpu_threads()
+        stuck = [w.index for w in self.workers if w.is_alive()]
+        if stuck:  # an engine call that ignores cancel: do not wait for it
+            log.warning("the engine of worker(s) %s did not stop within 5 s; leaving it behind",
+                        ", ".join(map(str, stuck)))
         elif self._own_ctx:
             self.ctx.term()
+
+    def _split_cpu_threads(self) -> None:
+        """Several CPU workers share the cores: torch's intra-op thread count (process-global)
+        becomes cores // CPU workers while serving; a single CPU worker keeps torch's default."""
+        torch = sys.modules.get("torch")
+        cpu_workers = sum(w.device == "cpu" for w in self.workers)
+        if torch is None or cpu_workers < 2:
+            return
+        total = torch.get_num_threads()
+        share = threads_per_cpu_worker(total, cpu_workers)
+        self._threads_before = total
+        torch.set_num_threads(share)
+        for worker in self.workers:
+            if worker.device == "cpu":
+                worker.threads = share
+        log.info("%d CPU workers: %d torch thread(s) each (of %d)", cpu_workers, share, total)
+
+    def _restore_cpu_threads(self) -> None:
+        torch = sys.modules.get("torch")
+        if torch is not None and self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def _stop_auth(self) -> None:
         if self._auth is not None:
@@ -219,7 +312,7 @@ class Server:
         self._events.put(event)
         tx = getattr(self._wake_tx_local, "sock", None)
         if tx is None:
-            tx = self.ctx.socket(zmq.PAIR)
+            tx = self.ctx.socket(zmq.PUSH)
             tx.setsockopt(zmq.LINGER, 0)
             tx.connect(self._wake_addr)
             self._wake_tx_local.sock = tx
@@ -247,10 +340,11 @@ class Server:
             if ev.kind in P.TERMINAL_EVENTS:
                 elapsed = time.monotonic() - job.submitted_at
                 detail = ev.fields.get("code") or ev.fields.get("message") or ""
-                log.info("job %s %s after %.1f s %s", job.id[:8], ev.kind, elapsed, detail)
+                log.info("job %s %s after %.1f s on worker %s %s", job.id[:8], ev.kind,
+                         elapsed, job.worker, detail)
                 job.state = "done"
-                if self.running is job:
-                    self.running = None
+                if job.worker is not None and self.busy[job.worker] is job:
+                    self.busy[job.worker] = None
                 self._forget(job)
 
     # -- requests -------------------------------------------------------------------
@@ -275,7 +369,8 @@ class Server:
     def _on_hello(self, who: bytes, msg: P.Message) -> None:
         log.info("client %s: hello (%s)", self._client_name(who),
                  str(msg.header.get("client", ""))[:80])
-        self._send(who, P.encode(P.WELCOME, {"server": self.capabilities}, req=msg.req))
+        server = {**self.capabilities, "workers": self.workers_status()}
+        self._send(who, P.encode(P.WELCOME, {"server": server}, req=msg.req))
 
     def _on_ping(self, who: bytes, msg: P.Message) -> None:
         fields: dict[str, Any] = {"time": time.time()}
@@ -285,11 +380,12 @@ class Server:
         self._send(who, P.encode(P.PONG, fields, req=msg.req))
 
     def _on_status(self, who: bytes, msg: P.Message) -> None:
-        running = self.running.summary(who, 0) if self.running else None
-        offset = 1 if self.running else 0
-        queued = [j.summary(who, i + offset) for i, j in enumerate(self.queue.order())]
+        running = [j.summary(who, 0) for j in self.running_jobs()]
+        queued = [j.summary(who, self._position(i)) for i, j in enumerate(self.queue.order())]
         self._send(who, P.encode(P.STATUS_REPORT, {
-            "running": running, "queued": queued, "clients": len(self.last_seen)}, req=msg.req))
+            "running": running[0] if running else None, "running_jobs": running,
+            "queued": queued, "workers": self.workers_status(),
+            "clients": len(self.last_seen)}, req=msg.req))
 
     def _on_cancel(self, who: bytes, msg: P.Message) -> None:
         job_id = P.job_id_field(msg)
@@ -305,8 +401,7 @@ class Server:
         if len(self.queue) >= self.limits.max_queue:
             raise P.ProtocolError(ErrorCode.QUEUE_FULL, f"the queue is full ({len(self.queue)} "
                                   "jobs); try again later", msg.req)
-        mine = self.queue.count_for(who) + (self.running is not None
-                                            and self.running.owner == who)
+        mine = self.queue.count_for(who) + sum(j.owner == who for j in self.running_jobs())
         if mine >= self.limits.max_jobs_per_client:
             raise P.ProtocolError(ErrorCode.QUEUE_FULL, f"you already have {mine} jobs waiting; "
                                   "wait for them or cancel some", msg.req)
@@ -316,7 +411,7 @@ class Server:
                   width=image.width, height=image.height)
         self.queue.push(job)
         self.jobs[job.id] = job
-        position = self.queue.order().index(job) + (self.running is not None)
+        position = self._position(self.queue.order().index(job))
         extras = "".join(text for on, text in (
             (msg.frame(P.FRAME_INIT) is not None, ", from an init composite"),
             (not params.composite, ", whole image"), (not params.refine, ", no refine")) if on)
@@ -327,16 +422,27 @@ class Server:
 
     # -- queue ------------------------------------------------------------------------
 
+    def _position(self, index: int) -> int:
+        """`position` of the queued job at `index` in pop order: 0 when a free worker will
+        start it at once, else how many jobs start before it (the running ones included)."""
+        busy = len(self.running_jobs())
+        return 0 if index < len(self.workers) - busy else index + busy
+
     def _dispatch(self) -> None:
-        if self.running is not None or self._stop.is_set():
-            return
-        job = self.queue.pop()
-        if job is None:
-            return
-        job.state = "running"
-        self.running = job
-        log.info("job %s started", job.id[:8])
-        self.worker.start_job(job)
+        """Give queued jobs (round-robin over clients) to free workers, lowest index first."""
+        while not self._stop.is_set():
+            free = next((i for i, job in enumerate(self.busy) if job is None), None)
+            if free is None:
+                return
+            job = self.queue.pop()
+            if job is None:
+                return
+            job.state = "running"
+            job.worker = free
+            self.busy[free] = job
+            worker = self.workers[free]
+            log.info("job %s started on worker %d (%s)", job.id[:8], free, worker.device)
+            worker.start_job(job)
 
     def _cancel(self, job: Job, reason: str) -> None:
         job.cancel_reason = reason
@@ -380,6 +486,11 @@ class Server:
         return str(self.client_names[who])
 
 
+def threads_per_cpu_worker(total: int, cpu_workers: int) -> int:
+    """torch intra-op threads for each of `cpu_workers` CPU workers sharing `total`."""
+    return max(1, total // max(1, cpu_workers))
+
+
 def _json_safe(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, type(None), list, dict))
 
@@ -392,7 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bind", default=DEFAULT_ADDRESS, metavar="tcp://HOST:PORT",
                     help=f"address to listen on (default {DEFAULT_ADDRESS}; ipc:// accepted; "
                          "a non-loopback address needs CurveZMQ keys)")
-    ap.add_argument("--device", default="auto", help="cuda, cuda:N, mps, cpu or auto")
+    ap.add_argument("--device", default="auto", metavar="DEV[,DEV...]|all",
+                    help="cuda, cuda:N, mps, cpu or auto (default); a comma-separated list runs "
+                         "one engine worker per entry (cuda:0,cuda:1; cpu,cpu); all = every "
+                         "CUDA GPU, or the CPU when there is none")
     ap.add_argument("--weights", default=None, metavar="FILE|untrained",
                     help="classifier weights (default: the installed ones)")
     ap.add_argument("--keygen", action="store_true",
@@ -414,19 +528,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_engine(device_name: str, weights: str | None) -> Any:
     """The real engine: classifier loaded once on the device."""
-    from magic_server.classifier import load_classifier
     from magic_server.devices import resolve_device
+
+    return load_engines([resolve_device(device_name)], weights)[0]
+
+
+def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:
+    """One real engine per device, each with its own copy of the classifier on its device
+    (the checkpoint is read once)."""
+    from magic_server.classifier import load_classifier
     from magic_server.engine.synthesis import Engine
 
-    device = resolve_device(device_name)
     progress = None
     try:
         from magic_server.weights_store import ProgressBar
         progress = ProgressBar("classifier weights")
     except (ImportError, TypeError):
         pass
-    model, label = load_classifier(weights, device, progress=progress)
-    return Engine(model, device, label)
+    model, label = load_classifier(weights, "cpu", progress=progress)
+    engines = []
+    for i, device in enumerate(devices):
+        own = model if i == len(devices) - 1 else copy.deepcopy(model)
+        engines.append(Engine(own, device, label))
+    return engines
+
+
+def worker_devices(text: str, resolve: bool = True) -> list[str]:
+    """--device text -> one device string per worker; DeviceError (one line) when wrong.
+
+    resolve=False keeps plain "cpu" lists as they are without importing torch (the tests'
+    stand-in engines); anything else is checked against this machine."""
+    names = parse_device_list(text)
+    if not resolve and all(n == "cpu" for n in names):
+        return names
+    return [str(d) for d in resolve_device_list(names)]
 
 
 def main(argv: Sequence[str] | None = None,
@@ -436,6 +571,15 @@ def main(argv: Sequence[str] | None = None,
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s magic-server %(message)s", datefmt="%H:%M:%S")
     keys_dir = args.keys or default_keys_dir()
+    if not args.keygen:
+        try:
+            devices = worker_devices(args.device, resolve=engine_factory is None)
+        except DeviceError as exc:
+            print(f"magic-server: {exc}", file=sys.stderr)
+            return 1
+        if len(set(devices)) < len(devices) and any(d != "cpu" for d in devices):
+            log.warning("several workers share one GPU (%s): they compete for its memory",
+                        ", ".join(devices))
     try:
         if args.keygen:
             for path in keygen(keys_dir):
@@ -448,23 +592,27 @@ def main(argv: Sequence[str] | None = None,
         limits = Limits(max_pixels=args.max_pixels,
                         max_message_bytes=args.max_message_mb * 2**20)
         # Bind before the slow part (loading weights) so that a busy port fails at once.
-        engine_box: dict[str, Any] = {}
-        server = Server(_LazyEngine(engine_box), args.bind, limits=limits,
-                        heartbeat_timeout_s=args.heartbeat_timeout, curve=curve,
+        engine_box: dict[int, Any] = {}
+        server = Server([_LazyEngine(engine_box, i) for i in range(len(devices))], args.bind,
+                        limits=limits, heartbeat_timeout_s=args.heartbeat_timeout, curve=curve,
                         default_resolution=args.resolution)
     except (CurveSetupError, BindError) as exc:
         print(f"magic-server: {exc}", file=sys.stderr)
         return 2
     try:
-        engine = engine_factory(args) if engine_factory else load_engine(args.device,
-                                                                          args.weights)
-        engine_box["engine"] = engine
-        if str(getattr(engine, "weights_label", "")).startswith("untrained"):
+        if engine_factory:
+            engines = [engine_factory(argparse.Namespace(**{**vars(args), "device": d}))
+                       for d in devices]
+        else:
+            engines = load_engines(devices, args.weights)
+        engine_box.update(enumerate(engines))
+        if str(getattr(engines[0], "weights_label", "")).startswith("untrained"):
             log.warning("using an UNTRAINED classifier (random weights): results will not look "
                         "like MAGIC's; install the weights with `magic-installer weights`")
-        if not args.no_warm_up:
-            log.info("warming up")
-            engine.warm_up()
+        for i, (engine, device) in enumerate(zip(engines, devices)):
+            if not args.no_warm_up:
+                log.info("warming up worker %d (%s)", i, device)
+                engine.warm_up()
         server.capabilities = server._capabilities()
     except Exception as exc:  # noqa: BLE001 - one clear line for the user
         server._shutdown()
@@ -478,7 +626,12 @@ def main(argv: Sequence[str] | None = None,
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     caps = server.capabilities
-    print(f"magic-server ready on {server.endpoint()} (device {caps['device']}, weights "
+    workers = server.workers_status()
+    where = (f"device {caps['device']}" if len(workers) == 1 else
+             f"{len(workers)} workers: " + ", ".join(w["device"] for w in workers))
+    for w in workers:
+        log.info("worker %d: %s (%s)", w["worker"], w["device"], w["device_name"])
+    print(f"magic-server ready on {server.endpoint()} ({where}, weights "
           f"{caps['weights_label'] or 'unknown'})", flush=True)
     server.serve_forever()
     log.info("stopped")
@@ -486,13 +639,14 @@ def main(argv: Sequence[str] | None = None,
 
 
 class _LazyEngine:
-    """Lets main() bind the port before the engine exists; forwards to the real engine."""
+    """Lets main() bind the port before the engines exist; forwards to engine `key`."""
 
-    def __init__(self, box: dict[str, Any]) -> None:
+    def __init__(self, box: dict[int, Any], key: int = 0) -> None:
         self._box = box
+        self._key = key
 
     def __getattr__(self, name: str) -> Any:
-        engine = self._box.get("engine")
+        engine = self._box.get(self._key)
         if engine is None:
             if name == "describe":
                 return dict
