@@ -114,3 +114,42 @@ def test_real_engine_job_seeded_from_an_init_composite(server):
     with MagicClient(server.address, timeout_s=60, heartbeat_s=0.5) as c:
         unseeded = as_array(c.submit(job).images[0])
     assert not np.array_equal(unseeded[12:30, 30:50], out[12:30, 30:50])
+
+
+def test_two_real_cpu_engines_run_two_jobs_side_by_side():
+    """Two workers, each its own real engine (own classifier copy): two clients' jobs run at
+    the same time, which their progress events show, and both results are syntheses."""
+    import threading
+
+    import torch
+
+    from magic_server.classifier import load_classifier
+    from magic_server.engine.synthesis import Engine
+
+    engines = []
+    for _ in range(2):
+        model, label = load_classifier("untrained", "cpu")
+        engines.append(Engine(model, "cpu", label))
+    assert engines[0].classifier is not engines[1].classifier
+    seen: dict[int, list[tuple[str, float]]] = {1: [], 2: []}
+    results: dict[int, object] = {}
+    threads_before = torch.get_num_threads()
+    with ThreadedServer(engines) as srv:
+        def run(seed: int) -> None:
+            job, _ = request(iterations=2, resolution=32, samples=1, refine=False, seed=seed)
+            with MagicClient(srv.address, timeout_s=60, heartbeat_s=0.5) as c:
+                results[seed] = c.submit(
+                    job, on_event=lambda e: seen[seed].append((e.kind, time.monotonic())))
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert torch.get_num_threads() == threads_before
+    assert sorted(results) == [1, 2]
+    first = {k: min(t for kind, t in seen[k] if kind == "progress") for k in (1, 2)}
+    end = {k: max(t for _, t in seen[k]) for k in (1, 2)}
+    assert first[1] < end[2] and first[2] < end[1]  # overlapping, not one after the other
+    a, b = (as_array(results[k].images[0]) for k in (1, 2))
+    assert a.shape == b.shape == (H, W, 3) and not np.array_equal(a, b)
