@@ -28,12 +28,22 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -
     return out.astype(np.uint8)
 
 
+def masks_overlay(image: np.ndarray, source_mask: np.ndarray, guide: np.ndarray) -> np.ndarray:
+    """Source mask in red, guide in green (yellow where both)."""
+    out = overlay(image, source_mask & ~guide, (255, 0, 0))
+    out = overlay(out, guide & ~source_mask, (0, 255, 0))
+    return overlay(out, guide & source_mask, (255, 255, 0))
+
+
 def picture_grid(image: np.ndarray, source_mask: np.ndarray, rows: list[tuple]) -> Image.Image:
-    """One row per edit: input | source mask (red) | guide (green) | sample 1..n."""
+    """One row per edit: input | guide (green; red: the source, yellow: both) | cut-paste +
+    heal (when the row has it) | sample 1..n. A row is (label, guide, samples, record[, heal])."""
     tiles_rows = []
-    for label, guide, samples, _rec in rows:
-        tiles = [_tile(image, "input"), _tile(overlay(image, source_mask, (255, 0, 0)), "source"),
-                 _tile(overlay(image, guide, (0, 255, 0)), label)]
+    for label, guide, samples, _rec, *rest in rows:
+        heal = rest[0] if rest else None
+        tiles = [_tile(image, "input"), _tile(masks_overlay(image, source_mask, guide), label)]
+        if heal is not None:
+            tiles.append(_tile(heal, "cut-paste+heal"))
         tiles += [_tile(s, f"sample {i + 1}") for i, s in enumerate(samples)]
         tiles_rows.append(tiles)
     width = max(sum(t.width for t in r) + GAP * (len(r) - 1) for r in tiles_rows)

@@ -2,14 +2,18 @@
 
     python benchmarks/run.py [--quick] [--device cpu|cuda|auto|all] [--weights PATH|untrained]
                              [--scenes a,b] [--modes move,remove] [--edits coffee:move,...]
-                             [--presets tiny,draft]
-                             [--report docs/benchmarks.md]
+                             [--presets tiny,draft] [--start noise|cut-paste|cut-paste+heal]
+                             [--report docs/benchmarks.md] [--no-report] [--no-peers]
 
 Runs scenes x edits x presets through the real engine on the CPU (and on the GPU when the machine
 has one, with --device all or auto), measures speed (seconds per iteration, iteration cost in
 classifier forwards at the same batch and size, time to first preview, time to result, peak RAM
-and GPU memory) and quality (benchmarks/quality.py), then writes results.json, a Markdown report
-and one picture grid per scene and device. --quick: tiny preset, low resolution, 2 scenes, CPU.
+and GPU memory) and quality (benchmarks/quality.py) beside the hand-made peers of the same edit
+(benchmarks/peers.py: the photo, cut-paste, cut-paste + heal), checks issue 10's targets, prints
+a compact table per edit, then writes results.json, a Markdown report and one picture grid per
+scene and device. --quick: tiny preset, low resolution, 2 scenes, CPU. --no-report: only the
+printed tables (for development: e.g. --edits coffee:move --presets draft --samples 2
+--no-report).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import resource
@@ -33,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import peers as peers_mod
 import quality
 import report
 
@@ -41,6 +47,20 @@ MODES = ("move", "copy", "reshape", "remove")
 # --quick: two scenes, one edit each, the tiny preset cut to a few iterations at 64 px, CPU only.
 QUICK = {"edits": "coffee:move,chelsea:remove", "presets": ["tiny"], "iterations": 12,
          "resolution": 64, "samples": 2, "devices": ["cpu"]}
+
+
+STARTS = ("noise", "cut-paste", "cut-paste+heal")
+
+
+def start_image(scene: Scene, mode: str, start: str) -> np.ndarray | None:
+    """The init_image for --start (None: from noise)."""
+    if start == "noise":
+        return None
+    guide = scene.guides[mode]
+    if start == "cut-paste":
+        return None if mode == "remove" else peers_mod.cut_paste(
+            scene.image, scene.source_mask, guide, mode)
+    return peers_mod.cut_paste_heal(scene.image, scene.source_mask, guide, mode)
 
 
 class BenchError(Exception):
@@ -155,6 +175,9 @@ class EditRecord:
     load_avg: tuple[float, float] = (0.0, 0.0)  # 1-minute load average before / after the edit
     quality: dict = field(default_factory=dict)
     picture: str = ""
+    start: str = "noise"  # what x' started from: noise, cut-paste, cut-paste+heal
+    peers: dict = field(default_factory=dict)  # peer name -> the same quality figures
+    targets: list = field(default_factory=list)  # issue 10's targets: met / missed by how much
 
 
 def time_forward(classifier, device, batch: int, size: tuple[int, int], repeats: int = 3) -> float:
@@ -175,7 +198,8 @@ def time_forward(classifier, device, batch: int, size: tuple[int, int], repeats:
 
 
 def run_edit(engine, scene: Scene, mode: str, preset: str, resolution: int, samples: int,
-             seed: int, iterations: int | None, log) -> tuple[EditRecord, list[np.ndarray]]:
+             seed: int, iterations: int | None, log, *, init_image: np.ndarray | None = None,
+             start: str = "noise") -> tuple[EditRecord, list[np.ndarray]]:
     from magic_server.engine.api import SynthesisOptions
     from magic_server.engine.presets import resolve_schedule
     from magic_server.engine.tensors import working_size
@@ -201,8 +225,9 @@ def run_edit(engine, scene: Scene, mode: str, preset: str, resolution: int, samp
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     with peak_memory(engine.device) as mem:
         marks["start"] = time.perf_counter()
+        extra = {} if init_image is None else {"init_image": init_image}
         result = engine.synthesize(scene.image, scene.source_mask, scene.guides[mode], opts,
-                                   on_progress)
+                                   on_progress, **extra)
         marks["end"] = time.perf_counter()
     size = working_size(*scene.image.shape[:2], resolution)
     fwd = time_forward(engine.classifier, engine.device, samples, size)
@@ -223,31 +248,53 @@ def run_edit(engine, scene: Scene, mode: str, preset: str, resolution: int, samp
                          if "first_preview" in marks else None),
         result_s=marks["end"] - marks["start"],
         peak_rss_mb=mem.peak_rss_mb, peak_gpu_mb=mem.peak_gpu_mb,
-        load_avg=(load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0))
+        load_avg=(load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0),
+        start=start)
     return rec, result.images
 
 
-def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
-                    segmenter: quality.ObjectSegmenter) -> dict:
-    guide = scene.guides[mode]
-    region = quality.edit_region(scene.source_mask, guide)
-    # Preservation is judged outside the footprint the engine declares it may touch (edit
-    # region, its rim and the feather band): there it promises the photo's pixels bit for bit.
+def engine_footprint(scene: Scene, mode: str, init_image: np.ndarray | None = None
+                     ) -> np.ndarray:
+    """Every pixel the engine declares it may change for this edit (edit region, rim, feather
+    band); outside it the engine promises the photo's pixels bit for bit."""
     from magic_server.engine.synthesis import plan_edit
 
-    footprint = plan_edit(scene.source_mask, guide).touched()
+    guide = scene.guides[mode]
+    if init_image is not None:
+        try:
+            return plan_edit(scene.source_mask, guide, scene.image, init_image).touched()
+        except TypeError:  # an engine whose footprint does not depend on the start image
+            pass
+    return plan_edit(scene.source_mask, guide).touched()
+
+
+def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
+                    segmenter: quality.ObjectSegmenter, *, footprint: np.ndarray | None = None,
+                    init_image: np.ndarray | None = None) -> dict:
+    """Every quality figure of one edit's samples (means over the samples, worst case for
+    preservation), judged against the photo. Preservation is judged outside `footprint`
+    (default: the engine's declared footprint for this edit and start image)."""
+    guide = scene.guides[mode]
+    region = quality.edit_region(scene.source_mask, guide)
+    if footprint is None:
+        footprint = engine_footprint(scene, mode, init_image)
+    removal = mode == "remove"
     per_sample = []
     for img in images:
         a = quality.guide_adherence(scene.image, scene.source_mask, guide, img, segmenter)
         p = quality.preservation(scene.image, img, footprint)
         r = quality.patch_realism(scene.image, img, region)
-        per_sample.append({"adherence": asdict(a), "preservation": asdict(p),
-                           "realism": asdict(r)})
+        n = quality.sharpness(scene.image, img, region)
+        s = {"adherence": asdict(a), "preservation": asdict(p), "realism": asdict(r),
+             "sharpness": asdict(n)}
+        if removal:
+            s["object_left"] = quality.object_left(segmenter, img, scene.source_mask, guide)
+        per_sample.append(s)
 
     def mean(group: str, key: str) -> float:
         return float(np.mean([s[group][key] for s in per_sample]))
 
-    return {
+    out = {
         "guide_iou": mean("adherence", "guide_iou"),
         "changed_agreement": mean("adherence", "changed_agreement"),
         "unknown_fraction": mean("adherence", "unknown_fraction"),
@@ -256,11 +303,122 @@ def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
         "segmenter_ceiling_iou": per_sample[0]["adherence"]["segmenter_iou_on_source"],
         "psnr_outside": min(s["preservation"]["psnr_outside"] for s in per_sample),
         "max_abs_outside": max(s["preservation"]["max_abs_outside"] for s in per_sample),
+        "outside_identical": all(s["preservation"]["identical"] for s in per_sample),
         "coherence_ratio": mean("realism", "coherence_ratio"),
         "completeness_ratio": mean("realism", "completeness_ratio"),
+        "noise_figure": mean("sharpness", "noise_figure"),
         "diversity": quality.diversity(images, region),
+        "object_left": (float(np.mean([s["object_left"] for s in per_sample]))
+                        if removal else None),
         "per_sample": per_sample,
     }
+    return out
+
+
+def measure_peers(scene: Scene, mode: str, segmenter: quality.ObjectSegmenter
+                  ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """The hand-made peers of one edit and their quality figures (same metrics)."""
+    guide = scene.guides[mode]
+    images = peers_mod.peers(scene.image, scene.source_mask, guide, mode)
+    # a peer promises nothing about the engine's footprint: it is judged outside the edit
+    # region (source and guide grown by 4% of the short side)
+    region = quality.edit_region(scene.source_mask, guide)
+    figures = {}
+    for name, img in images.items():
+        q = measure_quality(scene, mode, [img], segmenter, footprint=region)
+        q.pop("per_sample")
+        figures[name] = q
+    return figures, images
+
+
+# ---------------------------------------------------------------------------- targets
+
+HEAL = "cut-paste + heal"
+
+
+def _target(name: str, want: str, value, bound, met: bool, missed_by) -> dict:
+    return {"name": name, "target": want, "value": value, "bound": bound, "met": bool(met),
+            "missed_by": None if met else missed_by}
+
+
+def targets(q: dict, peer_q: dict[str, dict], mode: str) -> list[dict]:
+    """Issue 10's targets for one edit, each met or missed by how much (q: the product's
+    figures, peer_q: the peers' figures of the same edit)."""
+    out = []
+    heal = peer_q.get(HEAL)
+    if heal is not None:
+        b = heal["coherence_ratio"]
+        v = q["coherence_ratio"]
+        out.append(_target("coherence", f"<= {HEAL}'s ({b:.2f})", v, b, v <= b, v - b))
+    v = q["completeness_ratio"]
+    out.append(_target("completeness", "<= 1.1", v, 1.1, v <= 1.1, v - 1.1))
+    ceiling = q["segmenter_ceiling_iou"]
+    b = 0.8 * ceiling
+    v = q["guide_iou"]
+    out.append(_target("guide IoU", f">= 0.8 x ceiling ({b:.2f})", v, b, v >= b, b - v))
+    v = q["noise_figure"]
+    out.append(_target("noise figure", "0.7-1.3", v, (0.7, 1.3), 0.7 <= v <= 1.3,
+                       0.7 - v if v < 0.7 else v - 1.3))
+    out.append(_target("outside", "bit-identical", q["max_abs_outside"], 0,
+                       q["outside_identical"], q["max_abs_outside"]))
+    v = q["diversity"]
+    if not (isinstance(v, float) and math.isnan(v)):
+        out.append(_target("diversity", "> 0", v, 0.0, v > 0, 0.0 - v))
+    if mode == "remove":
+        v = q["object_left"]
+        out.append(_target("object left", "<= 5%", v, 0.05, v <= 0.05, v - 0.05))
+        v = q["coherence_ratio"]
+        out.append(_target("coherence (remove)", "<= 1.0", v, 1.0, v <= 1.0, v - 1.0))
+    return out
+
+
+def targets_summary(ts: list[dict]) -> str:
+    missed = [t for t in ts if not t["met"]]
+    if not missed:
+        return f"all {len(ts)} met"
+    parts = []
+    for t in missed:
+        by = t["missed_by"]
+        if t["name"] == "outside":
+            parts.append(f"outside changed (max abs {by})")
+        elif t["name"] == "object left":
+            parts.append(f"object left {t['value']:.0%} (+{by:.0%})")
+        else:
+            parts.append(f"{t['name']} {t['value']:.2f} (by {by:.2f})")
+    return f"{len(ts) - len(missed)}/{len(ts)} met; missed: " + ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------- printed table
+
+
+def _fmt(v, spec: str = "{:.2f}") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return spec.format(v)
+
+
+def compact_table(rec: EditRecord) -> str:
+    """Product vs peers, every metric, one line each; then the targets."""
+    head = (f"{'row':<22} {'coher.':>6} {'compl.':>6} {'IoU/ceil':>9} {'noise':>5} "
+            f"{'outside':>9} {'divers.':>7} {'obj.left':>8}")
+    rows = [(name, q) for name, q in rec.peers.items()]
+    rows.append((f"MAGIC {rec.preset} ({rec.start})", rec.quality))
+    title = (f"{rec.scene} {rec.mode} [{rec.preset}, {rec.resolution}px, {rec.samples} "
+             f"samples, from {rec.start}, {rec.result_s:.0f} s], weights: {rec.weights}")
+    lines = [title, head]
+    for name, q in rows:
+        outside = "identical" if q["outside_identical"] else f"max {q['max_abs_outside']}"
+        iou_ = f"{_fmt(q['guide_iou'])}/{_fmt(q['segmenter_ceiling_iou'])}"
+        lines.append(f"{name[:22]:<22} {_fmt(q['coherence_ratio']):>6} "
+                     f"{_fmt(q['completeness_ratio']):>6} {iou_:>9} "
+                     f"{_fmt(q['noise_figure']):>5} {outside:>9} "
+                     f"{_fmt(q['diversity'], '{:.1f}'):>7} "
+                     f"{_fmt(q.get('object_left'), '{:.0%}'):>8}")
+    if rec.targets:
+        lines.append("targets: " + targets_summary(rec.targets))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -339,6 +497,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="Markdown report path (default OUT/report.md); pictures go in a "
                          "folder named like the report without .md (docs/benchmarks.md -> "
                          "docs/benchmarks/)")
+    ap.add_argument("--no-report", action="store_true",
+                    help="write nothing: print the product-vs-peers table of each edit only")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip the hand-made peers (and the targets that compare with them)")
+    ap.add_argument("--start", default="noise", choices=list(STARTS),
+                    help="what the product's x' starts from: noise (default), cut-paste (the "
+                         "artist's pasted layer) or cut-paste+heal; removals start from noise "
+                         "with cut-paste and from the inpainted photo with cut-paste+heal")
     return ap.parse_args(argv)
 
 
@@ -373,12 +539,14 @@ def main(argv: list[str] | None = None) -> int:
                          args.scenes, args.modes)
         scenes = load_scenes(list(plan))
         iterations = args.iterations or (QUICK["iterations"] if args.quick else None)
-        out.mkdir(parents=True, exist_ok=True)
         pictures_dir = report_path.with_suffix("")
-        pictures_dir.mkdir(parents=True, exist_ok=True)
+        if not args.no_report:
+            out.mkdir(parents=True, exist_ok=True)
+            pictures_dir.mkdir(parents=True, exist_ok=True)
         records: list[EditRecord] = []
         started = time.time()
         info: dict = {"wall_s": 0.0}
+        peer_cache: dict[tuple[str, str], tuple[dict, dict]] = {}
         for dev in devices:
             gpu = dev != "cpu"
             presets = (args.presets.split(",") if args.presets
@@ -395,18 +563,30 @@ def main(argv: list[str] | None = None) -> int:
                 for preset in presets:
                     for mode in plan[scene.name]:
                         log(f"  {scene.name} {mode} [{preset}, {resolution}px, {samples} "
-                            f"samples]")
+                            f"samples, from {args.start}]")
+                        init = start_image(scene, mode, args.start)
                         rec, images = run_edit(engine, scene, mode, preset, resolution,
-                                               samples, args.seed, iterations, log)
-                        rec.quality = measure_quality(scene, mode, images, segmenter)
+                                               samples, args.seed, iterations, log,
+                                               init_image=init, start=args.start)
+                        rec.quality = measure_quality(scene, mode, images, segmenter,
+                                                      init_image=init)
+                        heal_img = None
+                        if not args.no_peers:
+                            key = (scene.name, mode)
+                            if key not in peer_cache:
+                                peer_cache[key] = measure_peers(scene, mode, segmenter)
+                            rec.peers, peer_images = peer_cache[key]
+                            heal_img = peer_images.get(HEAL)
+                        rec.targets = targets(rec.quality, rec.peers, mode)
                         log(f"    {rec.seconds_per_iteration:.3f} s/it "
                             f"({rec.iteration_cost_forwards:.1f} forwards), result "
-                            f"{rec.result_s:.1f} s, guide IoU "
-                            f"{rec.quality['guide_iou']:.2f} (unedited "
-                            f"{rec.quality['baseline_iou']:.2f})")
+                            f"{rec.result_s:.1f} s")
+                        log(compact_table(rec))
                         records.append(rec)
+                        if args.no_report:
+                            continue
                         grid_rows.append((f"{mode} ({preset})", scene.guides[mode], images,
-                                          rec))
+                                          rec, heal_img))
                         # picture and report after every edit: a cut-short run keeps its work
                         pic = pictures_dir / f"{scene.name}_{dev}.jpg"
                         report.picture_grid(scene.image, scene.source_mask, grid_rows).save(
@@ -414,9 +594,12 @@ def main(argv: list[str] | None = None) -> int:
                         rec.picture = os.path.relpath(pic, report_path.parent)
                         info = write_outputs(records, scenes, args, argv, started, out,
                                              report_path)
+        if args.no_report:
+            log(f"done in {time.time() - started:.0f} s (--no-report: nothing written)")
+            return 0
         log(f"wrote {out / 'results.json'} and {report_path} ({info['wall_s']:.0f} s)")
         return 0
-    except BenchError as e:
+    except (BenchError, peers_mod.PeerError) as e:
         print(f"benchmarks/run.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -57,11 +57,12 @@ class StandInEngine:
             if options.preview_every and it % options.preview_every == 0:
                 previews = [image[::4, ::4]] * options.samples
             on_progress(Progress(it, total, time.monotonic() - t0, {}, previews))
-        # sample i: the photo with the guide painted in a distinct grey (differs between seeds)
+        # sample i: the photo with the changed pixels (source XOR guide) painted in a distinct
+        # grey (differs between seeds)
         images = []
         for i in range(options.samples):
             img = image.copy()
-            img[guide_mask] = 60 + 40 * i
+            img[guide_mask ^ source_mask] = 60 + 40 * i
             images.append(img)
         return SynthesisResult(images, [options.seed + i for i in range(options.samples)], 0,
                                total, time.monotonic() - t0)
@@ -94,7 +95,7 @@ def test_measure_quality_on_a_stand_in_result(coffee):
     _, images = run.run_edit(engine, coffee, "remove", "tiny", 64, 2, 0, 2, lambda m: None)
     seg = run.quality.ObjectSegmenter(coffee.image, coffee.source_mask)
     q = run.measure_quality(coffee, "remove", images, seg)
-    # only pixels under the guide changed, all inside the edit region
+    # only pixels where the masks differ changed, all inside the edit region
     assert q["psnr_outside"] == math.inf and q["max_abs_outside"] == 0
     # the two samples differ by 40 grey levels on the guide, nothing elsewhere
     assert 0 < q["diversity"] < 40
@@ -167,4 +168,11 @@ def test_picture_grid_has_one_row_per_edit_and_all_samples():
     grid = report.picture_grid(img, mask, rows)
     tile_w = round(90 * report.TILE_H / 60)
     assert grid.height == 2 * (report.TILE_H + report.CAPTION_H) + report.GAP
-    assert grid.width == 6 * tile_w + 5 * report.GAP
+    # input | masks | 3 samples
+    assert grid.width == 5 * tile_w + 4 * report.GAP
+    # with the cut-paste + heal peer: input | masks | peer | samples
+    heal = np.full_like(img, 200)
+    grid = report.picture_grid(img, mask, [("move", mask, [img, img], None, heal)])
+    assert grid.width == 5 * tile_w + 4 * report.GAP
+    x = 2 * (tile_w + report.GAP) + tile_w // 2
+    assert grid.getpixel((x, report.CAPTION_H + 20)) == (200, 200, 200)
