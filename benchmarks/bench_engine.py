@@ -1,47 +1,92 @@
 """Engine speed benchmark (not a test): prints one JSON object.
 
     python benchmarks/bench_engine.py --device cpu --resolution 224 --batch 5 --iterations 5
-    python benchmarks/bench_engine.py --device cuda --preset paper --batch 5
+    python benchmarks/bench_engine.py --device cuda --preset paper --batch 5 --json out/paper.json
+    python benchmarks/bench_engine.py --device cuda --preset quality --scene sample --batch 3 \
+        --via-server
 
-Per-iteration timing runs with every term active (the patch critic joins at iteration 0) and
-compares against a classifier forward at the same batch and resolution, timed in the same run.
+Per-iteration timing runs the paper's objective with every term active (the patch critic joins
+at iteration 0) and compares against a classifier forward at the same batch and resolution,
+timed in the same run. Then each loss term's cost: the same iterations with that term's weight
+set to 0, subtracted from the full iteration (terms are found from the engine: the names its
+objective reports that are LossWeights fields; `--no-terms` skips this). Terms that share a
+computation (the classifier and feature-statistics terms share one classifier forward) show
+only their own extra cost.
+
+`--preset` also times a whole edit with that preset: time to the first preview (previews every
+PREVIEW_EVERY iterations, as the server asks for them), time to the result, seconds per
+iteration of each stage; `--via-server` runs that edit through a loopback magic-server and
+times it from submit to result. `--preset paper` runs the paper's setting (the whole image, no
+refinement) unless `--composite` is given. Peak GPU memory (None on a CPU) is measured per part.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import platform
 import resource
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.presets import Schedule
 from magic_server.engine.resnet import untrained_resnet50
-from magic_server.engine.synthesis import CRITIC_WARM_START_STEPS, Engine
+from magic_server.engine.synthesis import CRITIC_WARM_START_STEPS, Engine, LossWeights
+from magic_server.jobs import PREVIEW_EVERY
+
+CAPTURE_NOT_IMPLEMENTED = "capture not implemented yet"
+NOT_TERMS = ("total", "wasserstein")  # reported with the losses, but not loss terms
 
 
-def scene(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scene(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     yy, xx = np.mgrid[:size, :size]
     src = (yy - size / 2) ** 2 + (xx - size * 0.3) ** 2 < (size * 0.2) ** 2
     guide = (yy - size / 2) ** 2 + (xx - size * 0.7) ** 2 < (size * 0.2) ** 2
     img[src] = (200, 40, 40)
-    return img, src, guide
+    return img, src, guide, None
+
+
+def sample_scene(mode: str = "move") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bundled default sample (samples/index.json) with its rough composite, as
+    `make sample` runs it."""
+    from magic_server.imageio import load_image, load_mask
+    from magic_server.sample import read_scene, rough_composite
+
+    sc = read_scene(ROOT / "samples", None, mode)
+    image = load_image(sc.image)
+    size = (image.shape[1], image.shape[0])
+    source, guide = load_mask(sc.source_mask, size), load_mask(sc.guide_mask, size)
+    return image, source, guide, rough_composite(image, source, guide, mode)
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gpu_mb(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
 
 def time_classifier_forward(engine: Engine, batch: int, h: int, w: int, repeats: int) -> float:
@@ -68,71 +113,246 @@ def load_engine(args) -> Engine:
     return Engine(model, device, label)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--resolution", type=int, default=224)
-    ap.add_argument("--batch", type=int, default=5)
-    ap.add_argument("--iterations", type=int, default=5, help="timed iterations")
-    ap.add_argument("--preset", help="also time a whole edit with this preset")
-    ap.add_argument("--weights", default="untrained")
-    ap.add_argument("--threads", type=int, help="torch CPU threads")
-    ap.add_argument("--out", type=Path, help="also write the JSON to this file")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+# ---------------------------------------------------------------------------- iterations
 
-    engine = load_engine(args)
-    engine.warm_up()
-    img, src, guide = scene(args.resolution)
-    opts = SynthesisOptions(samples=args.batch, resolution=args.resolution, seed=0)
+WARM = 2  # iteration 0 carries the critic's warm start; iteration 1 settles allocations
 
+
+def timed_iterations(engine: Engine, inputs, args, weights: LossWeights | None = None
+                     ) -> tuple[list[float], set[str]]:
+    """Seconds of each timed iteration of the paper's objective (one level at the working
+    resolution, critic on from iteration 0), and the loss names the engine reported."""
+    img, src, guide, _ = inputs
+    opts = SynthesisOptions(samples=args.batch, resolution=args.resolution, seed=0,
+                            preset="paper")
     stamps: list[float] = []
+    names: set[str] = set()
 
     def on_progress(p) -> None:
         if p.stage == "synthesis":
             sync(engine.device)
             stamps.append(time.perf_counter())
+            names.update(p.losses or {})
 
-    warm = 2  # iteration 0 carries the critic's warm start; iteration 1 settles allocations
-    schedule = Schedule(iterations=warm + args.iterations, warmup=1, discriminator_start=0,
+    schedule = Schedule(iterations=WARM + args.iterations, warmup=1, discriminator_start=0,
                         mask_net_steps=2)
-    engine.synthesize(img, src, guide, opts, on_progress, schedule=schedule)
-    per_iter = [b - a for a, b in zip(stamps[warm - 1:], stamps[warm:])]
-    sec_per_iteration = statistics.median(per_iter)
-    fwd = time_classifier_forward(engine, args.batch, args.resolution, args.resolution,
-                                  max(3, args.iterations))
+    engine.synthesize(img, src, guide, opts, on_progress, schedule=schedule, weights=weights)
+    per_iter = [b - a for a, b in zip(stamps[WARM - 1:], stamps[WARM:])]
+    return per_iter, names
+
+
+def term_costs(engine: Engine, inputs, args, fwd: float, reported: set[str]) -> dict:
+    """Each loss term's cost: the iteration without it (weight 0) against a full one timed
+    just before (so both see warm caches and the same machine load)."""
+    base = LossWeights.for_mode("synthesize")
+    fields = {f.name for f in dataclasses.fields(LossWeights)}
+    names = sorted(n for n in reported if n in fields and getattr(base, n))
+    full_sec = statistics.median(timed_iterations(engine, inputs, args, base)[0])
+    out: dict = {"method": "full iteration minus the iteration with the term's weight at 0",
+                 "full_sec_per_iteration": round(full_sec, 4), "terms": {}}
+    for name in names:
+        per_iter, _ = timed_iterations(engine, inputs, args, dataclasses.replace(base,
+                                                                                 **{name: 0.0}))
+        without = statistics.median(per_iter)
+        out["terms"][name] = {"sec": round(full_sec - without, 4),
+                              "forwards": round((full_sec - without) / fwd, 2)}
+    unknown = sorted(n for n in reported if n not in fields and n not in NOT_TERMS)
+    if unknown:
+        out["reported_without_weight"] = unknown
+    return out
+
+
+# ---------------------------------------------------------------------------- whole edits
+
+def preset_options(args) -> SynthesisOptions:
+    composite = args.composite if args.composite is not None else args.preset != "paper"
+    refine = not args.no_refine and args.preset != "paper"
+    return SynthesisOptions(samples=args.batch, resolution=args.resolution, seed=0,
+                            preset=args.preset, iterations=args.edit_iterations,
+                            preview_every=PREVIEW_EVERY, composite=composite, refine=refine,
+                            mode="move" if args.scene == "sample" else "synthesize")
+
+
+def stage_speeds(stamps: list[tuple[str, float]]) -> dict[str, dict]:
+    """Seconds per iteration of each stage (median of its steps after the first two)."""
+    by_stage: dict[str, list[float]] = {}
+    for (stage_a, a), (stage_b, b) in itertools.pairwise(stamps):
+        if stage_a == stage_b:
+            by_stage.setdefault(stage_b, []).append(b - a)
+    out = {}
+    for stage, steps in by_stage.items():
+        steady = steps[2:] or steps
+        out[stage] = {"steps": len(steps) + 1, "sec_per_iteration": round(
+            statistics.median(steady), 4)}
+    return out
+
+
+def preset_edit(engine: Engine, inputs, args) -> dict:
+    img, src, guide, init = inputs
+    opts = preset_options(args)
+    stamps: list[tuple[str, float]] = []
+    first_preview: list[float] = []
+    names: set[str] = set()
+    reset_peak(engine.device)
+    t0 = time.perf_counter()
+
+    def on_progress(p) -> None:
+        now = time.perf_counter()
+        stamps.append((p.stage, now))
+        names.update(p.losses or {})
+        if p.previews and not first_preview:
+            first_preview.append(now - t0)
+
+    result = engine.synthesize(img, src, guide, opts, on_progress, init_image=init)
+    sync(engine.device)
+    took = time.perf_counter() - t0
+    return {
+        "preset": args.preset,
+        "scene": args.scene,
+        "composite": opts.composite,
+        "refine": opts.refine,
+        "preset_iterations": result.iterations,
+        "preset_edit_sec": round(took, 2),
+        "time_to_result_s": round(took, 3),
+        "time_to_first_preview_sec": round(first_preview[0], 2) if first_preview else None,
+        "first_preview_s": round(first_preview[0], 3) if first_preview else None,
+        "stages": stage_speeds(stamps),
+        "terms_seen": sorted(n for n in names if n not in NOT_TERMS),
+        "peak_gpu_mb": peak_gpu_mb(engine.device),
+    }
+
+
+def server_edit(engine: Engine, inputs, args) -> dict:
+    """The same edit submitted to a loopback magic-server: submit -> first preview -> result."""
+    from magic_protocol.client import JobRequest, MagicClient, RawImage
+    from magic_server.server import Server
+
+    img, src, guide, init = inputs
+    h, w = img.shape[:2]
+    rgba = np.dstack([img, np.full((h, w), 255, np.uint8)])
+    opts = preset_options(args)
+    request = JobRequest(RawImage(w, h, 4, rgba.tobytes()),
+                         RawImage(w, h, 1, (src * 255).astype(np.uint8).tobytes()),
+                         RawImage(w, h, 1, (guide * 255).astype(np.uint8).tobytes()),
+                         mode=opts.mode, samples=opts.samples, preset=opts.preset,
+                         iterations=opts.iterations, seed=0, resolution=opts.resolution,
+                         preview=True, composite=opts.composite, refine=opts.refine)
+    if init is not None:
+        request.init_image = RawImage(w, h, 4, np.dstack(
+            [init, np.full((h, w), 255, np.uint8)]).tobytes())
+    server = Server(engine, "tcp://127.0.0.1:*")
+    address = server.endpoint()
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    marks: dict[str, float] = {}
+    reset_peak(engine.device)
+    try:
+        with MagicClient(address, timeout_s=30, heartbeat_s=1.0) as client:
+            client.handshake()
+            t0 = time.perf_counter()
+
+            def on_event(event) -> None:
+                if event.kind == "progress" and event.previews:
+                    marks.setdefault("preview", time.perf_counter() - t0)
+
+            client.submit(request, on_event=on_event)
+            took = time.perf_counter() - t0
+    finally:
+        server.stop()
+        loop.join(timeout=10)
+    return {"submit_to_result_s": round(took, 3),
+            "submit_to_first_preview_s": round(marks["preview"], 3) if "preview" in marks
+            else None, "peak_gpu_mb": peak_gpu_mb(engine.device)}
+
+
+# ---------------------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    ap.add_argument("--resolution", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=5, help="samples")
+    ap.add_argument("--iterations", type=int, default=5, help="timed iterations")
+    ap.add_argument("--preset", choices=("paper", "quality", "draft", "tiny"),
+                    help="also time a whole edit with this preset")
+    ap.add_argument("--edit-iterations", type=int, default=None,
+                    help="override the preset's iteration count (proportions kept)")
+    ap.add_argument("--scene", choices=("synthetic", "sample"), default="synthetic",
+                    help="synthetic disc scene (default) or the bundled sample (move edit, "
+                         "from its rough composite)")
+    ap.add_argument("--composite", action=argparse.BooleanOptionalAction, default=None,
+                    help="edit region only (default for every preset but paper)")
+    ap.add_argument("--no-refine", action="store_true", help="no second, finer stage")
+    ap.add_argument("--via-server", action="store_true",
+                    help="also run the preset edit through a loopback magic-server")
+    ap.add_argument("--no-terms", action="store_true", help="skip the per-term costs")
+    ap.add_argument("--skip-iterations", action="store_true",
+                    help="only the preset edit (no per-iteration timing)")
+    ap.add_argument("--compare-eager", action="store_true",
+                    help="captured vs eager iteration speed (" + CAPTURE_NOT_IMPLEMENTED + ")")
+    ap.add_argument("--weights", default="untrained")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--json", "--out", dest="out", type=Path,
+                    help="also write the JSON to this file")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"bench_engine: --device {args.device}: this PyTorch build sees no CUDA GPU")
+
+    engine = load_engine(args)
+    engine.warm_up()
+    inputs = sample_scene() if args.scene == "sample" else scene(args.resolution)
+    described = engine.describe()
     report: dict = {
-        "device": engine.describe()["device_name"],
+        "device": described["device_name"],
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "resolution": args.resolution,
         "batch": args.batch,
-        "timed_iterations": len(per_iter),
-        "sec_per_iteration": round(sec_per_iteration, 4),
-        "classifier_forward_sec": round(fwd, 4),
-        "iteration_cost_in_forwards": round(sec_per_iteration / fwd, 2),
-        "critic_warm_start_steps": CRITIC_WARM_START_STEPS,
-        "bf16": engine.use_bf16,
     }
+    fwd = time_classifier_forward(engine, args.batch, args.resolution, args.resolution,
+                                  max(3, args.iterations))
+    if not args.skip_iterations:
+        reset_peak(engine.device)
+        per_iter, reported = timed_iterations(engine, inputs, args)
+        sec_per_iteration = statistics.median(per_iter)
+        iteration_peak = peak_gpu_mb(engine.device)
+        report.update({
+            "timed_iterations": len(per_iter),
+            "sec_per_iteration": round(sec_per_iteration, 4),
+            "classifier_forward_sec": round(fwd, 4),
+            "iteration_cost_in_forwards": round(sec_per_iteration / fwd, 2),
+            "critic_warm_start_steps": CRITIC_WARM_START_STEPS,
+            "bf16": engine.use_bf16,
+        })
+        if not args.no_terms:
+            report["term_costs"] = term_costs(engine, inputs, args, fwd, reported)
+    else:
+        report.update({"classifier_forward_sec": round(fwd, 4), "bf16": engine.use_bf16})
+        iteration_peak = None
+    if args.compare_eager:
+        print(f"bench_engine: --compare-eager: {CAPTURE_NOT_IMPLEMENTED}", file=sys.stderr)
+        report["compare_eager"] = CAPTURE_NOT_IMPLEMENTED
     if args.preset:
-        first_preview: list[float] = []
-        t0 = time.perf_counter()
-
-        def on_edit_progress(p) -> None:
-            if p.previews and not first_preview:
-                first_preview.append(time.perf_counter() - t0)
-
-        popts = SynthesisOptions(samples=args.batch, resolution=args.resolution, seed=0,
-                                 preset=args.preset, preview_every=50)
-        result = engine.synthesize(img, src, guide, popts, on_edit_progress)
-        sync(engine.device)
-        report["preset"] = args.preset
-        report["preset_iterations"] = result.iterations
-        report["preset_edit_sec"] = round(time.perf_counter() - t0, 2)
-        report["time_to_first_preview_sec"] = round(first_preview[0], 2) if first_preview else None
+        edit = preset_edit(engine, inputs, args)
+        main_stage = edit["stages"].get("synthesis")
+        if main_stage:
+            edit["synthesis_cost_in_forwards"] = round(main_stage["sec_per_iteration"] / fwd, 2)
+        report.update(edit)
+        if args.via_server:
+            report["server"] = server_edit(engine, inputs, args)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report["device_name"] = described["device_name"]
+    report["torch_device"] = str(engine.device)
+    peaks = [p for p in (iteration_peak, report.get("peak_gpu_mb"),
+                         (report.get("server") or {}).get("peak_gpu_mb")) if p is not None]
+    report["peak_gpu_mb"] = max(peaks) if peaks else None
     if engine.device.type == "cuda":
         report["gpu_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         report["gpu_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
