@@ -9,6 +9,13 @@ Accepted files:
 - safetensors files holding either of the above key layouts.
 
 Torch files are read with weights_only=True: a file that would need arbitrary unpickling is refused.
+The robustness library saves with torch.save(..., pickle_module=dill); its files hold only state
+dicts, plus, when it trained with a LambdaLR schedule (cyclic or interpolated learning rates),
+numpy float64 learning rates in the optimizer's and the scheduler's state. Those need exactly one
+global besides torch's own, numpy's scalar constructor (under its numpy 1.x and 2.x names), with
+the float64 dtype it is given (numpy.dtype and its Float64DType class); it builds a number from
+a dtype and raw bytes and runs no code. These are allowed for the duration of the load only;
+every other global is still refused.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +42,9 @@ _NORMALIZER_MEAN = "normalizer.new_mean"
 _NORMALIZER_STD = "normalizer.new_std"
 _OPTIONAL_SUFFIX = "num_batches_tracked"
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+# torch.serialization.safe_globals changes process-wide state while it is entered: one load at a
+# time, so that one thread leaving it cannot withdraw the allowance from another's load
+_LOAD_LOCK = threading.Lock()
 
 
 class WeightsError(Exception):
@@ -95,19 +106,65 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     try:
         return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{path} is not a readable safetensors file ({_short(e)})") from None
+    except (SafetensorError, OSError, ValueError):
+        raise WeightsError(
+            f"{path} is not a readable safetensors file: damaged or incomplete "
+            f"({path.stat().st_size:,} bytes; an interrupted download?); download it again"
+        ) from None
+
+
+def _harmless_globals() -> list:
+    """numpy's scalar constructor, under every name a checkpoint may use for it, with what it
+    needs to rebuild a float64 (numpy.dtype and, on numpy >= 1.25, its float64 dtype class)."""
+    try:
+        import numpy as np
+    except ImportError:  # numpy is a dependency, but a torch file never needs it otherwise
+        return []
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    allowed = [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+               (np.dtype, "numpy.dtype")]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed.append((dtypes.Float64DType, "numpy.dtypes.Float64DType"))
+    return allowed
+
+
+def _not_a_checkpoint(path: Path) -> WeightsError:
+    """Why `path` is not a torch file, said from its first bytes (no internal exception text)."""
+    what = "not a readable PyTorch checkpoint or safetensors file"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        return WeightsError(f"{path} cannot be read ({e.strerror or type(e).__name__})")
+    if size == 0:
+        return WeightsError(f"{path} is {what}: it is empty (0 bytes); download it again")
+    if head.startswith((b"PK\x03\x04", b"\x80")):  # zip / legacy pickle
+        return WeightsError(
+            f"{path} is {what}: it starts like a PyTorch checkpoint but is damaged or incomplete "
+            f"({size:,} bytes; an interrupted download?); download it again"
+        )
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.strip() and all(c.isprintable() or c in "\r\n\t" for c in text):
+        start = " ".join(text.split())[:40]
+        page = " (an HTML page: a download error?)" if "<html" in text.lower() else ""
+        return WeightsError(f"{path} is {what}: it is a text file{page}, starting {start!r}")
+    return WeightsError(f"{path} is {what} ({size:,} bytes of another format)")
 
 
 def _read_torch(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with _LOAD_LOCK, torch.serialization.safe_globals(_harmless_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         blocked = _GLOBAL_RE.search(str(e))
         if blocked is None:
-            raise WeightsError(
-                f"{path} is not a readable PyTorch checkpoint or safetensors file"
-            ) from None
+            raise _not_a_checkpoint(path) from None
         raise WeightsError(
             f"refusing to read {path}: it holds Python objects that would have to be executed "
             f"to be read (here {blocked.group(1)}), so reading it could run arbitrary code. If "
@@ -115,15 +172,8 @@ def _read_torch(path: Path) -> object:
             "weights_only=False), save only its tensors with safetensors.torch.save_file("
             "state_dict, 'weights.safetensors') and pass that file with --weights"
         ) from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types on damaged files
-        raise WeightsError(
-            f"{path} is not a readable PyTorch checkpoint or safetensors file ({_short(e)})"
-        ) from None
-
-
-def _short(e: BaseException, limit: int = 120) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    except Exception:  # noqa: BLE001 - torch raises many types on damaged files
+        raise _not_a_checkpoint(path) from None
 
 
 def _is_tensor_dict(obj: object) -> bool:

@@ -6,11 +6,14 @@ safetensors), written once per session from one seeded ResNet-50 (~100 MB each).
 
 from __future__ import annotations
 
+import argparse
 import collections
 import functools
 import os
 import time
 
+import dill
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -63,6 +66,39 @@ def _robustness_ckpt(state: dict[str, torch.Tensor], mean=IMAGENET_MEAN, std=IMA
     }
 
 
+def _trained_optimizer_and_schedules(seed: int = 4321):
+    """A real SGD (momentum 0.9, weight decay) over a ResNet-50's parameters after two steps,
+    with the two schedules the robustness library makes: StepLR (--step-lr) and a cyclic
+    LambdaLR (--custom-lr-multiplier cyclic), whose numpy learning rates end up as numpy
+    float64 in the optimizer's and the scheduler's state."""
+    model = ResNet50()
+    generator = torch.Generator().manual_seed(seed)
+    states = {}
+    for kind in ("step", "cyclic"):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        if kind == "step":
+            schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=30, gamma=0.1)
+        else:
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda t: np.interp([t], [0, 90 * 4 // 15, 90], [0, 1, 0])[0])
+        for _ in range(2):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=generator) * 1e-3
+            opt.step()
+            schedule.step()
+        states[kind] = (opt.state_dict(), schedule.state_dict())
+    return states
+
+
+def _robustness_dill_ckpt(state, optimizer, schedule):
+    """What robustness.train saves each epoch (sd_info), written as it writes it."""
+    ckpt = _robustness_ckpt(state)
+    ckpt["optimizer"] = optimizer
+    ckpt["schedule"] = schedule
+    ckpt["amp"] = "N/A"  # no apex mixed precision
+    return ckpt
+
+
 @pytest.fixture(scope="session")
 def reference():
     model = _reference_model()
@@ -94,6 +130,93 @@ def checkpoint_files(tmp_path_factory, reference):
     save_file(state, str(files["safetensors"]))
     save_file(state, str(files["safetensors-no-suffix"]))
     return files
+
+
+DILL_KINDS = ["step-zip", "step-legacy", "cyclic-zip", "cyclic-legacy"]
+
+
+@pytest.fixture(scope="session")
+def dill_checkpoints(tmp_path_factory, reference):
+    """robustness-library checkpoints written exactly as it writes them: torch.save(sd_info,
+    path, pickle_module=dill), in the zip and the legacy serialisation."""
+    state, _, _ = reference
+    d = tmp_path_factory.mktemp("dill_checkpoints")
+    states = _trained_optimizer_and_schedules()
+    files = {}
+    for kind in DILL_KINDS:
+        schedule_kind, fmt = kind.split("-")
+        optimizer, schedule = states[schedule_kind]
+        path = d / f"robustness_{kind}.ckpt"
+        torch.save(_robustness_dill_ckpt(state, optimizer, schedule), path, pickle_module=dill,
+                   _use_new_zipfile_serialization=fmt == "zip")
+        files[kind] = path
+    return files
+
+
+@pytest.mark.parametrize("kind", DILL_KINDS)
+def test_robustness_library_dill_checkpoints_load_safely(dill_checkpoints, reference, kind):
+    _, x, expected = reference
+    path = dill_checkpoints[kind]
+    # the file really is what the library writes: a full optimizer with momentum buffers, a
+    # scheduler state (numpy learning rates for the cyclic schedule), read back by dill
+    raw = torch.load(path, weights_only=False, pickle_module=dill)
+    assert set(raw) == {"model", "optimizer", "schedule", "epoch", "amp"}
+    buffers = [s["momentum_buffer"] for s in raw["optimizer"]["state"].values()]
+    assert len(buffers) == len(list(ResNet50().parameters()))
+    assert raw["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    if kind.startswith("cyclic"):
+        assert isinstance(raw["optimizer"]["param_groups"][0]["lr"], np.float64)
+        assert isinstance(raw["schedule"]["_last_lr"][0], np.float64)
+    else:
+        assert raw["schedule"]["step_size"] == 30
+    before = {str(g) for g in torch.serialization.get_safe_globals()}
+    loaded = read_weights(path)  # weights_only=True inside
+    assert loaded.layout == "robustness" and loaded.file_format == "torch"
+    assert loaded.epoch == 90
+    assert torch.equal(_logits(loaded.state_dict, x), expected)
+    # the numpy allowance was scoped to that load
+    after = {str(g) for g in torch.serialization.get_safe_globals()}
+    assert after == before and not any("numpy" in g for g in after)
+
+
+def test_numpy_scalars_alone_are_refused_by_plain_weights_only_loading(dill_checkpoints):
+    """Why the loader allows numpy's scalar constructor: torch refuses it by default."""
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError, match="numpy"):
+        torch.load(dill_checkpoints["cyclic-zip"], weights_only=True)
+
+
+@pytest.mark.parametrize("payload, name", [
+    (argparse.Namespace(lr=0.1), "argparse.Namespace"),  # harmless, but not allowed
+    (np.arange(3), "dill._dill._create_array"),  # how dill writes a numpy array: not allowed
+])
+def test_other_globals_in_a_dill_checkpoint_are_still_refused(tmp_path, reference, payload,
+                                                              name):
+    state, _, _ = reference
+    path = tmp_path / "robustness_extra.ckpt"
+    ckpt = {"model": {f"module.model.{k}": v for k, v in list(state.items())[:3]},
+            "epoch": 1, "args": payload}
+    torch.save(ckpt, path, pickle_module=dill)
+    with pytest.raises(WeightsError) as err:
+        load_state_dict(path)
+    assert "Python objects that would have to be executed" in str(err.value)
+    assert name in str(err.value)
+
+
+def test_dill_pickled_function_is_refused_without_running_it(tmp_path):
+    """dill pickles functions by value: such a file is refused, and nothing runs."""
+    marker = tmp_path / "ran"
+
+    def hook():  # pragma: no cover - must never run
+        marker.touch()
+
+    path = tmp_path / "with_function.ckpt"
+    torch.save({"model": {"conv1.weight": torch.zeros(1)}, "schedule": {"fn": hook}}, path,
+               pickle_module=dill)
+    with pytest.raises(WeightsError, match="Python objects that would have to be executed"):
+        load_state_dict(path)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("kind", ["robustness", "robustness-legacy", "torchvision",
@@ -219,30 +342,55 @@ def test_non_imagenet_normalizer_is_refused(tmp_path, reference):
     assert "mean (0.500, 0.500, 0.500), not ImageNet's (0.485, 0.456, 0.406)" in str(err.value)
 
 
+# what torch or Python say inside when a file is unreadable: never shown to the user
+INTERNAL_TEXT = ("index out of range", "PytorchStreamReader", "Traceback", "Error:", "pickle",
+                 "UnpicklingError", "RuntimeError", "ValueError", "KeyError",
+                 "invalid load key", "unpickling", "central directory", "EOF")
+
+
+def _assert_plain(message: str) -> None:
+    assert "not a readable" in message
+    for text in INTERNAL_TEXT:
+        assert text.lower() not in message.lower(), (text, message)
+    assert len(message) < 300
+
+
 @pytest.mark.parametrize("content, expected", [
-    (b"", "not a readable"),
-    (b"hello, this is not a checkpoint", "not a readable"),
-    (bytes(range(256)) * 8, "not a readable"),
+    (b"", "it is empty (0 bytes)"),
+    (b"hello, this is not a checkpoint", "it is a text file, starting 'hello, this is not a"),
+    (b"<!DOCTYPE html>\n<html><body>404 Not Found</body></html>\n", "an HTML page"),
+    (bytes(range(256)) * 8, "2,048 bytes of another format"),
+    (np.random.default_rng(3).integers(0, 256, 10_000, dtype=np.uint8).tobytes()[1:],
+     "of another format"),
 ])
-def test_garbage_files_are_refused(tmp_path, content, expected):
+def test_garbage_files_are_refused_plainly(tmp_path, content, expected):
     path = tmp_path / "weights.pth"
     path.write_bytes(content)
-    with pytest.raises(WeightsError, match=expected):
+    with pytest.raises(WeightsError) as err:
         load_state_dict(path)
+    _assert_plain(str(err.value))
+    assert expected in str(err.value)
 
 
-def test_truncated_checkpoint_is_refused(tmp_path, checkpoint_files):
+@pytest.mark.parametrize("kind", ["torchvision", "robustness-legacy"])
+def test_truncated_checkpoint_is_refused(tmp_path, checkpoint_files, kind):
     path = tmp_path / "half_downloaded.pth"
-    path.write_bytes(checkpoint_files["torchvision"].read_bytes()[:5_000_000])
-    with pytest.raises(WeightsError, match="not a readable PyTorch checkpoint"):
+    path.write_bytes(checkpoint_files[kind].read_bytes()[:5_000_000])
+    with pytest.raises(WeightsError) as err:
         load_state_dict(path)
+    _assert_plain(str(err.value))
+    assert "damaged or incomplete" in str(err.value)
+    assert "download it again" in str(err.value)
 
 
 def test_truncated_safetensors_is_refused(tmp_path, checkpoint_files):
     path = tmp_path / "half.safetensors"
     path.write_bytes(checkpoint_files["safetensors"].read_bytes()[:5_000_000])
-    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+    with pytest.raises(WeightsError, match="not a readable safetensors file") as err:
         load_state_dict(path)
+    assert "damaged or incomplete" in str(err.value)
+    for text in INTERNAL_TEXT:
+        assert text.lower() not in str(err.value).lower()
 
 
 def test_non_dict_contents_are_refused(tmp_path):
