@@ -40,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from magic_server.engine.api import SynthesisOptions
+from magic_server.engine.api import Cancelled, SynthesisOptions
 from magic_server.engine.presets import Schedule
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import CRITIC_WARM_START_STEPS, Engine, LossWeights
@@ -71,6 +71,20 @@ def sample_scene(mode: str = "move") -> tuple[np.ndarray, np.ndarray, np.ndarray
     size = (image.shape[1], image.shape[0])
     source, guide = load_mask(sc.source_mask, size), load_mask(sc.guide_mask, size)
     return image, source, guide, rough_composite(image, source, guide, mode)
+
+
+def photo_24mp() -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
+    """A 6000x4000 photo-sized scene with a 1000 px edit (object and guide within a 1000 px
+    box): what the GPU memory target is about."""
+    h, w = 4000, 6000
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    yy, xx = np.ogrid[:h, :w]
+    cy, cx, r = 2000, 3000, 250
+    src = (yy - cy) ** 2 + (xx - (cx - 250)) ** 2 < r**2
+    guide = (yy - cy) ** 2 + (xx - (cx + 250)) ** 2 < r**2
+    img[src] = (200, 40, 40)
+    return img, src, guide, None
 
 
 def sync(device: torch.device) -> None:
@@ -188,11 +202,16 @@ def stage_speeds(stamps: list[tuple[str, float]]) -> dict[str, dict]:
 
 
 def preset_edit(engine: Engine, inputs, args) -> dict:
+    """One whole edit. With --time-limit it is cancelled when the limit is reached: the report
+    then says how far it got (`completed` false) and has no time to result."""
     img, src, guide, init = inputs
     opts = preset_options(args)
     stamps: list[tuple[str, float]] = []
     first_preview: list[float] = []
     names: set[str] = set()
+    progress: dict[str, int] = {}
+    cancel = threading.Event()
+    timer = threading.Timer(args.time_limit, cancel.set) if args.time_limit else None
     reset_peak(engine.device)
     t0 = time.perf_counter()
 
@@ -200,17 +219,31 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
         now = time.perf_counter()
         stamps.append((p.stage, now))
         names.update(p.losses or {})
+        progress.update(iteration=p.iteration, total=p.total)
         if p.previews and not first_preview:
             first_preview.append(now - t0)
 
-    result = engine.synthesize(img, src, guide, opts, on_progress, init_image=init)
+    if timer is not None:
+        timer.start()
+    try:
+        result = engine.synthesize(img, src, guide, opts, on_progress, cancel, init_image=init)
+    except Cancelled:
+        result = None
+    finally:
+        if timer is not None:
+            timer.cancel()
     sync(engine.device)
     took = time.perf_counter() - t0
+    out = {"preset": args.preset, "scene": args.scene, "composite": opts.composite,
+           "refine": opts.refine, "completed": result is not None}
+    if result is None:
+        return {**out, "stopped_after_s": round(took, 2), "time_limit_s": args.time_limit,
+                "last_progress": progress, "stages": stage_speeds(stamps),
+                "time_to_result_s": None,
+                "first_preview_s": round(first_preview[0], 3) if first_preview else None,
+                "peak_gpu_mb": peak_gpu_mb(engine.device)}
     return {
-        "preset": args.preset,
-        "scene": args.scene,
-        "composite": opts.composite,
-        "refine": opts.refine,
+        **out,
         "preset_iterations": result.iterations,
         "preset_edit_sec": round(took, 2),
         "time_to_result_s": round(took, 3),
@@ -224,7 +257,7 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
 
 def server_edit(engine: Engine, inputs, args) -> dict:
     """The same edit submitted to a loopback magic-server: submit -> first preview -> result."""
-    from magic_protocol.client import JobRequest, MagicClient, RawImage
+    from magic_protocol.client import JobRequest, MagicClient, RawImage, Timeout
     from magic_server.server import Server
 
     img, src, guide, init = inputs
@@ -255,12 +288,19 @@ def server_edit(engine: Engine, inputs, args) -> dict:
                 if event.kind == "progress" and event.previews:
                     marks.setdefault("preview", time.perf_counter() - t0)
 
-            client.submit(request, on_event=on_event)
+            try:
+                client.submit(request, on_event=on_event, job_timeout_s=args.time_limit)
+            except Timeout:
+                return {"submit_to_result_s": None, "completed": False,
+                        "stopped_after_s": round(time.perf_counter() - t0, 2),
+                        "submit_to_first_preview_s": round(marks["preview"], 3)
+                        if "preview" in marks else None,
+                        "peak_gpu_mb": peak_gpu_mb(engine.device)}
             took = time.perf_counter() - t0
     finally:
         server.stop()
         loop.join(timeout=10)
-    return {"submit_to_result_s": round(took, 3),
+    return {"submit_to_result_s": round(took, 3), "completed": True,
             "submit_to_first_preview_s": round(marks["preview"], 3) if "preview" in marks
             else None, "peak_gpu_mb": peak_gpu_mb(engine.device)}
 
@@ -277,9 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also time a whole edit with this preset")
     ap.add_argument("--edit-iterations", type=int, default=None,
                     help="override the preset's iteration count (proportions kept)")
-    ap.add_argument("--scene", choices=("synthetic", "sample"), default="synthetic",
-                    help="synthetic disc scene (default) or the bundled sample (move edit, "
-                         "from its rough composite)")
+    ap.add_argument("--scene", choices=("synthetic", "sample", "photo24mp"),
+                    default="synthetic",
+                    help="synthetic disc scene (default), the bundled sample (move edit, from "
+                         "its rough composite) or a 6000x4000 photo with a 1000 px edit")
+    ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="cancel the preset edit (and the --via-server one) after this long "
+                         "and report how far it got")
     ap.add_argument("--composite", action=argparse.BooleanOptionalAction, default=None,
                     help="edit region only (default for every preset but paper)")
     ap.add_argument("--no-refine", action="store_true", help="no second, finer stage")
@@ -297,6 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def save(report: dict, path: Path | None) -> str:
+    """The report as JSON text, also written to `path` (after every part, so that a run
+    stopped from outside still leaves what it measured)."""
+    text = json.dumps(report, indent=2)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -306,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
 
     engine = load_engine(args)
     engine.warm_up()
-    inputs = sample_scene() if args.scene == "sample" else scene(args.resolution)
+    inputs = {"sample": sample_scene, "photo24mp": photo_24mp}.get(
+        args.scene, lambda: scene(args.resolution))()
     described = engine.describe()
     report: dict = {
         "device": described["device_name"],
@@ -331,8 +386,10 @@ def main(argv: list[str] | None = None) -> None:
             "critic_warm_start_steps": CRITIC_WARM_START_STEPS,
             "bf16": engine.use_bf16,
         })
+        save(report, args.out)
         if not args.no_terms:
             report["term_costs"] = term_costs(engine, inputs, args, fwd, reported)
+            save(report, args.out)
     else:
         report.update({"classifier_forward_sec": round(fwd, 4), "bf16": engine.use_bf16})
         iteration_peak = None
@@ -340,11 +397,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bench_engine: --compare-eager: {CAPTURE_NOT_IMPLEMENTED}", file=sys.stderr)
         report["compare_eager"] = CAPTURE_NOT_IMPLEMENTED
     if args.preset:
+        save(report, args.out)
         edit = preset_edit(engine, inputs, args)
         main_stage = edit["stages"].get("synthesis")
         if main_stage:
             edit["synthesis_cost_in_forwards"] = round(main_stage["sec_per_iteration"] / fwd, 2)
         report.update(edit)
+        save(report, args.out)
         if args.via_server:
             report["server"] = server_edit(engine, inputs, args)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -357,11 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         report["gpu_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         report["gpu_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
     report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    print(save(report, args.out))
 
 
 if __name__ == "__main__":

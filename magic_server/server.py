@@ -556,10 +556,10 @@ def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:
 def worker_devices(text: str, resolve: bool = True) -> list[str]:
     """--device text -> one device string per worker; DeviceError (one line) when wrong.
 
-    resolve=False keeps plain "cpu" lists as they are without importing torch (the tests'
-    stand-in engines); anything else is checked against this machine."""
+    resolve=False keeps lists of "cpu" and "auto" as they are, without importing torch (the
+    tests' stand-in engines); anything else is checked against this machine."""
     names = parse_device_list(text)
-    if not resolve and all(n == "cpu" for n in names):
+    if not resolve and all(n in ("cpu", "auto") for n in names):
         return names
     return [str(d) for d in resolve_device_list(names)]
 

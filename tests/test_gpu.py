@@ -90,8 +90,9 @@ def test_out_of_memory_job_is_reported_memory_freed_next_job_succeeds(engine):
     try:
         with ThreadedServer(engine) as srv, MagicClient(srv.address, timeout_s=60,
                                                         heartbeat_s=0.5) as c:
-            # 16 samples at 1024 px, refined at 2048 px: tens of GB of activations
-            big = request(samples=16, resolution=1024, iterations=2)
+            # the paper's objective (a classifier forward and backward every iteration) on
+            # 16 samples at 1024 px: tens of GB of activations
+            big = request(preset="paper", samples=16, resolution=1024, iterations=2)
             t0 = time.monotonic()
             with pytest.raises(JobFailed) as info:
                 c.submit(big)
