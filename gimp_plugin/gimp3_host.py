@@ -4,8 +4,11 @@ the in-process client. Imports only the standard library, gi and (lazily) magic_
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import select
+import subprocess
 import sys
 
 import gi
@@ -14,7 +17,6 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp
 
-from gimp_plugin.masks import rgb_to_rgba
 from gimp_plugin.workflow import RunnerError
 
 RGBA = "R'G'B'A u8"
@@ -34,16 +36,21 @@ def _read(drawable, x: int, y: int, w: int, h: int, fmt: str, abyss) -> bytes:
 
 class Gimp3Host:
     """workflow's host for GIMP 3 (see gimp_plugin.workflow for the contract).
-    preview=True: show the server's preview frames in a temporary layer while the job runs."""
 
-    PREVIEW_NAME = "MAGIC preview (temporary)"
+    preview=True: show the server's preview frames while the job runs, in the plug-in's own
+    window (PreviewWindow), never as a layer: GIMP ends a cancelled plug-in with SIGKILL 10 ms
+    after asking it to quit, so anything a preview left in the image (a layer, frozen undo)
+    would stay there. A window of the plug-in's process vanishes with it."""
 
-    def __init__(self, preview: bool = False) -> None:
+    def __init__(self, preview: bool = False, display: bool | None = None) -> None:
         self._gimp_fd = gimp_read_fd(sys.argv)
         self._last_text = None
         self.wants_preview = preview
-        self._preview = None
+        self._display = has_display() if display is None else display
+        self._window = None
         self.previews_shown = 0
+        self.previews_received = 0
+        self._echo = os.environ.get("MAGIC_GIMP_PREVIEW") == "1"  # tests: log the texts
 
     def layer_geometry(self, layer):
         x, y = _offsets(layer)
@@ -70,53 +77,56 @@ class Gimp3Host:
         return _read(image.get_selection(), x, y, w, h, SELECTION, Gegl.AbyssPolicy.NONE)
 
     def progress_start(self, text: str) -> None:
+        # The first text also becomes the tooltip of the status bar's cancel button (GIMP keeps
+        # it for the whole run): say what the button does, not the first stage.
         Gimp.progress_init(text)
+        self._last_text = text
 
     def progress_update(self, fraction, text) -> None:
         if text and text != self._last_text:
             Gimp.progress_set_text(text)
             self._last_text = text
-        if fraction is None:
-            Gimp.progress_pulse()
-        else:
+            if self._echo:
+                print("MAGIC progress: " + text, file=sys.stderr, flush=True)
+        if fraction is not None:  # None: keep the bar where it is (one bar for the whole job)
             Gimp.progress_update(fraction)
+        if self._window is not None:
+            self._window.set_text(text or "")
 
     def progress_end(self) -> None:
         Gimp.progress_end()
 
     def cancel_requested(self) -> bool:
+        if self._window is not None:
+            self._window.pump()
+            if self._window.cancelled:
+                return True
         return gimp_hung_up(self._gimp_fd)
 
     def show_preview(self, image, base, rgb, w, h) -> None:
-        """Replace the temporary preview layer. Undo is frozen while it exists, so the preview
-        never shows in the undo history (the image is back as it was when it is removed)."""
-        if self._preview is None:
-            image.undo_freeze()
-        else:
-            image.remove_layer(self._preview)
-        layer = Gimp.Layer.new(image, self.PREVIEW_NAME, w, h, Gimp.ImageType.RGBA_IMAGE, 100.0,
-                               Gimp.LayerMode.NORMAL)
-        self._preview = layer
-        image.insert_layer(layer, base.get_parent(), image.get_item_position(base))
-        buf = layer.get_buffer()
-        buf.set(Gegl.Rectangle.new(0, 0, w, h), RGBA, bytes(rgb_to_rgba(rgb, b"\xff" * (w * h))))
-        buf.flush()  # the pixels must reach GIMP's core before it scales the layer
-        bw, bh, bx, by = self.layer_geometry(base)
-        layer.scale(bw, bh, False)
-        layer.set_offsets(bx, by)
-        Gimp.displays_flush()
+        """Show one preview frame (RGB, the server's region being synthesized) in the preview
+        window; nothing in the image changes."""
+        self.previews_received += 1
+        if not self._display:
+            return
+        if self._window is None:
+            self._window = PreviewWindow()
+        self._window.show_frame(rgb, w, h)
         self.previews_shown += 1
 
     def clear_preview(self, image) -> None:
-        if self._preview is not None:
-            image.remove_layer(self._preview)
-            self._preview = None
-            image.undo_thaw()
-            Gimp.displays_flush()
-        if self.previews_shown and os.environ.get("MAGIC_GIMP_PREVIEW") == "1":
-            print(f"MAGIC preview frames shown: {self.previews_shown}", file=sys.stderr)
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+        if self.previews_received and os.environ.get("MAGIC_GIMP_PREVIEW") == "1":
+            print(f"MAGIC preview frames received: {self.previews_received}, shown: "
+                  f"{self.previews_shown}", file=sys.stderr)
 
     def insert_results(self, image, base, group_name, results) -> None:
+        """The result group directly above the photo, in one undo step. The photo is then the
+        selected layer again (GIMP selects each inserted layer), so that Filters > Repeat and
+        Re-show run on the photo and the artist keeps working on it; the group is on top of
+        the photo and visible."""
         image.undo_group_start()
         try:
             parent = base.get_parent()
@@ -135,7 +145,84 @@ class Gimp3Host:
                 layer.update(0, 0, r.width, r.height)
         finally:
             image.undo_group_end()
+        image.set_selected_layers([base])
         Gimp.displays_flush()
+
+
+def has_display() -> bool:
+    """Whether a preview window can open (GimpUi/Gtk abort without a display on X11/Wayland)."""
+    if sys.platform in ("win32", "darwin"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class PreviewWindow:
+    """A small window of the plug-in's own: the latest preview frame, the progress text and a
+    Cancel button (a second way to cancel, next to the status bar's)."""
+
+    MAX_SIDE = 320
+
+    def __init__(self) -> None:
+        gi.require_version("Gtk", "3.0")
+        gi.require_version("GimpUi", "3.0")
+        from gi.repository import GimpUi, Gtk
+
+        GimpUi.init("magic-gimp")
+        self.Gtk = Gtk
+        self.cancelled = False
+        win = Gtk.Window(title="MAGIC preview")
+        win.set_resizable(False)
+        win.set_keep_above(True)
+        box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
+        box.set_border_width(8)
+        self.image = Gtk.Image()
+        self.label = Gtk.Label(label="")
+        self.label.set_max_width_chars(48)
+        self.label.set_ellipsize(3)  # Pango.EllipsizeMode.END
+        button = Gtk.Button(label="Cancel")
+        button.connect("clicked", self._cancel)
+        win.connect("delete-event", self._cancel)
+        box.pack_start(self.image, True, True, 0)
+        box.pack_start(self.label, False, False, 0)
+        box.pack_start(button, False, False, 0)
+        win.add(box)
+        with contextlib.suppress(Exception):
+            GimpUi.window_set_transient(win)
+        win.show_all()
+        self.window = win
+        self.pump()
+
+    def _cancel(self, *_args):
+        self.cancelled = True
+        self.label.set_text("Cancelling...")
+        return True
+
+    def show_frame(self, rgb, w: int, h: int) -> None:
+        from gi.repository import GdkPixbuf, GLib
+
+        pixbuf = GdkPixbuf.Pixbuf.new_from_bytes(GLib.Bytes.new(bytes(rgb)),
+                                                 GdkPixbuf.Colorspace.RGB, False, 8, w, h, w * 3)
+        scale = min(self.MAX_SIDE / max(w, h), 4.0)
+        if scale != 1.0:
+            pixbuf = pixbuf.scale_simple(max(1, round(w * scale)), max(1, round(h * scale)),
+                                         GdkPixbuf.InterpType.BILINEAR)
+        self.image.set_from_pixbuf(pixbuf)
+        self.pump()
+
+    def set_text(self, text: str) -> None:
+        if not self.cancelled:
+            self.label.set_text(text)
+
+    def pump(self) -> None:
+        Gtk = self.Gtk
+        n = 0
+        while Gtk.events_pending() and n < 200:
+            Gtk.main_iteration_do(False)
+            n += 1
+
+    def close(self) -> None:
+        self.window.destroy()
+        self.pump()
 
 
 def gimp_read_fd(argv) -> int | None:
@@ -178,11 +265,84 @@ def load_client():
     return client
 
 
-class DirectRunner:
-    """workflow's runner for GIMP 3: magic_protocol.client in this process."""
+class CancelGuard:
+    """The cancel_guard process of one job (see gimp_plugin.cancel_guard)."""
 
-    def __init__(self, client_module=None) -> None:
+    def __init__(self, address: str, curve: dict | None) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in sys.path if p and p != root])
+        env.pop("PYTHONHOME", None)
+        kwargs = {"start_new_session": True} if sys.platform != "win32" else {
+            "creationflags": 0x00000200 | 0x08000000}  # new process group, no window
+        self.proc = subprocess.Popen(
+            [sys.executable or "python3", "-c",
+             "import sys; from gimp_plugin import cancel_guard; sys.exit(cancel_guard.main())"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=root,
+            close_fds=True, **kwargs)
+        self._send({"address": address, "curve": curve})
+
+    def _send(self, msg: dict) -> None:
+        try:
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def job(self, job_id: str) -> None:
+        self._send({"job": job_id})
+
+    def done(self) -> None:
+        self._send({"done": True})
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.close()
+
+
+def curve_arguments(options: dict) -> dict | None:
+    """MagicClient's CurveZMQ keyword arguments (Z85 text) from settings.curve_options()."""
+    if not options:
+        return None
+    from zmq.auth import load_certificate
+
+    def key(value, what, secret=False):
+        value = value.strip()
+        if len(value) == 40 and not os.path.exists(value):
+            return value  # a Z85 key itself
+        try:
+            public, secret_key = load_certificate(value)
+        except (OSError, ValueError) as exc:
+            raise RunnerError("failed", f"cannot read the {what} from {value}: {exc}") from None
+        found = secret_key if secret else public
+        if found is None:
+            raise RunnerError("failed", f"{value} holds no secret key ({what})")
+        return found.decode("ascii")
+
+    server = options.get("server_public_key")
+    if not server:
+        return None
+    keys = options.get("client_keys")
+    if keys:
+        public, secret = key(keys, "client key pair"), key(keys, "client key pair", True)
+    else:
+        public, secret = options.get("client_public_key"), options.get("client_secret_key")
+    if not (public and secret):
+        raise RunnerError("failed", "a CurveZMQ server key is set but no client key pair: add "
+                                    "client-keys=FILE (a client.key_secret made by magic-server "
+                                    "--keygen) or run magic-installer install --client-keys FILE")
+    return {"server_public_key": key(server, "server public key"),
+            "client_public_key": public, "client_secret_key": secret}
+
+
+class DirectRunner:
+    """workflow's runner for GIMP 3: magic_protocol.client in this process.
+    curve: settings.curve_options() (server key, client key pair) or None.
+    guard=True: a CancelGuard per job cancels it if GIMP kills the plug-in."""
+
+    def __init__(self, client_module=None, curve: dict | None = None,
+                 guard: bool = False) -> None:
         self._c = client_module
+        self._curve_options = curve or {}
+        self._guard = guard
 
     @property
     def c(self):
@@ -190,19 +350,24 @@ class DirectRunner:
             self._c = load_client()
         return self._c
 
+    def _keys(self) -> dict:
+        return curve_arguments(self._curve_options) or {}
+
     def _translate(self, exc):
         c = self.c
         for cls, kind in ((c.ServerUnreachable, "unreachable"), (c.ProtocolMismatch, "mismatch"),
                           (c.JobCancelled, "cancelled"), (c.Timeout, "timeout"),
                           (c.JobFailed, "failed")):
             if isinstance(exc, cls):
+                if kind == "unreachable" and getattr(exc, "refused", False):
+                    return RunnerError("refused", str(exc))
                 return RunnerError(kind, str(exc))
         return RunnerError("failed", str(exc))
 
     def handshake(self, address, timeout_s):
         c = self.c
         try:
-            with c.MagicClient(address, timeout_s=timeout_s, retries=0) as client:
+            with c.MagicClient(address, timeout_s=timeout_s, retries=0, **self._keys()) as client:
                 info = client.handshake()
         except c.MagicError as exc:
             raise self._translate(exc) from None
@@ -211,25 +376,30 @@ class DirectRunner:
 
     def submit(self, address, request, on_event, cancelled, timeout_s):
         c = self.c
+        keys = self._keys()
         job = c.JobRequest.from_params(
             request["width"], request["height"], request["image"], request["source_mask"],
             request["guide_mask"], request["params"], init_image=request.get("init"))
+        guard = CancelGuard(address, keys or None) if self._guard else None
 
         def forward(ev):
+            if ev.kind == "accepted" and guard is not None and ev.job_id:
+                guard.job(ev.job_id)
             previews = [(bytes(p.data), p.width, p.height) for p in ev.previews
                         if p.channels == 3]
             on_event(ev.kind, {"position": ev.position, "iteration": ev.iteration,
                                "total": ev.total, "eta_s": ev.eta_s, "stage": ev.stage,
-                               "previews": previews})
+                               "elapsed_s": ev.elapsed_s, "previews": previews})
 
         try:
             # A busy server still answers heartbeats; 20 s of silence means it is gone.
-            with c.MagicClient(address, timeout_s=20.0, retries=1) as client:
+            with c.MagicClient(address, timeout_s=20.0, retries=1, **keys) as client:
                 result = client.submit(job, forward, cancelled, job_timeout_s=timeout_s)
         except c.MagicError as exc:
             raise self._translate(exc) from None
+        finally:
+            if guard is not None:
+                guard.done()
         images = [(bytes(im.data), im.width, im.height) for im in result.images
                   if im.channels == 3]
         return images, list(result.seeds)
-
-

@@ -158,7 +158,7 @@ def gimpfu_params(spec):
     params = [(PF_IMAGE, "image", "Input image", None),
               (PF_DRAWABLE, "drawable", "Input drawable (the photo)", None)]
     for a in spec.args:
-        label = a.label
+        label = a.plain_label
         if a.kind == "layer":
             if a.optional:
                 label += " (the photo itself = none)"

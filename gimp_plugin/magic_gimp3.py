@@ -22,7 +22,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject
 
-from gimp_plugin import procedures, settings, workflow
+from gimp_plugin import memory, procedures, settings, workflow
 
 PLUG_IN_BINARY = "magic-gimp"
 MENU_PATH = "<Image>/" + procedures.MENU_ROOT
@@ -59,38 +59,139 @@ def fail(procedure, run_mode, message: str, cancelled: bool = False):
     return procedure.new_return_values(status, GLib.Error(message))
 
 
+def hide_test_presets(dialog, config) -> None:
+    """Test-only presets (tiny) stay valid for procedures but are not offered in the dialog."""
+    if config.get_property("preset") in procedures.TEST_PRESETS:
+        config.set_property("preset", "draft")
+    from gi.repository import GimpUi
+
+    try:
+        combo = dialog.get_widget("preset", GimpUi.StringComboBox.__gtype__)
+        if hasattr(combo, "get_widget"):  # GimpLabelStringWidget: label + the combo box
+            combo = combo.get_widget()
+        model, column = combo.get_model(), combo.get_property("id-column")
+    except Exception:  # noqa: BLE001 - another GIMP: keep the dialog usable
+        return
+    it = model.get_iter_first()
+    while it is not None:
+        if model.get_value(it, column) in procedures.TEST_PRESETS:
+            if not model.remove(it):
+                break
+        else:
+            it = model.iter_next(it)
+
+
 def show_dialog(procedure, config, spec) -> bool:
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
     GimpUi.init(PLUG_IN_BINARY)
-    dialog = GimpUi.ProcedureDialog.new(procedure, config, "MAGIC - " + spec.label.strip("._"))
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, procedures.dialog_title(spec))
     dialog.fill(None)
+    hide_test_presets(dialog, config)
     ok = dialog.run()
     dialog.destroy()
     return ok
 
 
+# ------------------------------------------------------------------ remembered arguments
+
+def load_memory(image) -> dict:
+    parasite = image.get_parasite(memory.PARASITE_NAME)
+    return memory.decode(parasite.get_data()) if parasite is not None else {}
+
+
+def save_memory(image, spec, config) -> None:
+    """Store this run's arguments on the image before it runs (a failed run keeps them)."""
+    values, layers = {}, {}
+    for a in spec.args:
+        v = config.get_property(a.name)
+        if a.kind == "layer":
+            layers[a.name] = None if v is None else (v.get_id(), v.get_name())
+        else:
+            values[a.name] = v
+    store = memory.remember(load_memory(image), spec.name, values, layers)
+    # flags 0: neither persistent nor undoable (no undo step, the image stays clean)
+    image.attach_parasite(Gimp.Parasite.new(memory.PARASITE_NAME, 0, memory.encode(store)))
+
+
+def find_layer(image, ref):
+    layer_id, name = ref
+    layer = Gimp.Layer.get_by_id(int(layer_id)) if layer_id is not None else None
+    if layer is not None and layer.get_image().get_id() == image.get_id():
+        return layer
+    return image.get_layer_by_name(name) if name else None
+
+
+def restore_memory(image, spec, config) -> bool:
+    """Put the arguments remembered for this image back into config. True if there were any."""
+    found = memory.recall(load_memory(image), spec.name)
+    if found is None:
+        return False
+    values, layers = found
+    for a in spec.args:
+        try:
+            if a.kind == "layer" and a.name in layers:
+                ref = layers[a.name]
+                config.set_property(a.name, None if ref is None else find_layer(image, ref))
+            elif a.name in values:
+                config.set_property(a.name, values[a.name])
+        except (TypeError, ValueError):
+            continue  # a value this version no longer accepts: keep GIMP's
+    return True
+
+
+def fit_defaults_to_server(spec, config, plugin_config) -> None:
+    """First run on an image with the registered defaults: preset and samples that fit the
+    server (draft, 1 sample on a CPU; quality, 3 on a GPU; draft when no server answers)."""
+    if any(config.get_property(k) != spec.arg(k).default for k in ("preset", "samples")):
+        return
+    from gimp_plugin.gimp3_host import DirectRunner
+
+    device = None
+    try:
+        address = settings.resolve_address(config.get_property("server-address"),
+                                           plugin_config)
+        runner = DirectRunner(curve=settings.curve_options(
+            config.get_property("server-address"), plugin_config))
+        device = runner.handshake(address, 0.5).get("device")
+    except Exception:  # noqa: BLE001 - no server, no pyzmq, bad field: the safe default
+        device = None
+    for k, v in procedures.server_defaults(device).items():
+        config.set_property(k, v)
+
+
 def run_procedure(procedure, run_mode, image, drawables, config, data):
     spec = procedures.BY_NAME[procedure.get_name()]
-    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, spec):
-        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
-    if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer) or drawables[0].is_group():
-        return fail(procedure, run_mode, "Select exactly one (non-group) layer: the photo.")
-    args = arguments(spec, config)
-    mode = spec.mode or args["mode"]
     try:
         plugin_config = settings.load_config(PLUGIN_DIR)
     except ValueError as exc:
         return fail(procedure, run_mode, str(exc))
+    if run_mode != Gimp.RunMode.NONINTERACTIVE:
+        remembered = restore_memory(image, spec, config)
+        if run_mode == Gimp.RunMode.INTERACTIVE and not remembered:
+            fit_defaults_to_server(spec, config, plugin_config)
+    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, spec):
+        return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+    if run_mode != Gimp.RunMode.NONINTERACTIVE:
+        save_memory(image, spec, config)
+    if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer) or drawables[0].is_group():
+        return fail(procedure, run_mode, "Select exactly one (non-group) layer: the photo.")
+    args = arguments(spec, config)
+    mode = spec.mode or args["mode"]
     from gimp_plugin.gimp3_host import DirectRunner, Gimp3Host
 
     try:
         # Preview frames only when someone watches; MAGIC_GIMP_PREVIEW=1 forces them (tests).
-        preview = (run_mode == Gimp.RunMode.INTERACTIVE
+        preview = (run_mode != Gimp.RunMode.NONINTERACTIVE
                    or os.environ.get("MAGIC_GIMP_PREVIEW") == "1")
         host = Gimp3Host(preview=preview)
-        workflow.run(host, DirectRunner(), image, drawables[0], mode, args, plugin_config)
+        try:
+            curve = settings.curve_options(args.get("server-address"), plugin_config)
+        except ValueError as exc:
+            raise workflow.UserError(str(exc)) from None
+        runner = DirectRunner(curve=curve, guard=True)
+        workflow.run(host, runner, image, drawables[0], mode, args, plugin_config)
     except workflow.UserError as exc:
         return fail(procedure, run_mode, exc.message, exc.cancelled)
     except Exception as exc:  # noqa: BLE001 - never a bare traceback without a message

@@ -56,7 +56,8 @@ GIMP3 = PluginVariant(
     gimp_version="3.0",
     folder="magic-gimp",
     entry="gimp_plugin/magic_gimp3.py",
-    support_files=_COMMON + ("gimp_plugin/gimp3_host.py",),
+    support_files=_COMMON + ("gimp_plugin/gimp3_host.py", "gimp_plugin/cancel_guard.py",
+                             "gimp_plugin/memory.py"),
     packages=("magic_protocol",),
 )
 

@@ -7,6 +7,7 @@ its own registration calls (GIMP 3: Gimp.Procedure.add_*_argument; 2.10: gimpfu 
 
 MODES = ("synthesize", "move", "copy", "reshape", "remove")
 PRESETS = ("quality", "draft", "paper", "tiny")  # first one is the default
+TEST_PRESETS = ("tiny",)  # accepted by the procedures (scripts, CI), not offered in dialogs
 REGIONS = ("edited-area", "whole-image")
 MAX_SAMPLES = 16
 MAX_SEED = 2 ** 31 - 1  # GIMP int arguments are 32-bit signed
@@ -30,6 +31,11 @@ class Arg(object):
         self.optional = optional
 
     @property
+    def plain_label(self):
+        """The label without its mnemonic underscore (GIMP 2.10's gimpfu shows it literally)."""
+        return self.label.replace("_", "")
+
+    @property
     def py_name(self):
         return self.name.replace("-", "_")
 
@@ -49,43 +55,45 @@ class Procedure(object):
         raise KeyError(name)
 
 
-SOURCE_MASK = Arg("source-mask", "layer", "Source mask layer",
+SOURCE_MASK = Arg("source-mask", "layer", "So_urce mask layer",
                   "Layer marking the object in white or opaque pixels; none = use the selection",
                   optional=True)
-GUIDE_MASK = Arg("guide-mask", "layer", "Guide mask layer",
+GUIDE_MASK = Arg("guide-mask", "layer", "_Guide mask layer",
                  "Layer marking where and in what shape the object should be (white or opaque)",
                  optional=True)
-MOVED_LAYER = Arg("moved-layer", "layer", "Moved layer",
+MOVED_LAYER = Arg("moved-layer", "layer", "Mo_ved layer",
                   "The object copied to its own layer and moved or transformed; its alpha is the "
                   "guide", optional=True)
-SEED_FROM_LAYER = Arg("seed-from-layer", "bool", "Start from the moved layer",
+SEED_FROM_LAYER = Arg("seed-from-layer", "bool", "Start from the moved la_yer",
                       "Start the synthesis from the moved layer laid over the photo (its pixels "
                       "seed the result, fewer iterations needed) instead of from noise",
                       default=True)
-MODE = Arg("mode", "choice", "Mode", "What the synthesis should do with the object",
+MODE = Arg("mode", "choice", "_Mode", "What the synthesis should do with the object",
            default="reshape", choices=MODES)
 
 COMMON = [
-    Arg("samples", "int", "Samples", "How many different results to make (one layer each)",
+    Arg("samples", "int", "Sam_ples", "How many different results to make (one layer each)",
         default=3, lo=1, hi=MAX_SAMPLES),
-    Arg("preset", "choice", "Quality preset",
-        "quality: good and slow; draft: quick look; paper: the paper's setting; tiny: tests only",
+    Arg("preset", "choice", "_Quality preset",
+        "quality: good and slow (a GPU server); draft: a quick look (fits a CPU server); "
+        "paper: the paper's setting",
         default=PRESETS[0], choices=PRESETS),
-    Arg("seed", "int", "Seed", "Random seed of the first sample (the next ones use seed+1, ...)",
+    Arg("seed", "int", "See_d", "Random seed of the first sample (the next ones use seed+1, ...)",
         default=0, lo=0, hi=MAX_SEED),
-    Arg("region", "choice", "Result covers",
+    Arg("region", "choice", "Result cov_ers",
         "edited-area: only the edited area (plus a border) is replaced, the rest stays exactly "
         "as it was; whole-image: the whole synthesized picture", default=REGIONS[0],
         choices=REGIONS),
-    Arg("iterations", "int", "Iterations", "0 = the preset's iteration count", default=0, lo=0,
+    Arg("iterations", "int", "_Iterations", "0 = the preset's iteration count", default=0, lo=0,
         hi=1000000),
-    Arg("resolution", "int", "Working resolution",
+    Arg("resolution", "int", "Wor_king resolution",
         "Synthesize at about this many pixels squared; 0 = the server's default", default=0, lo=0,
         hi=1024),
-    Arg("timeout", "int", "Timeout (s)", "Give up and cancel after this many seconds; 0 = never",
+    Arg("timeout", "int", "_Timeout (s)", "Give up and cancel after this many seconds; 0 = never",
         default=0, lo=0, hi=7 * 24 * 3600),
-    Arg("server-address", "string", "Server address",
-        "ZeroMQ address of the MAGIC server; empty = the installed configuration "
+    Arg("server-address", "string", "Server _address",
+        "ZeroMQ address of the MAGIC server, optionally with CurveZMQ keys: ADDRESS "
+        "[server-key=KEY|FILE] [client-keys=FILE]; empty = the installed configuration "
         "(tcp://127.0.0.1:5591 by default)", default=""),
 ]
 
@@ -111,6 +119,20 @@ BY_NAME = dict((p.name, p) for p in PROCEDURES)
 
 def defaults(procedure):
     return dict((a.name, a.default) for a in procedure.args)
+
+
+def dialog_title(procedure):
+    """"MAGIC - Mask-guided synthesis": the menu label without its mnemonic and dots."""
+    return "MAGIC - " + procedure.label.replace("_", "").rstrip(".").strip()
+
+
+def server_defaults(device):
+    """Preset and samples that fit the server's device (None: unknown, e.g. not running):
+    quality with 3 samples on a GPU, one draft sample elsewhere (a CPU needs minutes for it)."""
+    device = (device or "").lower()
+    if device.startswith(("cuda", "mps", "rocm", "xpu")):
+        return {"preset": "quality", "samples": 3}
+    return {"preset": "draft", "samples": 1}
 
 
 def result_layer_name(mode, seed):

@@ -46,9 +46,45 @@ def load_config(folder):
     return config
 
 
+CURVE_FIELDS = ("server_public_key", "client_public_key", "client_secret_key", "client_keys")
+FIELD_OPTIONS = {"server-key": "server_public_key", "client-keys": "client_keys"}
+
+
+def split_server_field(text):
+    """The dialog's server field: `ADDRESS [server-key=KEY|FILE] [client-keys=FILE]`.
+    Returns (address or "", {config key: value}). Unknown words are an error."""
+    address, options = "", {}
+    for word in (text or "").split():
+        name, sep, value = word.partition("=")
+        if sep and name in FIELD_OPTIONS:
+            options[FIELD_OPTIONS[name]] = value
+        elif not address and "://" in word:
+            address = word
+        else:
+            raise ValueError("cannot read the server field %r: write ADDRESS [server-key=KEY|FILE] "
+                             "[client-keys=FILE]" % text)
+    return address, options
+
+
 def resolve_address(argument, config):
-    argument = (argument or "").strip()
-    return argument or config.get("server_address") or DEFAULT_ADDRESS
+    address = split_server_field(argument)[0]
+    return address or config.get("server_address") or DEFAULT_ADDRESS
+
+
+def curve_options(argument, config):
+    """CurveZMQ settings for this run: magic_gimp.json's (server_public_key, client_public_key,
+    client_secret_key or client_keys), overridden by the server field's. {} = no CurveZMQ."""
+    options = {k: config.get(k) for k in CURVE_FIELDS if config.get(k)}
+    field_address, field = split_server_field(argument)
+    if field_address and field_address != config.get("server_address") and "server_public_key" \
+            not in field:
+        # another server named in the dialog: the installed server key is not its key
+        options.pop("server_public_key", None)
+    options.update(field)
+    if field.get("client_keys"):
+        options.pop("client_public_key", None)
+        options.pop("client_secret_key", None)
+    return options if options.get("server_public_key") else {}
 
 
 def log_path():

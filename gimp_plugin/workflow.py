@@ -26,7 +26,8 @@ import time
 from gimp_plugin import masks as M
 from gimp_plugin import procedures, settings
 
-RUNNER_ERROR_KINDS = ("unreachable", "mismatch", "failed", "cancelled", "timeout", "missing")
+RUNNER_ERROR_KINDS = ("unreachable", "mismatch", "failed", "cancelled", "timeout", "missing",
+                      "refused")
 HARD_MAX_SIDE = 65535  # the protocol's frame limit
 STARTUP_TIMEOUT_S = 180.0
 PROBE_TIMEOUT_S = 3.0
@@ -133,7 +134,8 @@ def collect(host, image, base, mode, args):
             # (none, when the layer marks only the selected one).
             source = _layer_mask(host, args["source-mask"], geometry)
             guide = M.subtract(source, selection)
-    elif mode in ("move", "copy"):
+    elif "moved-layer" in args:
+        # Move / copy object: the moved layer's alpha is the new place.
         moved = args.get("moved-layer")
         if moved is None:
             raise UserError("Pick the moved layer: copy the object to a new layer, move it, then "
@@ -144,11 +146,16 @@ def collect(host, image, base, mode, args):
         if args.get("seed-from-layer", True):
             init = _placed_rgba(host, moved, geometry)
     else:
+        # Mask-guided synthesis, whatever the mode: the guide-mask layer is the new place and
+        # shape (mode only tells the server how to weigh its terms); remove may go without.
         source = _source_mask(host, args, geometry, selection)
-        if args.get("guide-mask") is None:
+        if args.get("guide-mask") is not None:
+            guide = _layer_mask(host, args["guide-mask"], geometry)
+        elif mode == "remove":
+            guide = bytearray(w * h)
+        else:
             raise UserError("Pick a guide-mask layer: it marks where and in what shape the object "
                             "should be.")
-        guide = _layer_mask(host, args["guide-mask"], geometry)
     for label, m in (("source", source), ("guide", guide)):
         if M.is_full(m):
             raise UserError("The %s mask covers the whole layer: it must mark one object, not "
@@ -240,25 +247,83 @@ def runner_message(exc, address):
         return "Cancelled."
     if exc.kind == "missing":
         return exc.message
+    if exc.kind == "refused":
+        return ("The MAGIC server at %s refused this plug-in's CurveZMQ key: %s" % (address,
+                                                                                   exc.message))
     return "The MAGIC server could not do this job: %s" % exc.message
 
 
-def _progress_text(mode, kind, info):
-    title = "MAGIC %s" % mode
-    if kind == "accepted":
-        ahead = info.get("position") or 0
-        return title + (": waiting, %d job(s) ahead" % ahead if ahead else ": started")
-    if kind == "reconnecting":
-        return title + ": server went silent, reconnecting..."
-    if kind == "progress":
-        parts = [title + ":", procedures.stage_label(info.get("stage"))]
-        if info.get("total"):
-            parts.append("%s/%s" % (info.get("iteration") or 0, info["total"]))
-        eta = procedures.format_eta(info.get("eta_s"))
+class JobProgress(object):
+    """One progress bar for the whole job, whatever its stages.
+
+    The server counts iterations per stage: "mask-net" (learning the object) has its own count,
+    then "synthesis" and "refine" share one count. The bar gives the first stage MASK_SHARE and
+    the rest to the synthesis; it never goes back. The time left is measured here, from how fast
+    the bar moved over the last WINDOW_S seconds (the refine stage is slower per iteration, and a
+    whole-run average would hide that), the server's own estimate until then; during the first
+    stage only that stage's time is known, and the text says so."""
+
+    MASK_SHARE = 0.1
+    WINDOW_S = 20.0
+
+    def __init__(self, mode, clock=time.time):
+        self.title = "MAGIC %s" % mode
+        self.clock = clock
+        self.fraction = 0.0
+        self.base = None  # bar position where the synthesis count starts
+        self.samples = []  # (time, fraction) since the synthesis count started
+
+    def event(self, kind, info):
+        """(fraction or None to keep the bar, text) for one server event."""
+        if kind == "accepted":
+            ahead = info.get("position") or 0
+            return None, self.title + (": waiting, %d job(s) ahead" % ahead if ahead
+                                       else ": started")
+        if kind == "reconnecting":
+            return None, self.title + ": server went silent, reconnecting..."
+        if kind != "progress":
+            return None, self.title
+        stage = info.get("stage") or "synthesis"
+        it, total = int(info.get("iteration") or 0), int(info.get("total") or 0)
+        done = min(1.0, float(it) / total) if total else 0.0
+        parts = [self.title + ":", procedures.stage_label(stage)]
+        if total:
+            parts.append("%d/%d" % (it, total))
+        if stage == "mask-net" and self.base is None:
+            self.fraction = max(self.fraction, self.MASK_SHARE * done)
+            eta = procedures.format_eta(info.get("eta_s"))
+            if eta:
+                parts.append("- this step: " + eta)
+            return self.fraction, " ".join(parts)
+        if self.base is None:
+            self.base = self.fraction
+        f = self.base + (1.0 - self.base) * done
+        if f < self.fraction:  # a count that started again: continue from here
+            self.base = self.fraction
+            f = self.fraction
+        self.fraction = f
+        now = self.clock()
+        self.samples.append((now, f))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.WINDOW_S:
+            self.samples.pop(0)
+        # until the bar has moved for a while, the server's estimate (the same count)
+        eta = self.eta() or procedures.format_eta(info.get("eta_s"))
         if eta:
             parts.append("- " + eta)
-        return " ".join(parts)
-    return title
+        return self.fraction, " ".join(parts)
+
+    def eta(self):
+        if len(self.samples) < 2:
+            return ""
+        (t0, f0), (t1, f1) = self.samples[0], self.samples[-1]
+        if t1 - t0 < 1.0 or f1 <= f0:
+            return ""
+        return procedures.format_eta((1.0 - f1) * (t1 - t0) / (f1 - f0))
+
+
+def _progress_text(mode, kind, info):
+    """The text for one event on its own (without the bar's history)."""
+    return JobProgress(mode).event(kind, info)[1]
 
 
 def build_results(job, images, seeds, first_seed):
@@ -279,9 +344,14 @@ def build_results(job, images, seeds, first_seed):
 def run(host, runner, image, base, mode, args, config):
     """The whole run. Returns the list of ResultLayer inserted; raises UserError."""
     job = collect(host, image, base, mode, args)
-    address = settings.resolve_address(args.get("server-address"), config)
-    host.progress_start("MAGIC %s: connecting to %s" % (mode, address))
     try:
+        address = settings.resolve_address(args.get("server-address"), config)
+    except ValueError as exc:
+        raise UserError(str(exc))
+    # The first text stays as the cancel button's tooltip in GIMP 3: name the job, not a stage.
+    host.progress_start("MAGIC %s" % mode)
+    try:
+        host.progress_update(0.0, "MAGIC %s: connecting to %s" % (mode, address))
         info = connect(host, runner, address, config)
         max_pixels = int(info.get("max_pixels") or 0)
         if max_pixels and job.width * job.height > max_pixels:
@@ -298,11 +368,11 @@ def run(host, runner, image, base, mode, args, config):
                    "source_mask": job.source, "guide_mask": job.guide, "params": params,
                    "init": job.init_rgba}
 
+        bar = JobProgress(mode)
+
         def on_event(kind, info):
-            fraction = None
-            if kind == "progress" and info.get("total"):
-                fraction = min(1.0, float(info.get("iteration") or 0) / float(info["total"]))
-            host.progress_update(fraction, _progress_text(mode, kind, info))
+            fraction, text = bar.event(kind, info)
+            host.progress_update(fraction, text)
             frames = info.get("previews") or []
             if preview and frames:
                 rgb, w, h = frames[0]

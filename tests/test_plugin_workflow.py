@@ -288,7 +288,9 @@ def test_insert_failure_still_closes_the_undo_group(gimp):
     assert image.undo_groups == 1 and image.undo_depth == 0
 
 
-def test_preview_frames_show_in_a_temporary_layer_outside_the_undo_history(gimp):
+def test_preview_frames_never_touch_the_image(gimp):
+    """Previews go to the plug-in's own window (none here: no display), never into the image:
+    GIMP kills a cancelled plug-in, so a preview layer or frozen undo would stay behind."""
     Gimp, Gimp3Host = gimp
     image, base, src, moved = scene(Gimp)
     seen = []
@@ -299,23 +301,23 @@ def test_preview_frames_show_in_a_temporary_layer_outside_the_undo_history(gimp)
             for colour in (b"\x10\x20\x30", b"\x40\x50\x60"):
                 on_event("progress", {"iteration": 1, "total": 2,
                                       "previews": [(colour * 20, 5, 4)]})
-                preview = image.layers[image.layers.index(base) - 1]
-                seen.append((preview.name, preview.x, preview.y, preview.width, preview.height,
-                             preview.pixel(0, 0)))
+                seen.append(([la.name for la in image.layers], list(image.history),
+                             image.frozen))
             return ScriptedRunner.submit(self, address, request, lambda *a: None, cancelled,
                                          timeout_s)
 
-    host = Gimp3Host(preview=True)
+    host = Gimp3Host(preview=True, display=False)
     workflow.run(host, PreviewRunner(), image, base, "move",
                  args_for("python-fu-magic-move-object", **{"moved-layer": moved,
                                                              "source-mask": src}),
                  {"server_address": "tcp://127.0.0.1:1"})
-    assert seen == [(Gimp3Host.PREVIEW_NAME, *BASE_AT, W, H, b"\x10\x20\x30\xff"),
-                    (Gimp3Host.PREVIEW_NAME, *BASE_AT, W, H, b"\x40\x50\x60\xff")]
+    assert seen == [(["moved", "src", "photo"], [], 0)] * 2
+    assert host.previews_received == 2 and host.previews_shown == 0
     assert [la.name for la in image.layers] == ["moved", "src", "MAGIC move", "photo"]
-    assert image.frozen == 0
+    assert image.frozen == 0 and image.undo_groups == 1
     assert image.history == ["insert MAGIC move", "insert MAGIC move seed 0",
                              "insert MAGIC move seed 1", "insert MAGIC move seed 2"]
+    assert image.get_selected_layers() == [base]  # the photo again, for Repeat and Re-show
 
 
 def test_format_eta():
@@ -428,4 +430,9 @@ def test_progress_names_the_server_stages(gimp):
     assert "MAGIC move: synthesizing 3/12" in texts
     assert "MAGIC move: refining 9/12" in texts
     assert "MAGIC move: something-new 1/2" in texts
-    assert ("update", 0.5) in fake.PROGRESS.calls and ("update", 0.75) in fake.PROGRESS.calls
+    # one bar for the whole job: mask-net takes the first tenth, synthesis + refine the rest,
+    # and a count that starts again never moves the bar back
+    bar = [c[1] for c in fake.PROGRESS.calls if c[0] == "update"]
+    assert bar == sorted(bar)
+    assert bar[2:6] == pytest.approx([0.05, 0.05 + 0.95 * 3 / 12, 0.05 + 0.95 * 9 / 12,
+                                      0.05 + 0.95 * 9 / 12])

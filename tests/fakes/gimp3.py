@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 _ids = itertools.count(1)
+_items: dict = {}  # id -> item, for Gimp.Layer.get_by_id
 
 
 # ------------------------------------------------------------------------------------- Gegl
@@ -95,6 +96,7 @@ class Item:
         self.parent = None
         self.id = next(_ids)
         self.updates = []
+        _items[self.id] = self
 
     def pixel(self, x, y):
         i = (y * self.width + x) * self.channels
@@ -125,6 +127,9 @@ class Item:
     def get_parent(self):
         return self.parent
 
+    def get_image(self):
+        return self.image
+
     def is_group(self):
         return False
 
@@ -134,6 +139,11 @@ class Item:
 
 
 class Layer(Item):
+    @staticmethod
+    def get_by_id(layer_id):
+        item = _items.get(layer_id)
+        return item if isinstance(item, Layer) else None
+
     @classmethod
     def new(cls, image, name, width, height, image_type, opacity, mode):
         assert image_type == ImageType.RGBA_IMAGE and opacity == 100.0
@@ -182,6 +192,43 @@ class Image:
         self.frozen = 0
         self.history: list[str] = []  # what the undo history recorded
         self.log: list[str] = []
+        self.selected: list[Item] = []
+        self.parasites: dict[str, Parasite] = {}
+        self.id = next(_ids)
+
+    def get_id(self):
+        return self.id
+
+    def set_selected_layers(self, layers):
+        self.selected = list(layers)
+        return True
+
+    def get_selected_layers(self):
+        return list(self.selected)
+
+    def get_parasite(self, name):
+        return self.parasites.get(name)
+
+    def attach_parasite(self, parasite):
+        if parasite.flags & 2:  # GIMP_PARASITE_UNDOABLE
+            self.history.append("parasite " + parasite.name)
+        self.parasites[parasite.name] = parasite
+        return True
+
+    def get_layer_by_name(self, name):
+        def walk(items):
+            for item in items:
+                if item.name == name:
+                    return item
+                found = walk(getattr(item, "children", []))
+                if found is not None:
+                    return found
+            return None
+
+        return walk(self.layers)
+
+    def undo_is_enabled(self):
+        return self.frozen == 0
 
     def get_selection(self):
         return self.selection
@@ -241,6 +288,18 @@ class Image:
         return True
 
 
+class Parasite:
+    def __init__(self, name, flags, data):
+        self.name, self.flags, self.data = name, flags, list(bytes(data))
+
+    @classmethod
+    def new(cls, name, flags, data):
+        return cls(name, flags, data)
+
+    def get_data(self):
+        return list(self.data)  # PyGObject gives a list of ints
+
+
 class Selection:
     @staticmethod
     def is_empty(image):
@@ -280,6 +339,11 @@ class Config:
         if name not in self.values:
             raise TypeError(f"object has no property {name!r}")
         return self.values[name]
+
+    def set_property(self, name, value):
+        if name not in self.values:
+            raise TypeError(f"object has no property {name!r}")
+        self.values[name] = value
 
 
 class Procedure:
@@ -368,6 +432,7 @@ class GLibError(Exception):
 
 Gimp = SimpleNamespace(
     Layer=Layer, GroupLayer=GroupLayer, Image=Image, Selection=Selection, Choice=Choice,
+    Parasite=Parasite,
     ImageType=ImageType, LayerMode=SimpleNamespace(NORMAL="NORMAL"),
     PDBStatusType=PDBStatusType, RunMode=RunMode, PlugIn=PlugIn,
     ImageProcedure=Procedure, PDBProcType=SimpleNamespace(PLUGIN="PLUGIN"),
