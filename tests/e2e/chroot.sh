@@ -8,7 +8,8 @@ set -euo pipefail
 CACHE="${MAGIC_E2E_CACHE:-${HOME:-/root}/.cache/magic-gimp-e2e}"
 ROOT="$CACHE/trixie"
 STAMP="$ROOT/.magic-e2e-complete"
-PACKAGES="gimp python3-gi gir1.2-gimp-3.0 python3-zmq"
+# GIMP 3 with Python plug-ins (headless run), then what the GUI run under Xvfb needs.
+PACKAGES="gimp python3-gi gir1.2-gimp-3.0 python3-zmq xvfb xdotool openbox imagemagick x11-utils"
 
 log() { echo "[chroot] $*" >&2; }
 
@@ -45,6 +46,23 @@ build() {
         log "cached chroot $ROOT is incomplete: rebuilding"
         rm -f "$STAMP"
     fi
+    if [[ -f "$STAMP" && "$(cat "$STAMP")" != "$PACKAGES" ]]; then
+        # The package list changed (an older stamp is empty): extend the cached chroot once.
+        if [[ $(id -u) -ne 0 ]]; then
+            log "extending the cached chroot needs root"
+            return 2
+        fi
+        log "package list changed: installing $PACKAGES into the cached chroot"
+        rm -f "$STAMP"  # interrupted from here on: the next run rebuilds it from scratch
+        mount_basic "$ROOT"
+        trap 'unmount_all' EXIT
+        chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive bash -c \
+            "apt-get update -q && apt-get install -y -q --no-install-recommends $PACKAGES \
+             && apt-get clean" >&2 </dev/null
+        unmount_all
+        trap - EXIT
+        printf '%s' "$PACKAGES" >"$STAMP"
+    fi
     if [[ -f "$STAMP" ]]; then
         log "reusing cached chroot $ROOT"
         echo "$ROOT"
@@ -79,7 +97,7 @@ build() {
         >&2 </dev/null
     chroot "$tmp" gimp-console-3.0 --version >&2
     unmount_all
-    touch "$tmp/.magic-e2e-complete"
+    printf '%s' "$PACKAGES" >"$tmp/.magic-e2e-complete"
     rm -rf --one-file-system "$ROOT"
     mv "$tmp" "$ROOT"
     trap - EXIT

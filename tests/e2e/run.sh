@@ -8,7 +8,10 @@
 # 2. install the plug-in into a throwaway GIMP profile with the installer's code,
 # 3. start the real magic-server on the host's 127.0.0.1 (CPU, untrained weights, tiny preset),
 # 4. run gimp-console-3.0 in the chroot: every procedure non-interactively, plus error cases,
-# 5. judge the results from outside (tests/e2e/check.py).
+# 5. judge the results from outside (tests/e2e/check.py),
+# 6. the artist's session in GIMP 3's GUI under Xvfb, driven with xdotool (tests/e2e/gui_test.py:
+#    menu, dialog, progress, undo, Repeat, Re-show, cancel while previews are shown).
+#    MAGIC_E2E_GUI=0 skips it; MAGIC_E2E_SHOTS=DIR also writes the docs/ screenshots there.
 # Needs root (debootstrap, mount, chroot). Unmounts and stops the server on any exit.
 set -euo pipefail
 
@@ -128,9 +131,9 @@ grep "^E2E case" "$WORK/gimp.log" >&2 || true
 grep -q "magic-server --bind tcp://127.0.0.1:$CLOSED_PORT" "$WORK/gimp.log" || \
     die "GIMP did not show the server-down message"
 log "GIMP showed the error messages (gimp.log)"
-previews=$(grep -c "MAGIC preview frames shown" "$WORK/gimp.log" || true)
-[[ "$previews" -ge 4 ]] || die "preview frames were shown in $previews run(s), expected 4"
-log "preview layers shown and removed in $previews runs"
+previews=$(grep -c "MAGIC preview frames received" "$WORK/gimp.log" || true)
+[[ "$previews" -ge 4 ]] || die "preview frames arrived in $previews run(s), expected 4"
+log "preview frames arrived in $previews runs (headless: no preview window)"
 # seed-from-layer: on (default) for the move case, off for the copy case.
 seeded=$(grep -c "move .*from an init composite" "$WORK/server.log" || true)
 unseeded=$(grep -c "copy .*from an init composite" "$WORK/server.log" || true)
@@ -140,4 +143,20 @@ log "the move job was seeded from the moved layer (server.log)"
 
 log "checking results"
 "$PY" "$E2E/check.py" "$WORK" || die "checks failed"
+log "headless part passed in $(( $(date +%s) - T0 )) s"
+
+if [[ "${MAGIC_E2E_GUI:-1}" != 0 ]]; then
+    [[ -x "$ROOT/usr/bin/Xvfb" && -x "$ROOT/usr/bin/xdotool" ]] || \
+        die "the chroot has no Xvfb/xdotool (tests/e2e/chroot.sh extends it when its list changes)"
+    log "GIMP 3 GUI under Xvfb (the artist's session)"
+    mkdir -p "$WORK/gui"
+    shots=()
+    [[ -n "${MAGIC_E2E_SHOTS:-}" ]] && shots=(--shots "$MAGIC_E2E_SHOTS")
+    gui_rc=0
+    timeout 600 "$PY" "$E2E/gui_test.py" "$ROOT" "$WORK/gui" "$INSIDE/gui" "${shots[@]}" &
+    gimp_pid=$!
+    wait "$gimp_pid" || gui_rc=$?
+    gimp_pid=""
+    [[ $gui_rc -eq 0 ]] || die "the GUI session failed (files in $WORK/gui: gimp.log, *.png)"
+fi
 log "PASSED in $(( $(date +%s) - T0 )) s"

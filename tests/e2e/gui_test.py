@@ -1,0 +1,439 @@
+"""The artist's session in a REAL GIMP 3 window (GUI binary under Xvfb, in the trixie chroot),
+driven with xdotool through Filters > MAGIC and the plug-in's dialog, against a real magic-server
+(CPU, untrained weights). Every check reads GIMP's own state of the image (gui_batch.py dumps
+the layer tree, the selected layers and whether undo is enabled on request) or the server's.
+
+Usage (run.sh calls it as root, with the chroot's proc/sys/dev mounted):
+    python gui_test.py CHROOT WORK_DIR INSIDE_DIR [--shots DIR]
+WORK_DIR is bind-mounted at INSIDE_DIR in the chroot. --shots also writes the dialog and result
+screenshots for docs/ (small PNGs). Exit status 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from installer.plugin_install import install_plugins
+from magic_protocol.client import MagicClient
+
+DISPLAY = ":97"
+SCREEN = (1600, 1000)
+MAIN = (1400, 900)  # the image window, at (0, 0)
+DIALOG = "MAGIC - Mask-guided synthesis"
+GROUP = "MAGIC reshape"
+CANCEL_LIMIT_S = 2.0
+T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[gui {time.monotonic() - T0:5.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+        self.passed = 0
+
+    def ok(self, cond: bool, what: str) -> bool:
+        if cond:
+            self.passed += 1
+            log(f"ok   {what}")
+        else:
+            self.failed.append(what)
+            log(f"FAIL {what}")
+        return cond
+
+
+class Session:
+    def __init__(self, root: Path, work: Path, inside: str) -> None:
+        self.root, self.work, self.inside = root, work, inside
+        self.procs: list[subprocess.Popen] = []
+        self.n = 0
+
+    # -- processes -------------------------------------------------------------------
+    def env_argv(self, *argv: str) -> list[str]:
+        return ["chroot", str(self.root), "/usr/bin/env", "-i", f"DISPLAY={DISPLAY}",
+                f"HOME={self.inside}/home", "LANG=C.UTF-8", "PATH=/usr/local/bin:/usr/bin:/bin",
+                "TMPDIR=/tmp", "NO_AT_BRIDGE=1", *argv]
+
+    def start(self, name: str, *argv: str) -> subprocess.Popen:
+        out = open(self.work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen(self.env_argv(*argv), stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(5)
+
+    def x(self, *argv: str, check: bool = False) -> str:
+        r = subprocess.run(self.env_argv(*argv), capture_output=True, text=True, timeout=30,
+                           check=False)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{argv}: {r.stderr.strip()}")
+        return r.stdout.strip()
+
+    def key(self, *keys: str, window: str | None = None) -> None:
+        pre = ["windowactivate", "--sync", window] if window else []
+        self.x("xdotool", *pre, "key", "--delay", "150", *keys)
+        time.sleep(0.2)
+
+    def windows(self, name: str) -> list[str]:
+        return self.x("xdotool", "search", "--onlyvisible", "--name", name).split()
+
+    def wait_window(self, name: str, timeout: float) -> str | None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            found = self.windows(name)
+            if found:
+                return found[0]
+            time.sleep(0.2)
+        return None
+
+    def wait_gone(self, name: str, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.windows(name):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def shot(self, name: str) -> Path:
+        self.x("import", "-window", "root", f"{self.inside}/{name}.png")
+        return self.work / f"{name}.png"
+
+    # -- GIMP's state of the image ----------------------------------------------------
+    def state(self, timeout: float = 20.0) -> dict:
+        self.n += 1
+        name = f"r{self.n:03d}"
+        (self.work / "requests" / name).write_text("")
+        path = self.work / "state" / f"{name}.json"
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if path.exists():
+                return json.loads(path.read_text())
+            time.sleep(0.1)
+        raise RuntimeError("GIMP did not answer a state request (is the batch loop alive?)")
+
+    def wait_state(self, cond, timeout: float) -> dict:
+        end = time.monotonic() + timeout
+        st = self.state()
+        while not cond(st) and time.monotonic() < end:
+            time.sleep(0.5)
+            st = self.state()
+        return st
+
+
+def groups(st: dict) -> list[str]:
+    """Result groups; GIMP names a second one "MAGIC reshape #1"."""
+    return [la["name"].split(" #")[0] for la in st["layers"] if la["group"]]
+
+
+def children(st: dict, group: str) -> list[str]:
+    return [la["name"] for la in st["layers"] if la["parent"] == group]
+
+
+def top_level(st: dict) -> list[str]:
+    return [la["name"] for la in st["layers"] if la["parent"] is None]
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def make_inputs(work: Path) -> None:
+    d = work / "inputs"
+    d.mkdir(parents=True, exist_ok=True)
+    size = (384, 256)
+    Image.open(REPO / "samples/coffee.png").convert("RGB").resize(size, Image.LANCZOS).save(
+        d / "photo.png")
+    for name, out in (("source", "source.png"), ("move", "guide.png")):
+        m = Image.open(REPO / f"samples/masks/coffee_{name}.png").convert("L")
+        m.resize(size, Image.NEAREST).convert("RGB").save(d / out)
+
+
+def server_running(client: MagicClient) -> str | None:
+    running = client.status().get("running")
+    return running.get("job") if isinstance(running, dict) else None
+
+
+def small_png(src: Path, box: tuple[int, int, int, int], dst: Path, width: int) -> None:
+    im = Image.open(src).convert("RGB").crop(box)
+    h = round(im.height * width / im.width)
+    im.resize((width, h), Image.LANCZOS).quantize(128).save(dst, optimize=True)
+
+
+def status_bar(png: Path, bottom: int) -> np.ndarray:
+    """The image window's status bar (pixels), to see that progress text appears there."""
+    im = np.asarray(Image.open(png).convert("L"))
+    return im[bottom - 28:bottom - 6, 200:1168].astype(np.int16)
+
+
+def run_dialog(s: Session, ck: Checks, choose_layers: bool, iterations: int) -> bool:
+    """The dialog is open: optionally pick the layers, set the iterations, press OK."""
+    d = s.wait_window(DIALOG, 15)
+    if not ck.ok(d is not None, f"the dialog '{DIALOG}' opens"):
+        return False
+    time.sleep(0.8)
+    if choose_layers:
+        for mnemonic, downs in (("alt+u", 2), ("alt+g", 1)):  # source, then guide
+            s.key(mnemonic, window=d)  # the label's mnemonic clicks its Browse... button
+            c = s.wait_window("Choose drawable", 8)
+            if not ck.ok(c is not None, f"the layer chooser opens ({mnemonic})"):
+                return False
+            time.sleep(0.5)
+            s.key("Tab", *["Down"] * downs, "Return", "alt+o")
+            ck.ok(s.wait_gone("Choose drawable", 5), "the layer chooser closes with the choice")
+    s.key("alt+i", "ctrl+a", window=d)
+    s.x("xdotool", "type", "--delay", "60", str(iterations))
+    s.key("Tab")
+    return True
+
+
+def press_ok(s: Session) -> None:
+    d = s.wait_window(DIALOG, 5)
+    s.key("alt+o", window=d)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("root", type=Path)
+    ap.add_argument("work", type=Path)
+    ap.add_argument("inside")
+    ap.add_argument("--shots", type=Path, default=None)
+    a = ap.parse_args()
+    work = a.work
+    for sub in ("state", "requests"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    make_inputs(work)
+    (work / "gui_batch.py").write_bytes((REPO / "tests/e2e/gui_batch.py").read_bytes())
+    profile = work / "home/.config/GIMP/3.0"
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "gimprc").write_text("(show-welcome-dialog no)\n")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    install_plugins(profile, address, None, gimp_version="3.0")
+    (a.root / "tmp/.X11-unix").mkdir(parents=True, exist_ok=True)
+    os.chmod(a.root / "tmp", 0o1777)
+    os.chmod(a.root / "tmp/.X11-unix", 0o1777)
+
+    server_log = open(work / "gui-server.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        [str(REPO / ".venv/bin/python"), "-m", "magic_server.server", "--bind", address,
+         "--device", "cpu", "--weights", "untrained", "--resolution", "32"],
+        stdin=subprocess.DEVNULL, stdout=server_log, stderr=subprocess.STDOUT, cwd=REPO,
+        start_new_session=True)
+    s = Session(a.root, work, a.inside)
+    ck = Checks()
+    try:
+        s.start("xvfb", "Xvfb", DISPLAY, "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
+                "-nolisten", "tcp")
+        time.sleep(1.5)
+        s.start("openbox", "openbox")
+        time.sleep(1.0)
+        gimp = s.start("gimp", "env", "MAGIC_GIMP_PREVIEW=1", "gimp-3.0", "-n",
+                       "--batch-interpreter=python-fu-eval", "-b",
+                       f"GUI_DIR='{a.inside}'; exec(open(GUI_DIR + '/gui_batch.py').read())")
+        end = time.monotonic() + 120
+        while not (work / "state/ready.json").exists() and time.monotonic() < end:
+            if gimp.poll() is not None:
+                raise RuntimeError(f"GIMP exited ({gimp.returncode}); see gimp.log")
+            time.sleep(0.3)
+        if not (work / "state/ready.json").exists():
+            raise RuntimeError("GIMP did not open the image within 120 s")
+        with MagicClient(address, timeout_s=60) as probe:
+            probe.handshake()
+        log("GIMP, Xvfb and the server are up")
+        time.sleep(1.5)
+        for w in s.windows("Welcome to GIMP"):
+            s.x("xdotool", "windowclose", w)
+        main_win = s.wait_window(" – GIMP$|- GIMP$", 10)
+        if main_win is None:
+            raise RuntimeError("no GIMP image window")
+        s.x("xdotool", "windowmove", main_win, "0", "0")
+        s.x("xdotool", "windowsize", main_win, str(MAIN[0]), str(MAIN[1]))
+        s.x("xdotool", "mousemove", str(SCREEN[0] - 1), str(SCREEN[1] - 1))
+        time.sleep(1.0)
+        bottom = window_box(s, main_win)[3]  # the status bar is the window's last row
+        before = s.state()
+        ck.ok(before["selected"] == ["photo"] and before["undo_enabled"], "the photo is selected")
+        idle_bar = status_bar(s.shot("idle"), bottom)
+
+        # 1. Filters > MAGIC > Mask-guided synthesis..., pick the layers, OK
+        s.key("alt+r", "Up", "Right", "s", window=main_win)
+        if not run_dialog(s, ck, choose_layers=True, iterations=20):
+            raise RuntimeError("the dialog could not be driven")
+        if a.shots:
+            x0, y0, x1, y1 = window_box(s, s.wait_window(DIALOG, 2))
+            small_png(s.shot("dialog"), (x0, y0 - 20, x1, y1), a.shots / "gimp-dialog.png", 380)
+        press_ok(s)
+        t_ok = time.monotonic()
+        seen_bar = False
+        while time.monotonic() - t_ok < 60:
+            if np.abs(status_bar(s.shot("running"), bottom) - idle_bar).mean() > 2:
+                seen_bar = True
+                break
+            time.sleep(0.3)
+        st = s.wait_state(lambda st: GROUP in groups(st), 180)
+        dupes = [ln for ln in (work / "gimp.log").read_text(errors="replace").splitlines()
+                 if "duplicate mnemonic" in ln]
+        ck.ok(not dupes, f"every dialog mnemonic is unique ({dupes[:1]})")
+        ck.ok(seen_bar, "the status bar changes while the job runs (progress)")
+        texts = [ln for ln in (work / "gimp.log").read_text(errors="replace").splitlines()
+                 if ln.startswith("MAGIC progress: ")]
+        ck.ok(any("synthesizing" in t for t in texts),
+              f"progress text with the stage was sent to the status bar ({len(texts)} texts)")
+        ck.ok(GROUP in groups(st) and len(children(st, GROUP)) == 1,
+              f"the result group appears with one sample ({groups(st)})")
+        ck.ok(top_level(st) == ["guide mask", "source mask", GROUP, "photo"],
+              f"the group is directly above the photo ({top_level(st)})")
+        ck.ok(st["selected"] == ["photo"] and st["undo_enabled"],
+              f"the photo is selected again, undo enabled ({st['selected']})")
+        ck.ok("magic-gimp-last-run" in st["parasites"], "the run's arguments are remembered")
+        if a.shots:
+            s.key("2", window=main_win)  # View > Zoom > 200 %
+            time.sleep(1.0)
+            small_png(s.shot("result"), (170, 40, MAIN[0], bottom), a.shots / "gimp-result.png",
+                      720)
+            s.key("1", window=main_win)
+
+        # 2. one Undo removes the result, Redo brings it back
+        s.key("ctrl+z", window=main_win)
+        st = s.wait_state(lambda st: GROUP not in groups(st), 10)
+        ck.ok(top_level(st) == top_level(before), f"one Undo removes the result ({top_level(st)})")
+        s.key("ctrl+y", window=main_win)
+        st = s.wait_state(lambda st: GROUP in groups(st), 10)
+        ck.ok(GROUP in groups(st), "Redo brings it back")
+
+        # 3. Filters > Repeat (Ctrl+F) runs again with the same layers, without the dialog
+        s.key("ctrl+f", window=main_win)
+        st = s.wait_state(lambda st: groups(st).count(GROUP) == 2, 180)
+        ck.ok(groups(st).count(GROUP) == 2 and not s.windows("GIMP Message"),
+              f"Repeat runs again with the remembered layers ({groups(st)})")
+        s.key("ctrl+z", window=main_win)
+        st = s.wait_state(lambda st: groups(st).count(GROUP) == 1, 10)
+        ck.ok(groups(st).count(GROUP) == 1, "one Undo removes the repeated result")
+        before_cancel = st
+        # Undo selected another layer (GIMP's choice): the artist selects the photo again
+        (work / "requests" / "select-photo").write_text("")
+        st = s.wait_state(lambda st: st["selected"] == ["photo"], 5)
+        ck.ok(st["selected"] == ["photo"], "the photo is selected again")
+
+        # 4. Re-show (Shift+Ctrl+F): the layers are remembered; a long job, cancelled from the
+        #    status bar while previews are shown
+        s.key("shift+ctrl+f", window=main_win)
+        if not run_dialog(s, ck, choose_layers=False, iterations=100000):
+            raise RuntimeError("the re-shown dialog could not be driven")
+        press_ok(s)
+        pv = s.wait_window("MAGIC preview", 120)
+        ck.ok(pv is not None, "the preview window opens")
+        with MagicClient(address, timeout_s=10) as client:
+            end = time.monotonic() + 120
+            job = server_running(client)
+            while job is None and time.monotonic() < end:
+                time.sleep(0.3)
+                job = server_running(client)
+            if pv:
+                s.x("xdotool", "windowmove", pv, str(MAIN[0] + 2), "0")
+            ck.ok(job is not None, f"the job runs on the server ({job})")
+            # While previews arrive (four a second), is the status bar's Cancel button there?
+            # (With the old preview layer it was missing about 40% of the time.)
+            seen = [cancel_button(s.shot(f"previews-{i}"), bottom) for i in range(8)]
+            st = s.state()
+            ck.ok(top_level(st) == top_level(before_cancel),
+                  "previews do not touch the image's layers")
+            shown = sum(b is not None for b in seen)
+            ck.ok(shown == len(seen), f"the Cancel button is in the status bar in {shown} of "
+                  f"{len(seen)} screenshots taken while previews are shown")
+            button = next((b for b in seen if b is not None), None) or (1118, bottom - 17)
+            s.x("xdotool", "mousemove", str(button[0]), str(button[1]))
+            time.sleep(0.4)  # GTK wants the pointer over the button before the click
+            t_click = time.monotonic()
+            s.x("xdotool", "click", "1")
+            stopped = None
+            while time.monotonic() - t_click < 15:
+                if server_running(client) != job:
+                    stopped = time.monotonic() - t_click
+                    break
+                time.sleep(0.05)
+        ck.ok(stopped is not None and stopped <= CANCEL_LIMIT_S,
+              f"cancel from the status bar stops the job on the server within "
+              f"{CANCEL_LIMIT_S:g} s (took {stopped if stopped is None else round(stopped, 3)} s)")
+        s.x("xdotool", "mousemove", str(SCREEN[0] - 1), str(SCREEN[1] - 1))
+        ck.ok(s.wait_gone("MAGIC preview", 10), "the preview window is gone")
+        st = s.state()
+        ck.ok(top_level(st) == top_level(before_cancel) and st["undo_enabled"]
+              and st["selected"] == ["photo"],
+              f"after the cancel the image is as before: {top_level(st)}, undo "
+              f"{st['undo_enabled']}, selected {st['selected']}")
+        s.key("ctrl+z", window=main_win)
+        st = s.wait_state(lambda st: GROUP not in groups(st), 10)
+        ck.ok(top_level(st) == top_level(before), "Undo still works after the cancel")
+        (work / "requests" / "quit").write_text("")
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+        ck.ok(False, f"GUI session: {exc}")
+        s.shot("failure")
+    finally:
+        s.stop_all()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        server_log.close()
+    log(f"{ck.passed} checks passed, {len(ck.failed)} failed")
+    for f in ck.failed:
+        log(f"FAILED: {f}")
+    return 1 if ck.failed else 0
+
+
+def window_box(s: Session, window: str) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a window's contents on the screen (xwininfo: xdotool's
+    getwindowgeometry counts the window manager's frame twice)."""
+    info = {}
+    for line in s.x("xwininfo", "-id", window).splitlines():
+        key, _, value = line.strip().partition(":")
+        info[key] = value.strip()
+    x0, y0 = int(info["Absolute upper-left X"]), int(info["Absolute upper-left Y"])
+    return x0, y0, x0 + int(info["Width"]), y0 + int(info["Height"])
+
+
+def cancel_button(png: Path, bottom: int) -> tuple[int, int] | None:
+    """The status bar's Cancel button (icon + "Cancel"), shown at the right end of the status
+    bar while a progress runs, left of the docks: the bright pixels of that strip."""
+    im = np.asarray(Image.open(png).convert("L"))
+    y0, y1 = bottom - 28, bottom - 6
+    strip = im[y0:y1, 920:1168]
+    cols = np.where((strip > 150).sum(axis=0) >= 2)[0]
+    if len(cols) < 20:
+        return None
+    return 920 + (int(cols.min()) + int(cols.max())) // 2, (y0 + y1) // 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
