@@ -5,6 +5,7 @@ welcome/status; device lists on the command line."""
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -106,8 +107,8 @@ def test_two_cpu_workers_run_two_jobs_at_once_and_a_third_waits(caplog):
             accepted = c.recv()
             assert accepted.type == P.ACCEPTED
             ids[k] = accepted.header["job"]
-            if k == 3:
-                assert accepted.header["position"] == 2  # two running ahead of it
+            # 1 and 2 find a free worker (position 0); 3 has the two running ahead of it
+            assert accepted.header["position"] == (2 if k == 3 else 0)
         time.sleep(0.15)
         with MagicClient(srv.address, timeout_s=5) as viewer:
             status = viewer.status()
@@ -211,6 +212,40 @@ def test_per_client_limit_counts_jobs_running_on_every_worker():
             reply = r.recv()
         assert reply.type == P.ERROR and reply.header["code"] == ErrorCode.QUEUE_FULL
         r.close()
+
+
+def test_shutdown_cancels_every_running_job_and_tells_the_waiting_one():
+    srv = ThreadedServer([StampedEngine("a"), StampedEngine("b")])
+    with srv:
+        r = Raw(srv.address)
+        for k in range(3):
+            r.submit(f"j{k}", seed=k, iterations=100_000, samples=1)
+            assert r.recv().type == P.ACCEPTED
+        deadline = time.monotonic() + 5
+        while len(srv.server.running_jobs()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(srv.server.running_jobs()) == 2
+    last: dict[str, P.Message] = {}
+    while r.sock.poll(500):
+        msg = P.decode(r.sock.recv_multipart(), expect=P.REPLY_TYPES)
+        last[msg.req] = msg
+    r.close()
+    assert {k: m.type for k, m in last.items()} == {
+        "j0": P.CANCELLED, "j1": P.CANCELLED, "j2": P.ERROR}
+    assert last["j2"].header["code"] == ErrorCode.SHUTTING_DOWN
+    assert all(not w.is_alive() for w in srv.server.workers)
+
+
+def test_load_engines_gives_each_device_its_own_classifier_copy():
+    from magic_server.server import load_engines
+
+    first, second = load_engines([torch.device("cpu"), torch.device("cpu")], "untrained")
+    assert first.classifier is not second.classifier
+    a, b = dict(first.classifier.named_parameters()), dict(second.classifier.named_parameters())
+    assert a.keys() == b.keys()
+    assert all(a[k] is not b[k] and torch.equal(a[k], b[k]) for k in a)
+    assert first.weights_label == second.weights_label
+    assert str(first.device) == str(second.device) == "cpu"
 
 
 def test_an_engine_shared_by_two_workers_is_refused():
@@ -389,6 +424,33 @@ def test_cpu_cpu_server_process_lists_two_workers():
         assert proc.wait(timeout=10) == 0
         log = proc.stderr.read()
         assert "started on worker 0 (cpu)" in log and "started on worker 1 (cpu)" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_real_magic_server_with_two_cpu_workers():
+    addr = address()
+    proc = subprocess.Popen([sys.executable, "-m", "magic_server.server", "--bind", addr,
+                             "--device", "cpu,cpu", "--weights", "untrained", "--no-warm-up"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        assert "ready" in line and "2 workers: cpu, cpu" in line, proc.stderr.read()
+        with MagicClient(addr, timeout_s=10) as c:
+            workers = c.handshake().raw["workers"]
+        assert [(w["device"], w["device_name"], w["state"]) for w in workers] == [
+            ("cpu", "CPU", "idle"), ("cpu", "CPU", "idle")]
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
+        log = proc.stderr.read()
+        split = re.search(r"2 CPU workers: (\d+) torch thread\(s\) each \(of (\d+)\)", log)
+        assert split, log
+        assert int(split.group(1)) == max(1, int(split.group(2)) // 2)
+        assert "Traceback" not in log
     finally:
         if proc.poll() is None:
             proc.kill()
