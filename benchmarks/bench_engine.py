@@ -48,6 +48,8 @@ from magic_server.jobs import PREVIEW_EVERY
 
 CAPTURE_NOT_IMPLEMENTED = "capture not implemented yet"
 NOT_TERMS = ("total", "wasserstein")  # reported with the losses, but not loss terms
+# The engine sums its terms as weight * term, by name: a loss term is a LossWeights field.
+WEIGHT_FIELDS = frozenset(f.name for f in dataclasses.fields(LossWeights))
 
 
 def scene(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
@@ -159,8 +161,7 @@ def term_costs(engine: Engine, inputs, args, fwd: float, reported: set[str]) -> 
     """Each loss term's cost: the iteration without it (weight 0) against a full one timed
     just before (so both see warm caches and the same machine load)."""
     base = LossWeights.for_mode("synthesize")
-    fields = {f.name for f in dataclasses.fields(LossWeights)}
-    names = sorted(n for n in reported if n in fields and getattr(base, n))
+    names = sorted(n for n in reported if n in WEIGHT_FIELDS and getattr(base, n))
     full_sec = statistics.median(timed_iterations(engine, inputs, args, base)[0])
     out: dict = {"method": "full iteration minus the iteration with the term's weight at 0",
                  "full_sec_per_iteration": round(full_sec, 4), "terms": {}}
@@ -170,7 +171,7 @@ def term_costs(engine: Engine, inputs, args, fwd: float, reported: set[str]) -> 
         without = statistics.median(per_iter)
         out["terms"][name] = {"sec": round(full_sec - without, 4),
                               "forwards": round((full_sec - without) / fwd, 2)}
-    unknown = sorted(n for n in reported if n not in fields and n not in NOT_TERMS)
+    unknown = sorted(n for n in reported if n not in WEIGHT_FIELDS and n not in NOT_TERMS)
     if unknown:
         out["reported_without_weight"] = unknown
     return out
@@ -250,7 +251,7 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
         "time_to_first_preview_sec": round(first_preview[0], 2) if first_preview else None,
         "first_preview_s": round(first_preview[0], 3) if first_preview else None,
         "stages": stage_speeds(stamps),
-        "terms_seen": sorted(n for n in names if n not in NOT_TERMS),
+        "terms_seen": sorted(n for n in names if n in WEIGHT_FIELDS),
         "peak_gpu_mb": peak_gpu_mb(engine.device),
     }
 

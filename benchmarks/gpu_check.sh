@@ -14,7 +14,8 @@
 # produce them: nothing is estimated). Each step has its own time limit; the paper run gets what
 # is left and, if it cannot finish, says how far it got. Exit status 0 when every step
 # succeeded, 1 otherwise (summary.json is written either way).
-# Environment: PYTHON (default .venv/bin/python), GPU_CHECK_BUDGET_S (default 470);
+# Needs a Python with the project's dependencies, a CUDA build of torch, pytest and hypothesis.
+# Environment: PYTHON (default .venv/bin/python, else python3), GPU_CHECK_BUDGET_S (default 470);
 # GPU_CHECK_SMOKE=1 runs the same steps on the CPU with tiny settings (to check this script
 # without a GPU; its figures mean nothing).
 
