@@ -254,12 +254,31 @@ PYZMQ_HINT = ("The MAGIC plug-in needs pyzmq in GIMP's Python ({python}): instal
               "folder), then restart GIMP.")
 
 
+def vendor_tag() -> str:
+    """This Python's folder under vendor/ (= installer.gimp_python.vendor_tag): cp313-linux_x86_64."""
+    import sysconfig
+
+    major, minor = sys.version_info[:2]
+    return f"cp{major}{minor}-" + sysconfig.get_platform().replace("-", "_").replace(".", "_")
+
+
 def load_client():
-    """magic_protocol.client, or RunnerError('missing') with the exact fix when pyzmq is absent."""
+    """magic_protocol.client, or RunnerError('missing') with the exact fix when pyzmq is absent.
+    GIMP's Python's own pyzmq comes first; the installer's vendored wheel (vendor/<tag>/, built
+    for exactly this Python) is used only when there is none, so it never shadows a working one."""
     try:
-        import zmq  # noqa: F401
+        import zmq
     except ImportError:
-        raise RunnerError("missing", PYZMQ_HINT.format(python=sys.executable or "python3"))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        vendored = os.path.join(root, "vendor", vendor_tag())
+        if not os.path.isdir(vendored):
+            raise RunnerError("missing", PYZMQ_HINT.format(python=sys.executable or "python3"))
+        sys.path.append(vendored)
+        try:
+            import zmq  # noqa: F401
+        except ImportError as exc:
+            raise RunnerError("missing", PYZMQ_HINT.format(python=sys.executable or "python3")
+                              + f" (the vendored pyzmq in {vendored} failed: {exc})") from None
     from magic_protocol import client
 
     return client

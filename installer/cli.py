@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Linux: also install a systemd user unit that runs the server")
     ins.add_argument("--no-vendor", action="store_true",
                      help="never download a pyzmq wheel into the plug-in folder")
+    ins.add_argument("--server-key", type=Path, metavar="FILE",
+                     help="CurveZMQ: the server's public key file (server.key from "
+                          "`magic-server --keygen`), written into magic_gimp.json")
+    ins.add_argument("--client-keys", type=Path, metavar="FILE",
+                     help="CurveZMQ: this client's key pair (client.key_secret), written into "
+                          "magic_gimp.json")
     ins.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
     doc = sub.add_parser("doctor", help="check the installation and say how to fix it")
     doc.add_argument("--gimp-profile", type=Path, metavar="DIR")
@@ -181,6 +187,10 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
         places = ", ".join(str(p) for p in searched_places(ctx.system, ctx.home, ctx.env))
         raise UserError(f"no GIMP 3.x or 2.10 profile found (looked in {places}); start GIMP once "
                         "so it creates one, or pass --gimp-profile DIR")
+    try:
+        curve = plugin_install.curve_config(args.server_key, args.client_keys)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     for p in profiles:
         ctx.say(f"GIMP profile: {p.describe()}")
     machine = server_env.detect_machine(ctx.system, ctx.arch, ctx.runner, ctx.which)
@@ -205,8 +215,12 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
             continue
         entry = plugin_install.install_plugins(p.path, args.address, command,
                                                gimp_version=p.gimp_version,
-                                               python=plan.python, repo_root=root)[0]
+                                               python=plan.python, curve=curve,
+                                               repo_root=root)[0]
         ctx.say(f"plug-in: {entry}")
+        if curve:
+            ctx.say(f"CurveZMQ: server key and client key pair written to "
+                    f"{entry.parent / 'magic_gimp.json'} (readable by you only)")
         state.update(profiles=sorted({*state.data.get("profiles", []), str(p.path)}))
         warning = _ensure_zmq(p, entry.parent, args, ctx)
         if warning:
@@ -266,19 +280,31 @@ def _server_command_for(profile: Profile, python: str, args: argparse.Namespace,
 
 
 def _ensure_zmq(profile: Profile, folder: Path, args: argparse.Namespace, ctx: Context) -> str:
-    """'' when GIMP's Python can import zmq (after vendoring a wheel if needed), else the fix."""
+    """'' when GIMP's Python can import zmq (after vendoring a wheel if needed), else the fix.
+    A wheel is vendored only for the Python GIMP itself runs and only when it has no pyzmq of
+    its own; vendored files that could shadow a working pyzmq are removed."""
     if profile.gimp_version == "2.10":
         return ""  # the 2.10 plug-in uses the server's Python 3 (with pyzmq) as its bridge
-    command = gimp_python.gimp_python_command(profile, ctx.system, ctx.env, ctx.which)
+    command, how = gimp_python.find_gimp_python(profile, ctx.system, ctx.env, ctx.which)
     if command is None:
         return (f"GIMP {profile.gimp_version}'s Python was not found; "
                 + gimp_python.fix_hint(profile, None, ctx.system, ctx.os_release))
     info = gimp_python.probe(command, ctx.runner, folder)
-    if info.zmq:
-        ctx.say(f"pyzmq: GIMP's Python {info.version} has pyzmq {info.zmq}")
-        return ""
+    info.source = how
     if info.error:
         return f"{info.error}; " + gimp_python.fix_hint(profile, info, ctx.system, ctx.os_release)
+    ctx.say(f"GIMP runs {info.describe()}")
+    if info.zmq_from == "system":
+        gone = plugin_install.remove_vendored(folder)
+        if gone:
+            ctx.say(f"pyzmq: removed {len(gone)} vendored file(s): GIMP's Python has its own")
+        ctx.say(f"pyzmq: GIMP's Python {info.version} has pyzmq {info.zmq}")
+        return ""
+    keep = f"{gimp_python.VENDOR_DIR}/{info.tag}/"
+    plugin_install.remove_vendored(folder, keep_prefix=keep)  # other Pythons' or top-level ones
+    if info.zmq:
+        ctx.say(f"pyzmq: {info.zmq} vendored for GIMP's Python {info.version} in {folder / keep}")
+        return ""
     if not args.no_vendor:
         ctx.say(f"pyzmq: GIMP's Python {info.version} ({info.platform}) has no zmq; "
                 "downloading a pyzmq wheel for it (about 1-2 MB)")
@@ -290,8 +316,10 @@ def _ensure_zmq(profile: Profile, folder: Path, args: argparse.Namespace, ctx: C
             plugin_install.add_files(folder, files)
             again = gimp_python.probe(command, ctx.runner, folder)
             if again.zmq:
-                ctx.say(f"pyzmq: {again.zmq} placed in {folder}")
+                ctx.say(f"pyzmq: {again.zmq} placed in {folder / keep}")
                 return ""
+            plugin_install.remove_vendored(folder)
+            ctx.say("pyzmq: the downloaded wheel does not import in GIMP's Python; removed")
     return (f"GIMP's Python ({' '.join(command)}) cannot import zmq; "
             + gimp_python.fix_hint(profile, info, ctx.system, ctx.os_release))
 
@@ -385,8 +413,9 @@ def cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
         checks.append(check)
         config = config or cfg
         if p.gimp_version == "3.0":
-            command = gimp_python.gimp_python_command(p, ctx.system, ctx.env, ctx.which)
-            checks.append(dr.check_gimp_zmq(p, command, ctx.runner, ctx.system, ctx.os_release))
+            command, how = gimp_python.find_gimp_python(p, ctx.system, ctx.env, ctx.which)
+            checks.append(dr.check_gimp_zmq(p, command, ctx.runner, ctx.system, ctx.os_release,
+                                            how))
         elif cfg is not None:
             checks.append(dr.check_bridge_python(cfg, ctx.runner))
     env_check, python = dr.check_server_python(config, ctx.runner)

@@ -73,20 +73,27 @@ def _install_fix(profile: Profile) -> str:
 
 
 def check_gimp_zmq(profile: Profile, command: list[str] | None, runner, system: str,
-                   os_release: dict) -> Check:
+                   os_release: dict, how: str = "") -> Check:
+    """Which Python GIMP runs the plug-in with, and whether it imports pyzmq as the plug-in
+    does (its own first, else the plug-in's vendored copy for exactly that Python)."""
     name = f"pyzmq in GIMP's Python (GIMP {profile.gimp_version}, {profile.flavour})"
     if command is None:
         return Check(name, "fail", "GIMP's Python was not found",
                      gimp_python.fix_hint(profile, None, system, os_release))
     folder = plugin_install.plugin_folder(profile.path, profile.gimp_version)
     info = gimp_python.probe(command, runner, folder if folder.is_dir() else None)
+    info.source = how
     if info.error:
         return Check(name, "fail", info.error,
                      gimp_python.fix_hint(profile, info, system, os_release))
     if not info.zmq:
-        return Check(name, "fail", f"Python {info.version} ({' '.join(command)}) cannot import zmq",
+        return Check(name, "fail", f"GIMP runs {info.describe()}, which cannot import zmq "
+                                   "(neither its own nor the plug-in's vendored copy)",
                      gimp_python.fix_hint(profile, info, system, os_release))
-    return Check(name, "ok", f"Python {info.version} has pyzmq {info.zmq}")
+    where = ("its own" if info.zmq_from == "system" else
+             f"the plug-in's, vendored in {folder / gimp_python.VENDOR_DIR / (info.tag or '')}")
+    return Check(name, "ok", f"GIMP runs {info.describe()}; it imports pyzmq {info.zmq} "
+                             f"({where})")
 
 
 def check_bridge_python(config: dict | None, runner) -> Check:

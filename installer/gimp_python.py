@@ -3,7 +3,6 @@ exactly how to fix it."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
@@ -17,17 +16,34 @@ from installer.profiles import FLATPAK_ID, Profile
 
 Runner = Callable[..., subprocess.CompletedProcess]
 
-# Prints what the installer needs to know about a Python; argv[1] (optional) goes first on sys.path
-# as the plug-in's own folder does inside GIMP.
+VENDOR_DIR = "vendor"  # <plug-in folder>/vendor/<tag>/: pyzmq wheels, one folder per Python
+
+
+def vendor_tag(version: str, platform: str) -> str:
+    """'3.13', 'linux-x86_64' -> 'cp313-linux_x86_64' (= gimp_plugin.gimp3_host.vendor_tag)."""
+    return "cp" + version.replace(".", "") + "-" + platform.replace("-", "_").replace(".", "_")
+
+
+# Prints what the installer needs to know about a Python. argv[1] (optional): the plug-in folder;
+# like the plug-in, the probe imports the Python's own pyzmq first and only when there is none
+# the one vendored for exactly this Python (vendor/<tag>/), so a vendored copy never shadows it.
 PROBE = (
-    "import json, sys, sysconfig\n"
-    "if len(sys.argv) > 1: sys.path.insert(0, sys.argv[1])\n"
+    "import json, os, sys, sysconfig\n"
+    "tag = 'cp%d%d-' % sys.version_info[:2] + sysconfig.get_platform().replace('-', '_')"
+    ".replace('.', '_')\n"
+    "z, where = None, None\n"
     "try:\n"
-    "    import zmq; z = zmq.__version__\n"
-    "except Exception as e:\n"
-    "    z = None\n"
+    "    import zmq; z, where = zmq.__version__, 'system'\n"
+    "except Exception:\n"
+    "    if len(sys.argv) > 1:\n"
+    "        sys.path.insert(0, os.path.join(sys.argv[1], 'vendor', tag))\n"
+    "        try:\n"
+    "            import zmq; z, where = zmq.__version__, 'vendored'\n"
+    "        except Exception:\n"
+    "            pass\n"
     "print(json.dumps({'version': '%d.%d' % sys.version_info[:2],"
-    " 'platform': sysconfig.get_platform(), 'zmq': z, 'executable': sys.executable}))\n"
+    " 'platform': sysconfig.get_platform(), 'zmq': z, 'zmq_from': where, 'tag': tag,"
+    " 'executable': sys.executable}))\n"
 )
 
 
@@ -45,45 +61,122 @@ class PythonInfo:
     platform: str | None = None  # sysconfig.get_platform(): linux-x86_64, win-amd64, macosx-11.0-arm64
     zmq: str | None = None  # pyzmq version if importable
     error: str | None = None
+    zmq_from: str | None = None  # "system" (the Python's own) or "vendored" (the plug-in's)
+    executable: str | None = None
+    source: str = ""  # how the installer found this Python (an .interp file, the #! line, ...)
+
+    @property
+    def tag(self) -> str | None:
+        return vendor_tag(self.version, self.platform) if self.version and self.platform else None
+
+    def describe(self) -> str:
+        where = f" ({self.source})" if self.source else ""
+        return f"Python {self.version} at {self.executable or ' '.join(self.command)}{where}"
 
 
 def gimp_python_command(profile: Profile, system: str, env: Mapping[str, str],
                         which: Callable[[str], str | None]) -> list[str] | None:
     """The command that runs the Python GIMP uses for this profile's plug-ins."""
+    return find_gimp_python(profile, system, env, which)[0]
+
+
+def find_gimp_python(profile: Profile, system: str, env: Mapping[str, str],
+                     which: Callable[[str], str | None],
+                     prefixes: list[Path] | None = None) -> tuple[list[str] | None, str]:
+    """(command, how it was found) for the Python GIMP runs this profile's plug-ins with.
+
+    GIMP 3 starts a .py plug-in with the interpreter its lib/gimp/3.0/interpreters/*.interp
+    files name for the .py extension or for "python3"/"python" (Windows and macOS builds ship
+    one); with none it executes the file, whose `#!/usr/bin/env python3` line finds python3 on
+    GIMP's PATH (Debian, Fedora, ...)."""
     py = "python3" if profile.gimp_version == "3.0" else "python2"
     if profile.flavour == "flatpak":
-        return [which("flatpak") or "flatpak", "run", f"--command={py}", FLATPAK_ID]
+        return ([which("flatpak") or "flatpak", "run", f"--command={py}", FLATPAK_ID],
+                "the Flatpak's python3")
     if profile.flavour == "snap":
-        return [f"/snap/gimp/current/usr/bin/{py}"]
+        return [f"/snap/gimp/current/usr/bin/{py}"], "the Snap's python3"
+    if prefixes is None:
+        prefixes = gimp_prefixes(profile.gimp_version, system, env, which)
+    if profile.gimp_version == "3.0":
+        for prefix in prefixes:
+            found = interpreter_from_interp_files(prefix, which)
+            if found:
+                return [found[0]], f"named in {found[1]}"
     if system == "Windows":
-        return _first_existing(_windows_pythons(profile.gimp_version, env))
+        exe = _first_existing(_windows_pythons(profile.gimp_version, env))
+        return exe, "GIMP's bin folder" if exe else ""
     if system == "Darwin":
         names = ("GIMP.app", "GIMP-3.0.app") if profile.gimp_version == "3.0" else (
             "GIMP-2.10.app", "GIMP.app")
         apps = [Path("/Applications") / n / "Contents" / "MacOS" / m for n in names
                 for m in ("python3", "python")]
-        return _first_existing(apps)
-    interp = _interpreter_from_gimp(profile.gimp_version)
-    if interp:
-        return [interp]
+        exe = _first_existing(apps)
+        return exe, "inside GIMP.app" if exe else ""
     found = which(py) or (which("python") if profile.gimp_version == "2.10" else None)
-    return [found] if found else None
+    if not found:
+        return None, ""
+    return [found], f"the plug-in's #!/usr/bin/env {py} line on PATH (no .interp names one)"
 
 
-def _interpreter_from_gimp(gimp_version: str) -> str | None:
-    """GIMP reads plug-in interpreters from lib/gimp/<api>/interpreters/*.interp (python3=/usr/...)."""
-    api = "3.0" if gimp_version == "3.0" else "2.0"
-    key = "python3" if gimp_version == "3.0" else "python"
-    for f in sorted(glob.glob(f"/usr/lib*/gimp/{api}/interpreters/*.interp")
-                    + glob.glob(f"/usr/lib/*/gimp/{api}/interpreters/*.interp")):
+def gimp_prefixes(gimp_version: str, system: str, env: Mapping[str, str],
+                  which: Callable[[str], str | None]) -> list[Path]:
+    """Installation prefixes of GIMP (where lib/gimp/<api>/ lives), the running binary's first."""
+    out: list[Path] = []
+    names = ("gimp-3.0", "gimp-3", "gimp") if gimp_version == "3.0" else ("gimp-2.10", "gimp")
+    for name in names:
+        exe = which(name)
+        if exe:
+            out.append(Path(os.path.realpath(exe)).parent.parent)
+    if system == "Windows":
+        roots = [Path(env[v]) for v in ("ProgramFiles", "ProgramW6432", "LOCALAPPDATA")
+                 if env.get(v)]
+        out += [r / d for r in roots for d in ("GIMP 3", "Programs/GIMP 3")]
+    elif system == "Darwin":
+        out += [Path("/Applications") / n / "Contents" / "Resources"
+                for n in ("GIMP.app", "GIMP-3.0.app")]
+    else:
+        out += [Path("/usr"), Path("/usr/local")]
+    return list(dict.fromkeys(out))
+
+
+def interpreter_from_interp_files(prefix: Path, which: Callable[[str], str | None]
+                                  ) -> tuple[str, str] | None:
+    """(interpreter, file) from prefix/lib[64]/[<triplet>/]gimp/3.0/interpreters/*.interp.
+    Lines: `python3=/usr/bin/python3` or binfmt-style `:Python:E::py::/usr/bin/python3:`."""
+    files = sorted({*prefix.glob("lib*/gimp/3.0/interpreters/*.interp"),
+                    *prefix.glob("lib*/*/gimp/3.0/interpreters/*.interp")})
+    for f in files:
         try:
-            for line in Path(f).read_text().splitlines():
-                name, _, value = line.partition("=")
-                if name.strip() == key and os.path.isfile(value.strip()):
-                    return value.strip()
+            lines = f.read_text(errors="replace").splitlines()
         except OSError:
             continue
+        for line in lines:
+            line = line.strip()
+            program = None
+            if line.startswith(":"):
+                fields = line[1:].split(":")
+                if len(fields) >= 6 and fields[1] == "E" and fields[3] == "py":
+                    program = fields[5]
+            elif not line.startswith("#") and "=" in line:
+                name, _, value = line.partition("=")
+                if name.strip() in ("python3", "python"):
+                    program = value.strip()
+            if program:
+                path = _resolve_program(program, prefix, which)
+                if path:
+                    return path, str(f)
     return None
+
+
+def _resolve_program(program: str, prefix: Path, which: Callable[[str], str | None]
+                     ) -> str | None:
+    p = Path(program)
+    if p.is_absolute():
+        return str(p) if p.is_file() else None
+    for candidate in (prefix / p, prefix / "bin" / p, prefix / "bin" / (program + ".exe")):
+        if candidate.is_file():
+            return str(candidate)
+    return which(program)
 
 
 def _windows_pythons(gimp_version: str, env: Mapping[str, str]) -> list[Path]:
@@ -115,7 +208,8 @@ def probe(command: list[str], runner: Runner = run, plugin_dir: Path | None = No
     except ValueError:
         err = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
         return PythonInfo(command, error=f"{' '.join(command)} failed: {err[0]}")
-    return PythonInfo(command, data.get("version"), data.get("platform"), data.get("zmq"))
+    return PythonInfo(command, data.get("version"), data.get("platform"), data.get("zmq"),
+                      zmq_from=data.get("zmq_from"), executable=data.get("executable"))
 
 
 def pip_platforms(platform: str) -> list[str]:
@@ -145,8 +239,12 @@ def pip_download_command(info: PythonInfo, dest: Path, pip: list[str]) -> list[s
 
 
 def vendored_pyzmq(info: PythonInfo, pip: list[str], runner: Runner = run) -> dict[str, bytes]:
-    """Download a pyzmq wheel for GIMP's Python and return its files (relative path -> bytes),
-    to be placed in the plug-in folder, which the plug-in puts first on sys.path."""
+    """Download a pyzmq wheel built for GIMP's Python (its version and platform) and return its
+    files as paths relative to the plug-in folder: vendor/<tag>/..., which the plug-in adds to
+    sys.path only when that same Python has no pyzmq of its own."""
+    tag = info.tag
+    if not tag:
+        raise RuntimeError("GIMP's Python did not say its version and platform")
     with tempfile.TemporaryDirectory() as tmp:
         proc = runner(pip_download_command(info, Path(tmp), pip))
         wheels = sorted(Path(tmp).glob("pyzmq-*.whl"))
@@ -154,11 +252,15 @@ def vendored_pyzmq(info: PythonInfo, pip: list[str], runner: Runner = run) -> di
             err = (proc.stderr or "").strip().splitlines()[-1:] or ["no wheel"]
             raise RuntimeError(f"pip could not download a pyzmq wheel for Python {info.version} "
                                f"on {info.platform}: {err[0]}")
+        want = "cp" + (info.version or "").replace(".", "")
+        wheel = wheels[0]
+        if f"-{want}-" not in wheel.name and "-abi3-" not in wheel.name:
+            raise RuntimeError(f"pip gave {wheel.name}, not a wheel for Python {info.version}")
         files = {}
-        with zipfile.ZipFile(wheels[0]) as zf:
+        with zipfile.ZipFile(wheel) as zf:
             for name in zf.namelist():
                 if not name.endswith("/") and ".." not in Path(name).parts:
-                    files[name] = zf.read(name)
+                    files[f"{VENDOR_DIR}/{tag}/{name}"] = zf.read(name)
         return files
 
 

@@ -56,9 +56,10 @@ def fake_repo(dest: Path) -> Path:
     return dest
 
 
-def fake_wheel(dest: Path, version: str = "26.0.0") -> Path:
-    """A wheel shaped like pyzmq's, with a pure-Python stand-in `zmq` package."""
-    path = dest / f"pyzmq-{version}-cp311-cp311-manylinux_2_28_x86_64.whl"
+def fake_wheel(dest: Path, version: str = "26.0.0", python: str = "3.11") -> Path:
+    """A wheel shaped like pyzmq's (for `python`), with a pure-Python stand-in `zmq` package."""
+    cp = "cp" + python.replace(".", "")
+    path = dest / f"pyzmq-{version}-{cp}-{cp}-manylinux_2_28_x86_64.whl"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("zmq/__init__.py", f"__version__ = {version!r}\n")
         zf.writestr("zmq/backend/__init__.py", "")
@@ -84,7 +85,8 @@ class Runner:
         if "download" in argv and "pip" in argv:
             if not self.pip_ok:
                 return subprocess.CompletedProcess(argv, 1, "", "ERROR: No matching distribution")
-            fake_wheel(Path(argv[argv.index("-d") + 1]))
+            fake_wheel(Path(argv[argv.index("-d") + 1]),
+                       python=argv[argv.index("--python-version") + 1])
             return subprocess.CompletedProcess(argv, 0, "", "")
         if argv[1:3] == ["-m", "venv"]:  # a venv whose python is this one (torch is not fetched)
             py = Path(argv[3]) / "bin" / "python"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from installer_env import (
     snapshot,
 )
 
+from installer import gimp_python as gp
 from installer.cli import main
 from magic_server import weights_store as ws
 
@@ -105,15 +107,22 @@ def test_pyzmq_wheel_is_vendored_for_gimp_python_without_zmq(tmp_path, repo):
     assert install(ctx, "--no-weights") == 0, out.getvalue()
     folder = profile / "plug-ins/magic-gimp"
     download = next(c for c in runner.calls if "download" in c)
-    assert download[download.index("--python-version") + 1] == "3.11"
+    version = "{}.{}".format(*sys.version_info[:2])  # GIMP's Python is this one (without site)
+    assert download[download.index("--python-version") + 1] == version
     assert "manylinux2014_x86_64" in download and "--only-binary=:all:" in download
-    # the real interpreter, with the plug-in folder first on sys.path as GIMP's plug-in does
-    code = f"import sys; sys.path.insert(0, {str(folder)!r}); import zmq; print(zmq.__version__)"
+    tag = gp.vendor_tag(version, sysconfig.get_platform())
+    # The real interpreter, importing as the plug-in does (gimp3_host.load_client): the folder
+    # itself holds no zmq (it would shadow a working one); vendor/<tag>/ only for this Python.
+    code = (f"import sys; sys.path.insert(0, {str(folder)!r})\n"
+            "try:\n    import zmq\nexcept ImportError:\n    print('not at the top')\n"
+            f"sys.path.append({str(folder / 'vendor' / tag)!r}); import zmq; "
+            "print(zmq.__version__)")
     probe = subprocess.run([gimp_py, "-c", code], capture_output=True, text=True, check=False)
-    assert probe.stdout.strip() == "26.0.0"
+    assert probe.stdout.split() == ["not", "at", "the", "top", "26.0.0"], probe.stderr
     assert "ACTION NEEDED" not in out.getvalue()
     record = json.loads((folder / ".magic-install.json").read_text())
-    assert "zmq/__init__.py" in record["vendored"]
+    assert f"vendor/{tag}/zmq/__init__.py" in record["vendored"]
+    assert f"GIMP runs Python {version} at" in out.getvalue()
     after = snapshot(home)
     downloads = sum("download" in c for c in runner.calls)
     assert install(ctx, "--no-weights") == 0
