@@ -279,6 +279,9 @@ def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
     if footprint is None:
         footprint = engine_footprint(scene, mode, init_image)
     removal = mode == "remove"
+    removal_seg = None
+    if removal:
+        removal_seg = _removal_segmenter(scene, guide)
     per_sample = []
     for img in images:
         a = quality.guide_adherence(scene.image, scene.source_mask, guide, img, segmenter)
@@ -288,7 +291,7 @@ def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
         s = {"adherence": asdict(a), "preservation": asdict(p), "realism": asdict(r),
              "sharpness": asdict(n)}
         if removal:
-            s["object_left"] = quality.object_left(segmenter, img, scene.source_mask, guide)
+            s["object_left"] = quality.object_left(removal_seg, img, scene.source_mask, guide)
         per_sample.append(s)
 
     def mean(group: str, key: str) -> float:
@@ -313,6 +316,18 @@ def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
         "per_sample": per_sample,
     }
     return out
+
+
+_REMOVAL_SEGMENTERS: dict[tuple[str, bytes], quality.ObjectSegmenter] = {}
+
+
+def _removal_segmenter(scene: Scene, guide: np.ndarray) -> quality.ObjectSegmenter:
+    """The removed object's own segmenter, fitted once per scene and guide."""
+    key = (scene.name, np.packbits(guide).tobytes())
+    if key not in _REMOVAL_SEGMENTERS:
+        _REMOVAL_SEGMENTERS[key] = quality.removal_segmenter(scene.image, scene.source_mask,
+                                                             guide)
+    return _REMOVAL_SEGMENTERS[key]
 
 
 def measure_peers(scene: Scene, mode: str, segmenter: quality.ObjectSegmenter
@@ -382,7 +397,7 @@ def targets_summary(ts: list[dict]) -> str:
         if t["name"] == "outside":
             parts.append(f"outside changed (max abs {by})")
         elif t["name"] == "object left":
-            parts.append(f"object left {t['value']:.0%} (+{by:.0%})")
+            parts.append(f"object left {t['value']:.1%} (by {by:.1%})")
         else:
             parts.append(f"{t['name']} {t['value']:.2f} (by {by:.2f})")
     return f"{len(ts) - len(missed)}/{len(ts)} met; missed: " + ", ".join(parts)
@@ -415,7 +430,7 @@ def compact_table(rec: EditRecord) -> str:
                      f"{_fmt(q['completeness_ratio']):>6} {iou_:>9} "
                      f"{_fmt(q['noise_figure']):>5} {outside:>9} "
                      f"{_fmt(q['diversity'], '{:.1f}'):>7} "
-                     f"{_fmt(q.get('object_left'), '{:.0%}'):>8}")
+                     f"{_fmt(q.get('object_left'), '{:.1%}'):>8}")
     if rec.targets:
         lines.append("targets: " + targets_summary(rec.targets))
     return "\n".join(lines)
