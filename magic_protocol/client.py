@@ -43,6 +43,12 @@ class ServerUnreachable(MagicError):
     """No answer from the server within the timeout (after all retries)."""
 
 
+class AccessRefused(ServerUnreachable):
+    """The server rejected this client's CurveZMQ key (it is not in its authorized clients)."""
+
+    refused = True
+
+
 class ProtocolMismatch(MagicError):
     """The server speaks another protocol version, or sent something this client cannot read."""
 
@@ -253,6 +259,7 @@ class MagicClient:
         self._curve = (server_public_key, client_secret_key, client_public_key)
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None  # CurveZMQ handshake events
         self._tags = itertools.count(1)
         self._prefix = f"{os.getpid():x}.{id(self) & 0xFFFF:x}."
         self.server_info: ServerInfo | None = None
@@ -314,6 +321,11 @@ class MagicClient:
                                 f"(tried {self.retries + 1} times); is it running?")
 
     def close(self) -> None:
+        if self._monitor is not None:
+            if self._sock is not None:
+                self._sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -336,12 +348,33 @@ class MagicClient:
                 sock.curve_serverkey = _key(server_public)
                 sock.curve_secretkey = _key(client_secret)
                 sock.curve_publickey = _key(client_public)
+                self._monitor = sock.get_monitor_socket(
+                    zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
             sock.connect(self.address)
             self._sock = sock
         return self._sock
 
     def _reset(self) -> None:
         self.close()
+
+    def _silence_error(self) -> MagicError:
+        """Why the server said nothing: a refused CurveZMQ handshake, or no server."""
+        refused = failed = False
+        while self._monitor is not None and self._monitor.poll(0, zmq.POLLIN):
+            parts = self._monitor.recv_multipart()
+            event = int.from_bytes(parts[0][:2], "little")
+            refused |= event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            failed |= event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        if refused:
+            return AccessRefused(
+                f"the MAGIC server at {self.address} refused this client's CurveZMQ key: add "
+                "its public key (client.key) to the server's authorized_clients folder, or use "
+                "a client key pair the server knows")
+        curve = self._curve[0] is not None
+        hint = ("; is it running, and is the server key that server's public key (server.key)?"
+                if curve or failed else "; is it running?")
+        return ServerUnreachable(f"no answer from the MAGIC server at {self.address} within "
+                                 f"{self.timeout_s:g} s{hint}")
 
     def _tag(self) -> str:
         return self._prefix + str(next(self._tags))
@@ -374,7 +407,17 @@ class MagicClient:
             if self._send(msg_type, fields, req=tag):
                 end = time.monotonic() + self.timeout_s
                 while (left := end - time.monotonic()) > 0:
-                    msg = self._recv(left)
+                    if self._monitor is not None:  # CurveZMQ: a refusal is known at once
+                        msg = self._recv(min(left, 0.2))
+                        if msg is None:
+                            if self._monitor.poll(0, zmq.POLLIN):
+                                error = self._silence_error()
+                                if isinstance(error, AccessRefused):
+                                    self._reset()
+                                    raise error
+                            continue
+                    else:
+                        msg = self._recv(left)
                     if msg is None:
                         break
                     if msg.req != tag:
@@ -382,9 +425,11 @@ class MagicClient:
                     if msg.type == P.ERROR:
                         _raise_error(msg)
                     return msg
+            error = self._silence_error()
             self._reset()
-        raise ServerUnreachable(f"no answer from the MAGIC server at {self.address} within "
-                                f"{self.timeout_s:g} s; is it running?")
+            if isinstance(error, AccessRefused):
+                raise error
+        raise error
 
     def _run_job(self, params: dict[str, Any], frames: list[tuple[FrameSpec, Any]],
                  on_event: Callable[[Event], None] | None,
