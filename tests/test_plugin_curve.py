@@ -18,7 +18,7 @@ from installer import plugin_install
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from test_server_support import address  # noqa: E402
+from test_server_support import address
 
 
 @pytest.fixture(scope="module")
