@@ -177,6 +177,15 @@ def boosting_features(img: np.ndarray) -> np.ndarray:
 FEATURE_REACH = 8  # pixels: how far boosting_features look around a pixel
 
 
+def _one_thread():
+    """scikit-learn's trees on one OpenMP thread: on a small shared CPU its threads spin-wait
+    for each other (measured 2 s on one thread vs 7-18 s on two for one fit, 2-core machine
+    under load); the work per image is small anyway."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="openmp")
+
+
 class ObjectSegmenter:
     """Object/background pixel classifier fitted on one photo and its mask.
 
@@ -242,9 +251,10 @@ class ObjectSegmenter:
             pos, neg = pick(inside), pick(outside)
             x = np.concatenate([feats[pos], feats[neg]])
             y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-            self.clf = HistGradientBoostingClassifier(
-                max_iter=80, learning_rate=0.1, max_leaf_nodes=31, early_stopping=False,
-                class_weight="balanced", random_state=seed).fit(x, y)
+            with _one_thread():
+                self.clf = HistGradientBoostingClassifier(
+                    max_iter=80, learning_rate=0.1, max_leaf_nodes=31, early_stopping=False,
+                    class_weight="balanced", random_state=seed).fit(x, y)
         self._photo_raw = self._raw(image)
         self._photo_score = box_mean(self._photo_raw, self.smooth)
         score = self._photo_score
@@ -271,7 +281,8 @@ class ObjectSegmenter:
         out = np.zeros(image.shape[0] * image.shape[1])
         rows = np.arange(len(out)) if where is None else np.flatnonzero(where)
         if len(rows):
-            out[rows] = self.clf.predict_proba(f[rows])[:, 1]
+            with _one_thread():
+                out[rows] = self.clf.predict_proba(f[rows])[:, 1]
         return out.reshape(image.shape[:2])
 
     def _full_score(self, image: np.ndarray) -> np.ndarray:
