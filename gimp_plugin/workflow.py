@@ -123,7 +123,7 @@ def collect(host, image, base, mode, args):
     selection = host.read_selection(image, bx, by, w, h)
 
     init = None
-    if mode == "remove":
+    if mode == "remove" and "guide-mask" not in args:  # the remove procedure
         if selection is None or M.is_empty(selection):
             raise UserError("Select the object to remove first.")
         if args.get("source-mask") is None:

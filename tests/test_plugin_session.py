@@ -1,0 +1,354 @@
+"""The artist's session on the fake GIMP 3: remembered arguments (Re-show, Repeat, failed runs),
+server-fitting defaults, the dialog's presets and title, one progress bar, and the cancel guard
+that cancels the job on the real server when GIMP kills the plug-in."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from fakes import gimp3 as fake
+
+from gimp_plugin import cancel_guard, manifest, memory, procedures, settings, workflow
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from test_server_support import FakeEngine, ThreadedServer, address
+
+ENTRY = Path(manifest.REPO_ROOT) / manifest.GIMP3.entry
+SYNTH = "python-fu-magic-synthesize"
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    with fake.installed() as Gimp:
+        spec = importlib.util.spec_from_file_location("magic_gimp3", ENTRY)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["magic_gimp3"] = module
+        spec.loader.exec_module(module)
+        monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))
+        yield module, Gimp
+
+
+def scene(Gimp):
+    """Photo with a white source mask layer and a white guide mask layer, both 4x4."""
+    image = Gimp.Image(40, 30)
+    base = image.add(Gimp.Layer(image, "photo", 40, 30, 4).fill((80, 90, 100, 255)))
+    src = image.add(Gimp.Layer(image, "source", 4, 4, 4).fill((255, 255, 255, 255)), 5, 5)
+    guide = image.add(Gimp.Layer(image, "guide", 4, 4, 4).fill((255, 255, 255, 255)), 25, 15)
+    return image, base, src, guide
+
+
+def config(name=SYNTH, **over):
+    values = procedures.defaults(procedures.BY_NAME[name])
+    values.update(over)
+    return fake.Config(values)
+
+
+def run(module, Gimp, mode, image, base, cfg, name=SYNTH):
+    proc = module.MagicPlugIn().do_create_procedure(name)
+    return module.run_procedure(proc, mode, image, [base], cfg, None)
+
+
+# ------------------------------------------------------------------------ remembered arguments
+
+def test_repeat_and_reshow_use_the_remembered_layers(plugin, monkeypatch):
+    module, Gimp = plugin
+    dialogs = []
+
+    def dialog(procedure, cfg, spec):
+        dialogs.append(dict(cfg.values))
+        return True
+
+    monkeypatch.setattr(module, "show_dialog", dialog)
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        image, base, src, guide = scene(Gimp)
+        first = config(**{"source-mask": src, "guide-mask": guide, "samples": 2,
+                          "server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, first) == ("SUCCESS",
+                                                                                    None)
+        history = list(image.history)
+        # GIMP 3.0 hands Repeat (and Re-show) the last values without the layers
+        empty = config(**{"samples": 2, "server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.WITH_LAST_VALS, image, base, empty) == (
+            "SUCCESS", None)
+        assert empty.values["source-mask"] is src and empty.values["guide-mask"] is guide
+        reshow = config()
+        assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, reshow)[0] == "SUCCESS"
+    assert dialogs[1]["source-mask"] is src and dialogs[1]["samples"] == 2
+    assert dialogs[1]["server-address"] == srv.address
+    groups = [la.name for la in image.layers if la.is_group()]
+    assert groups == ["MAGIC reshape"] * 3
+    # remembering made no undo step and the photo is the selected layer again
+    assert not any(h.startswith("parasite") for h in image.history)
+    assert image.history[len(history):len(history) + 1] == ["insert MAGIC reshape"]
+    assert image.get_selected_layers() == [base]
+    assert image.parasites[memory.PARASITE_NAME].flags == 0
+
+
+def test_a_failed_run_keeps_the_dialog_values(plugin, monkeypatch):
+    module, Gimp = plugin
+    seen = []
+
+    def dialog(procedure, cfg, spec):
+        seen.append(dict(cfg.values))
+        if len(seen) == 1:  # the artist's choices in the first dialog
+            cfg.set_property("samples", 5)
+            cfg.set_property("seed", 77)
+            cfg.set_property("guide-mask", guide)
+            cfg.set_property("server-address", down)
+        return True
+
+    monkeypatch.setattr(module, "show_dialog", dialog)
+    image, base, src, guide = scene(Gimp)
+    down = address()
+    status, message = run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base,
+                          config(**{"source-mask": src}))
+    assert status == "EXECUTION_ERROR" and "not running" in message
+    run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, config())  # GIMP kept nothing
+    again = seen[1]
+    assert (again["samples"], again["seed"], again["server-address"]) == (5, 77, down)
+    assert again["source-mask"] is src and again["guide-mask"] is guide
+
+
+def test_a_remembered_layer_is_found_by_name_when_its_id_is_gone(plugin):
+    module, Gimp = plugin
+    image, _base, src, _guide = scene(Gimp)
+    store = memory.remember({}, SYNTH, {"samples": 4},
+                            {"source-mask": (999999, "source"), "guide-mask": None})
+    image.attach_parasite(Gimp.Parasite.new(memory.PARASITE_NAME, 0, memory.encode(store)))
+    cfg = config()
+    assert module.restore_memory(image, procedures.BY_NAME[SYNTH], cfg)
+    assert cfg.values["source-mask"] is src and cfg.values["guide-mask"] is None
+    assert cfg.values["samples"] == 4
+    # a layer of another image with the remembered id is not taken
+    other, *_ = scene(Gimp)
+    store = memory.remember({}, SYNTH, {}, {"source-mask": (other.layers[0].id, "nothing")})
+    image.attach_parasite(Gimp.Parasite.new(memory.PARASITE_NAME, 0, memory.encode(store)))
+    module.restore_memory(image, procedures.BY_NAME[SYNTH], cfg)
+    assert cfg.values["source-mask"] is None
+
+
+def test_memory_ignores_foreign_or_broken_data():
+    assert memory.decode(b"not json") == {}
+    assert memory.decode(b'{"version": 99, "procedures": {}}') == {}
+    assert memory.recall({}, SYNTH) is None
+    store = memory.decode(memory.encode(memory.remember({}, "p", {"a": 1}, {"l": (3, "x")})))
+    assert memory.recall(store, "p") == ({"a": 1}, {"l": (3, "x")})
+
+
+# ------------------------------------------------------------------------ defaults and dialog
+
+def test_defaults_fit_the_server(plugin, monkeypatch):
+    module, _Gimp = plugin
+    spec = procedures.BY_NAME[SYNTH]
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:  # device "cpu"
+        cfg = config(**{"server-address": srv.address})
+        module.fit_defaults_to_server(spec, cfg, {})
+        assert (cfg.values["preset"], cfg.values["samples"]) == ("draft", 1)
+    cfg = config(**{"server-address": address()})  # nobody there: the quick choice
+    module.fit_defaults_to_server(spec, cfg, {})
+    assert (cfg.values["preset"], cfg.values["samples"]) == ("draft", 1)
+    from gimp_plugin import gimp3_host
+
+    monkeypatch.setattr(gimp3_host.DirectRunner, "handshake",
+                        lambda self, a, t: {"device": "cuda:0", "presets": []})
+    cfg = config()
+    module.fit_defaults_to_server(spec, cfg, {})
+    assert (cfg.values["preset"], cfg.values["samples"]) == ("quality", 3)
+    cfg = config(preset="paper")  # the artist's own choice stays
+    module.fit_defaults_to_server(spec, cfg, {})
+    assert (cfg.values["preset"], cfg.values["samples"]) == ("paper", 3)
+
+
+def test_dialog_title_and_presets():
+    assert procedures.dialog_title(procedures.BY_NAME[SYNTH]) == "MAGIC - Mask-guided synthesis"
+    assert all("_" not in procedures.dialog_title(p) for p in procedures.PROCEDURES)
+    assert "tiny" in procedures.PRESETS and "tiny" in procedures.TEST_PRESETS
+
+
+def test_test_presets_are_removed_from_the_dialog_combo(plugin):
+    module, _ = plugin
+
+    class Model:
+        def __init__(self, ids):
+            self.rows = list(ids)
+
+        def get_iter_first(self):
+            return 0 if self.rows else None
+
+        def get_value(self, it, column):
+            assert column == 1
+            return self.rows[it]
+
+        def iter_next(self, it):
+            return it + 1 if it + 1 < len(self.rows) else None
+
+        def remove(self, it):
+            del self.rows[it]
+            return it < len(self.rows)
+
+    class Combo:
+        model = Model(procedures.PRESETS)
+
+        def get_model(self):
+            return self.model
+
+        def get_property(self, name):
+            assert name == "id-column"
+            return 1
+
+    class Labeled:
+        def get_widget(self):
+            return Combo()
+
+    class Dialog:
+        def get_widget(self, name, widget_type):
+            assert name == "preset"
+            return Labeled()
+
+    fake_ui = type("GimpUi", (), {"StringComboBox": type("S", (), {"__gtype__": "GType"})})
+    sys.modules["gi.repository"].GimpUi = fake_ui
+    cfg = config(preset="tiny")
+    module.hide_test_presets(Dialog(), cfg)
+    assert Combo.model.rows == ["quality", "draft", "paper"]
+    assert cfg.values["preset"] == "draft"
+
+
+def test_every_mnemonic_in_a_dialog_is_unique():
+    taken_by_gimp = set("hrcols")  # _Help _Reset _Cancel _OK _Load/_Save Settings
+    for proc in procedures.PROCEDURES:
+        keys = [a.label[a.label.index("_") + 1].lower() for a in proc.args]
+        assert len(keys) == len(set(keys)), proc.name
+        assert not set(keys) & taken_by_gimp, proc.name
+        assert all(a.plain_label == a.label.replace("_", "") for a in proc.args)
+
+
+# ------------------------------------------------------------------------ masks and progress
+
+def test_mask_guided_synthesis_with_mode_move_uses_the_guide_layer(plugin):
+    module, Gimp = plugin
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        for mode in ("move", "copy"):
+            image, base, src, guide = scene(Gimp)
+            cfg = config(**{"source-mask": src, "guide-mask": guide, "mode": mode,
+                            "samples": 1, "server-address": srv.address})
+            assert run(module, Gimp, Gimp.RunMode.NONINTERACTIVE, image, base, cfg) == (
+                "SUCCESS", None)
+            assert [la.name for la in image.layers if la.is_group()] == [f"MAGIC {mode}"]
+        # remove may go without a guide: nothing stays
+        image, base, src, _guide = scene(Gimp)
+        cfg = config(**{"source-mask": src, "mode": "remove", "samples": 1,
+                        "server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.NONINTERACTIVE, image, base, cfg) == (
+            "SUCCESS", None)
+        assert not srv.engine.last_call["guide_mask"].any()
+
+
+def test_one_bar_whose_time_left_is_measured():
+    now = [100.0]
+    bar = workflow.JobProgress("move", clock=lambda: now[0])
+    f, text = bar.event("progress", {"iteration": 60, "total": 120, "stage": "mask-net",
+                                     "eta_s": 30})
+    assert f == pytest.approx(0.05) and text == ("MAGIC move: learning the object 60/120 - "
+                                                 "this step: 30 s left")
+    f, _ = bar.event("progress", {"iteration": 120, "total": 120, "stage": "mask-net"})
+    assert f == pytest.approx(0.1)
+    fractions = []
+    for i in range(0, 101, 10):  # 10 iterations every 2 s, then 10 every 8 s (refine)
+        now[0] += 2.0 if i <= 50 else 8.0
+        f, text = bar.event("progress", {"iteration": i, "total": 100, "eta_s": 1.0,
+                                         "stage": "synthesis" if i <= 50 else "refine"})
+        fractions.append(f)
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    # half way through the slow part the estimate follows the recent pace, not the average
+    now[0] = 0.0
+    bar = workflow.JobProgress("move", clock=lambda: now[0])
+    for i in range(0, 51, 10):
+        now[0] += 8.0
+        f, text = bar.event("progress", {"iteration": i, "total": 100, "eta_s": 1.0})
+    assert text.endswith("- 40 s left")  # 50 left at 10 per 8 s
+    assert bar.event("accepted", {"position": 0}) == (None, "MAGIC move: started")
+
+
+def test_the_first_progress_text_names_the_job_not_a_stage(plugin):
+    _module, _Gimp = plugin
+    from gimp_plugin.gimp3_host import Gimp3Host
+
+    host = Gimp3Host()
+    host.progress_start("MAGIC move")
+    host.progress_update(None, "MAGIC move: connecting to tcp://x")
+    assert fake.PROGRESS.calls[0] == ("init", "MAGIC move")
+    assert ("text", "MAGIC move: connecting to tcp://x") in fake.PROGRESS.calls
+    assert not any(c[0] in ("pulse", "update") for c in fake.PROGRESS.calls)
+
+
+def test_server_field_and_curve_options():
+    cfg = {"server_address": "tcp://a:1", "server_public_key": "S" * 40,
+           "client_public_key": "P" * 40, "client_secret_key": "Q" * 40}
+    assert settings.resolve_address("", cfg) == "tcp://a:1"
+    assert settings.curve_options("", cfg)["server_public_key"] == "S" * 40
+    # another server named in the dialog: the installed server key is not its key
+    assert settings.curve_options("tcp://b:2", cfg) == {}
+    field = settings.curve_options("tcp://b:2 server-key=K=K client-keys=/k", cfg)
+    assert field["server_public_key"] == "K=K" and field["client_keys"] == "/k"
+    assert "client_secret_key" not in field
+    assert settings.curve_options("", {"server_address": "tcp://a:1"}) == {}
+
+
+# ------------------------------------------------------------------------ cancel guard
+
+def test_guard_cancels_only_when_the_plugin_dies_before_the_end():
+    calls = []
+    lines = ['{"address": "tcp://x", "curve": null}\n', '{"job": "j1"}\n']
+    assert cancel_guard.watch(lines, lambda *a: calls.append(a)) == "j1"
+    assert calls == [("tcp://x", {}, "j1")]
+    calls.clear()
+    assert cancel_guard.watch(lines + ['{"done": true}\n'], lambda *a: calls.append(a)) is None
+    assert cancel_guard.watch(lines[:1] + ["garbage\n"], lambda *a: calls.append(a)) is None
+    assert calls == []
+
+
+def test_a_killed_plugin_has_its_job_cancelled_on_the_server_within_2_s():
+    """GIMP ends a cancelled plug-in with SIGKILL: the guard process cancels the job."""
+    engine = FakeEngine(step_s=0.05, iterations=4000)
+    with ThreadedServer(engine) as srv:
+        code = textwrap.dedent(f"""
+            import sys
+            sys.path[:0] = [{str(HERE / "fakes")!r}, {str(HERE)!r}, {str(manifest.REPO_ROOT)!r}]
+            from gimp_plugin.gimp3_host import DirectRunner
+            w, h = 8, 6
+            mask = bytes([255] * 3 + [0] * (w * h - 3))
+            request = {{"width": w, "height": h, "image": bytes(w * h * 4),
+                        "source_mask": mask, "guide_mask": mask[::-1],
+                        "params": {{"mode": "move", "samples": 1, "preset": "tiny", "seed": 0}}}}
+            DirectRunner(guard=True).submit({srv.address!r}, request,
+                lambda kind, info: print(kind, flush=True), lambda: False, None)
+        """)
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            for line in child.stdout:
+                if line.strip() == "progress":
+                    break
+            from magic_protocol.client import MagicClient
+
+            with MagicClient(srv.address, timeout_s=5) as client:
+                assert client.status()["running"] is not None, child.stderr.read()
+                os.kill(child.pid, signal.SIGKILL)
+                t0 = time.monotonic()
+                while client.status()["running"] is not None and time.monotonic() - t0 < 10:
+                    time.sleep(0.02)
+                took = time.monotonic() - t0
+        finally:
+            child.kill()
+            child.wait()
+        assert client is not None and took < 2.0, f"the job ran on for {took:.1f} s"
+        assert "cancelled on the server" in child.stderr.read()
