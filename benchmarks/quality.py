@@ -23,17 +23,20 @@ grown by 4% of the short side.
     same; blur, noise and unlike content score higher (issue 10 measured 1.72 for a
     noise-covered draft result).
     Lower is more natural; 1.0 means "as far from the photo as the photo's patches are from
-    their non-overlapping neighbours".
+    their non-overlapping neighbours". At the measuring size, pixel-level noise averages out
+    (a 512 px photo is box-averaged over ~5x5 pixels): noise at the engine's working size shows
+    here, per-pixel noise in the noise figure.
   * completeness = mean NN distance of x's region patches to x' (is everything of x still
     there?), over the same self-similarity; 0 for the photo itself.
 - noise figure: high-frequency energy of x' in the edit region relative to x's there, 1.0 =
   like the photo, < 1 blurred, > 1 noisy. With G_s a Gaussian blur of s px, HF = mean squared
   (x - G_1 x) and MF = mean squared (G_1 x - G_2 x) over the region (RGB summed); the figure is
-  (HF / MF) of x' over (HF / MF) of x, with x''s MF floored at half of x's (so a flat fill scores
-  ~0, not 0/0). Dividing by the band below makes it a statement about the spectrum's tail, not
-  about how much texture the region holds (a removal that fills a textured object's place with
-  plain background stays near 1 when sharp). The photo scores exactly 1; a 3x downscale-upscale
-  scores about 0.1-0.3; Gaussian noise of 8 levels about 1.3-2.5.
+  (HF / MF) of x' over (HF / MF) of x, with x''s MF floored at half of x's. Dividing by the band
+  below makes it a statement about the spectrum's tail, not about how much texture the region
+  holds (a sharp edit with somewhat plainer content than the photo stays near 1); the floor
+  makes a washed-out or flat region (less than half the photo's texture energy) score low
+  instead of 0/0 (a flat fill: about 0.3, from its outline). The photo scores exactly 1; a 3x
+  downscale-upscale about 0.1-0.3; Gaussian noise of 8 levels about 1.3-2.5.
 - diversity: mean pairwise RMS difference between samples, inside the edit region.
 """
 

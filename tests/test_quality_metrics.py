@@ -210,3 +210,155 @@ def test_noise_is_unknown_to_the_segmenter_and_never_agrees_with_the_guide():
     assert a.guide_iou < 0.2
     good = q.guide_adherence(x, y, y_moved, x_moved)
     assert good.unknown_fraction < 0.05
+
+
+# ---------------------------------------------------------------------------- noise figure
+
+
+def _photo_and_region():
+    """A bundled photo (real texture) and its move edit's region."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import run
+
+    scene = run.load_scenes(["coffee"])[0]
+    return scene.image, q.edit_region(scene.source_mask, scene.guides["move"])
+
+
+def _inside(photo: np.ndarray, changed: np.ndarray, region: np.ndarray) -> np.ndarray:
+    out = photo.copy()
+    out[region] = changed[region]
+    return out
+
+
+def test_noise_figure_of_the_photo_is_one_blur_is_low_noise_is_high():
+    from PIL import Image
+
+    photo, region = _photo_and_region()
+    assert 0.9 <= q.sharpness(photo, photo, region).noise_figure <= 1.1
+    h, w = photo.shape[:2]
+    # what upsampling a 3x smaller working size gives
+    small = Image.fromarray(photo).resize((w // 3, h // 3), Image.Resampling.BOX)
+    blurred = np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
+    assert q.sharpness(photo, _inside(photo, blurred, region), region).noise_figure < 0.7
+    rng = np.random.default_rng(0)
+    noisy = np.clip(photo + rng.normal(0, 10, photo.shape), 0, 255).astype(np.uint8)
+    assert q.sharpness(photo, _inside(photo, noisy, region), region).noise_figure > 1.3
+    flat = np.full_like(photo, 128)  # only the region's outline is left as an edge
+    assert q.sharpness(photo, _inside(photo, flat, region), region).noise_figure < 0.5
+
+
+def test_noise_figure_does_not_punish_a_sharp_edit_with_less_texture():
+    """A sharp edit with less texture than the photo (e.g. a textured object removed for plainer
+    background) lowers the region's high-frequency energy much more than the figure, which
+    compares the finest band with the band below it; only when the texture drops below half
+    the photo's (washed out) does the figure fall with it."""
+    photo, region = _photo_and_region()
+    from scipy.ndimage import gaussian_filter
+
+    soft = photo.astype(np.float64)
+    mean = gaussian_filter(soft, (6, 6, 0))
+
+    def contrast(k: float) -> np.ndarray:
+        return _inside(photo, np.clip(mean + k * (soft - mean), 0, 255).astype(np.uint8), region)
+
+    s = q.sharpness(photo, contrast(0.75), region)  # 0.56x the texture energy, as sharp
+    assert s.hf_ratio < 0.65
+    assert 0.85 <= s.noise_figure <= 1.15
+    washed_out = q.sharpness(photo, contrast(0.4), region)  # 0.16x the energy
+    assert washed_out.noise_figure < 0.7
+
+
+def test_sharpness_refuses_what_it_cannot_measure():
+    photo, region = _photo_and_region()
+    with pytest.raises(ValueError, match="empty"):
+        q.sharpness(photo, photo, np.zeros_like(region))
+    with pytest.raises(ValueError, match="one size"):
+        q.sharpness(photo, photo[:-1], region)
+    flat = np.full_like(photo, 90)
+    with pytest.raises(ValueError, match="flat"):
+        q.sharpness(flat, photo, region)
+
+
+# ---------------------------------------------------------------------------- coherence scale
+
+
+def test_coherence_of_the_photo_matches_issue_10s_figure_and_noise_is_worse():
+    photo, region = _photo_and_region()
+    r = q.patch_realism(photo, photo, region)
+    assert r.coherence_ratio == pytest.approx(0.51, abs=0.02)  # issue 10: "0.51 for the photo"
+    # colour noise at a working size of 128 px, upsampled: what a noisy draft looks like
+    from PIL import Image
+
+    h, w = photo.shape[:2]
+    rng = np.random.default_rng(1)
+    small = rng.normal(0, 30, (h // 4, w // 4, 3)).astype(np.float32)
+    big = np.stack([np.asarray(Image.fromarray(small[..., c]).resize((w, h),
+                                                                       Image.Resampling.BILINEAR))
+                    for c in range(3)], -1)
+    noisy = np.clip(photo + big, 0, 255).astype(np.uint8)
+    worse = q.patch_realism(photo, _inside(photo, noisy, region), region).coherence_ratio
+    assert worse > r.coherence_ratio + 0.15
+    # pixel-level noise averages out at the measuring size (96 px): the noise figure sees it
+    fine = np.clip(photo + rng.normal(0, 10, photo.shape), 0, 255).astype(np.uint8)
+    assert q.sharpness(photo, _inside(photo, fine, region), region).noise_figure > 1.3
+
+
+def test_realism_refuses_mismatched_inputs():
+    x, y = scene_with_disk(40, 40)
+    with pytest.raises(ValueError):
+        q.patch_realism(x, x[:, :-2], q.edit_region(y, y))
+    with pytest.raises(ValueError):
+        q.patch_realism(x, x, np.zeros((5, 5), bool))
+
+
+# ---------------------------------------------------------------------------- removal
+
+
+def test_object_left_is_all_for_the_photo_and_none_for_a_clean_removal():
+    x, y = scene_with_disk(40, 35)
+    second = disk(*y.shape, 50, 95, 12)
+    x = x.copy()
+    x[second] = x[y][: second.sum()]  # a second red object
+    source, guide = y | second, y  # remove the second
+    seg = q.removal_segmenter(x, source, guide)
+    assert q.object_left(seg, x, source, guide) > 0.9
+    removed = x.copy()
+    removed[second] = textured_background(seed=9)[second]
+    assert q.object_left(seg, removed, source, guide) < 0.05
+    # the kept object does not count: painting it over changes nothing
+    kept_gone = removed.copy()
+    kept_gone[y] = textured_background(seed=11)[y]
+    assert q.object_left(seg, kept_gone, source, guide) < 0.05
+
+
+def test_object_left_refuses_an_edit_that_removes_nothing():
+    x, y = scene_with_disk(40, 35)
+    with pytest.raises(ValueError, match="nothing is removed"):
+        q.removal_segmenter(x, y, y)
+    seg = q.ObjectSegmenter(x, y)
+    with pytest.raises(ValueError, match="nothing is removed"):
+        q.object_left(seg, x, y, y)
+
+
+def test_preservation_says_whether_outside_is_bit_identical():
+    img, m = scene_with_disk(40, 40)
+    region = q.edit_region(m, m, margin=2)
+    edited = img.copy()
+    edited[m] = 0
+    assert q.preservation(img, edited, region).identical
+    edited[0, 0, 1] ^= 1  # one bit of one channel, far outside
+    p = q.preservation(img, edited, region)
+    assert not p.identical and p.max_abs_outside == 1
+    with pytest.raises(ValueError):
+        q.preservation(img, edited[:-1], region)
+
+
+def test_histogram_and_boosting_segmenters_both_find_the_object():
+    img, m = scene_with_disk(40, 40)
+    for model in ("histogram", "boosting"):
+        seg = q.ObjectSegmenter(img, m, model=model)
+        assert q.iou(seg.predict(img), m) > 0.9
+    with pytest.raises(ValueError, match="unknown segmenter"):
+        q.ObjectSegmenter(img, m, model="magic")
+    with pytest.raises(ValueError, match="image is"):
+        q.ObjectSegmenter(img, m[:-1])
