@@ -237,11 +237,11 @@ def test_manifest_lists_existing_files_for_both_variants():
     assert "magic_protocol/bridge.py" in [r for _, r in manifest.GIMP2.files()]
 
 
-def test_preview_frames_from_a_real_server_reach_the_preview_layer(plugin, monkeypatch):
+def test_preview_frames_from_a_real_server_reach_the_host_not_the_image(plugin, monkeypatch):
     _, Gimp = plugin
     from gimp_plugin.gimp3_host import DirectRunner, Gimp3Host
 
-    host = Gimp3Host(preview=True)
+    host = Gimp3Host(preview=True, display=False)  # no display here: frames are only counted
     shown = []
     real_show = host.show_preview
     monkeypatch.setattr(host, "show_preview",
@@ -255,7 +255,8 @@ def test_preview_frames_from_a_real_server_reach_the_preview_layer(plugin, monke
     assert shown, "no preview frame arrived"
     assert all(w > 0 and h > 0 and len(rgb) == 3 for w, h, rgb in shown)
     assert [la.name for la in image.layers] == ["moved", "MAGIC move", "photo"]
-    assert image.frozen == 0
+    assert image.frozen == 0 and host.previews_received == len(shown)
+    assert image.history[0] == "insert MAGIC move"  # nothing before the result
 
 
 def test_the_plugin_process_imports_only_stdlib_gi_pyzmq_and_our_packages():
