@@ -121,9 +121,7 @@ class Gimp2Host(object):
         if text and text != self._text:
             pdb.gimp_progress_set_text(text)
             self._text = text
-        if fraction is None:
-            pdb.gimp_progress_pulse()
-        else:
+        if fraction is not None:  # None: keep the bar (one bar for the whole job)
             gimp.progress_update(fraction)
 
     def progress_end(self):

@@ -345,7 +345,35 @@ def main() -> int:
         ck.ok(st["selected"] == ["photo"], "the photo is selected again")
 
         # 4. Re-show (Shift+Ctrl+F): the layers are remembered; a long job, cancelled from the
-        #    status bar while previews are shown
+        #    status bar while the object is learnt (first stage, no previews yet) ...
+        log_lines = len((work / "gimp.log").read_text(errors="replace").splitlines())
+        s.key("shift+ctrl+f", window=main_win)
+        if not run_dialog(s, ck, choose_layers=False, iterations=100000):
+            raise RuntimeError("the re-shown dialog could not be driven")
+        press_ok(s)
+        with MagicClient(address, timeout_s=10) as client:
+            end = time.monotonic() + 60
+            learning = False
+            while not learning and time.monotonic() < end:
+                lines = (work / "gimp.log").read_text(errors="replace").splitlines()[log_lines:]
+                learning = any("learning the object" in ln for ln in lines)
+                time.sleep(0.1)
+            job = server_running(client)
+            button = cancel_button(s.shot("learning"), bottom)
+            ck.ok(learning and job is not None and button is not None,
+                  f"the job is learning the object, with the Cancel button shown ({job})")
+            stopped = click_cancel(s, client, job, button or (1118, bottom - 17))
+            lines = (work / "gimp.log").read_text(errors="replace").splitlines()[log_lines:]
+        ck.ok(stopped is not None and stopped <= CANCEL_LIMIT_S
+              and not any("synthesizing" in ln for ln in lines),
+              f"cancel while learning the object stops the job on the server within "
+              f"{CANCEL_LIMIT_S:g} s (took {fmt_s(stopped)})")
+        st = s.state()
+        ck.ok(top_level(st) == top_level(before_cancel) and st["undo_enabled"]
+              and st["selected"] == ["photo"], f"after that cancel the image is as before "
+              f"({top_level(st)}, undo {st['undo_enabled']}, selected {st['selected']})")
+
+        #    ... and again while previews are shown
         s.key("shift+ctrl+f", window=main_win)
         if not run_dialog(s, ck, choose_layers=False, iterations=100000):
             raise RuntimeError("the re-shown dialog could not be driven")
@@ -371,19 +399,10 @@ def main() -> int:
             ck.ok(shown == len(seen), f"the Cancel button is in the status bar in {shown} of "
                   f"{len(seen)} screenshots taken while previews are shown")
             button = next((b for b in seen if b is not None), None) or (1118, bottom - 17)
-            s.x("xdotool", "mousemove", str(button[0]), str(button[1]))
-            time.sleep(0.4)  # GTK wants the pointer over the button before the click
-            t_click = time.monotonic()
-            s.x("xdotool", "click", "1")
-            stopped = None
-            while time.monotonic() - t_click < 15:
-                if server_running(client) != job:
-                    stopped = time.monotonic() - t_click
-                    break
-                time.sleep(0.05)
+            stopped = click_cancel(s, client, job, button)
         ck.ok(stopped is not None and stopped <= CANCEL_LIMIT_S,
-              f"cancel from the status bar stops the job on the server within "
-              f"{CANCEL_LIMIT_S:g} s (took {stopped if stopped is None else round(stopped, 3)} s)")
+              f"cancel from the status bar while previews are shown stops the job on the server "
+              f"within {CANCEL_LIMIT_S:g} s (took {fmt_s(stopped)})")
         s.x("xdotool", "mousemove", str(SCREEN[0] - 1), str(SCREEN[1] - 1))
         ck.ok(s.wait_gone("MAGIC preview", 10), "the preview window is gone")
         st = s.state()
@@ -412,6 +431,26 @@ def main() -> int:
     return 1 if ck.failed else 0
 
 
+def fmt_s(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds:.3f} s"
+
+
+def click_cancel(s: Session, client: MagicClient, job: str | None,
+                 button: tuple[int, int]) -> float | None:
+    """Click the status bar's Cancel button; seconds until the job left the server, or None."""
+    s.x("xdotool", "mousemove", str(button[0]), str(button[1]))
+    time.sleep(0.4)  # GTK wants the pointer over the button before the click
+    t_click = time.monotonic()
+    s.x("xdotool", "click", "1")
+    while time.monotonic() - t_click < 15:
+        if server_running(client) != job:
+            stopped = time.monotonic() - t_click
+            s.x("xdotool", "mousemove", str(SCREEN[0] - 1), str(SCREEN[1] - 1))
+            return stopped
+        time.sleep(0.05)
+    return None
+
+
 def window_box(s: Session, window: str) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of a window's contents on the screen (xwininfo: xdotool's
     getwindowgeometry counts the window manager's frame twice)."""
@@ -425,14 +464,22 @@ def window_box(s: Session, window: str) -> tuple[int, int, int, int]:
 
 def cancel_button(png: Path, bottom: int) -> tuple[int, int] | None:
     """The status bar's Cancel button (icon + "Cancel"), shown at the right end of the status
-    bar while a progress runs, left of the docks: the bright pixels of that strip."""
+    bar while a progress runs, left of the docks: the rightmost cluster of bright columns in that
+    strip (the progress text, centred, can reach far to the right: it is a separate cluster)."""
     im = np.asarray(Image.open(png).convert("L"))
     y0, y1 = bottom - 28, bottom - 6
-    strip = im[y0:y1, 920:1168]
-    cols = np.where((strip > 150).sum(axis=0) >= 2)[0]
-    if len(cols) < 20:
+    x0 = 600
+    cols = np.where((im[y0:y1, x0:1168] > 150).sum(axis=0) >= 2)[0]
+    if len(cols) == 0:
         return None
-    return 920 + (int(cols.min()) + int(cols.max())) // 2, (y0 + y1) // 2
+    right = left = int(cols[-1])
+    for c in cols[::-1]:
+        if left - int(c) > 12:
+            break
+        left = int(c)
+    if right - left < 40:  # an icon and a word, not a stray pixel
+        return None
+    return x0 + (left + right) // 2, (y0 + y1) // 2
 
 
 if __name__ == "__main__":
