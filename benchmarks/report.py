@@ -82,19 +82,42 @@ SPEED_HEADER = (
 )
 QUALITY_INTRO = (
     "Guide IoU and changed-region agreement: the edited image judged by an independent "
-    "colour/texture segmenter fitted on the photo and its source mask (benchmarks/quality.py); "
-    "'unedited' is what the untouched photo scores against the same guide, 'ceiling' is the "
-    "segmenter's IoU on the photo itself. Realism ratios: patch distance of the edited region "
-    "to the photo divided by the photo's own self-similarity (about 1 or below = as natural as "
-    "the photo; larger = unlike the photo). Diversity: mean pairwise RMS difference between "
-    "samples in the edit region (8-bit levels). 'unknown': share of the changed region whose "
-    "colour/texture occurs nowhere in the photo (e.g. noise); it counts as disagreement."
+    "colour/texture segmenter (gradient-boosted trees) fitted on the photo and its source mask "
+    "(benchmarks/quality.py); 'unedited' is what the untouched photo scores against the same "
+    "guide, 'ceiling' is the segmenter's IoU on the photo itself. Coherence: distance of the "
+    "edit region's patches to their nearest other patch of the photo, divided by the photo's "
+    "own self-similarity (the photo itself scores about 0.5-1; lower = more natural). "
+    "Completeness: the same for the photo's region patches against the result (0 for the "
+    "photo). Noise figure: high-frequency energy of the edit region relative to the photo's "
+    "(1 = like the photo, < 0.7 blurred, > 1.3 noisy). Object left (removals): share of the "
+    "removed object a segmenter of that object still finds. Diversity: mean pairwise RMS "
+    "difference between samples in the edit region (8-bit levels). 'unknown': share of the "
+    "changed region whose colour/texture occurs nowhere in the photo (e.g. noise); it counts "
+    "as disagreement. Figures are means over the samples; outside is the worst sample."
 )
 QUALITY_HEADER = (
-    "| scene | edit | device | preset | weights | guide IoU (unedited / ceiling) "
+    "| scene | edit | device | preset | start | weights | guide IoU (unedited / ceiling) "
     "| changed-region agreement (unedited) | unknown | PSNR outside (dB) | max abs outside "
-    "| coherence ratio | completeness ratio | diversity |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| coherence | completeness | noise figure | object left | diversity |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+PEERS_INTRO = (
+    "Each edit beside what an artist makes by hand (benchmarks/peers.py): the photo unchanged; "
+    "cut-paste (the object's pixels carried, and scaled for a reshape, from where the source "
+    "mask has it to where the guide puts it); cut-paste + heal (the uncovered old place filled "
+    "by PatchMatch, as GIMP's Resynthesizer heal-selection does; for a removal, the object "
+    "inpainted). Same metrics as above. Targets (issue 10): coherence no higher than "
+    "cut-paste + heal's, completeness <= 1.1, guide IoU >= 0.8 x the segmenter's ceiling, "
+    "noise figure 0.7-1.3, outside the edit bit-identical, diversity > 0; for removals also "
+    "object left <= 5% and coherence <= 1.0. A missed target says by how much."
+)
+PICTURES_NOTE = (
+    "Each row: input, the masks (green: the guide, where the object should be; red: the source, "
+    "where it is; yellow: both), cut-paste + heal (the hand-made peer), then MAGIC's samples."
+)
+PEERS_HEADER = (
+    "| row | coherence | completeness | guide IoU / ceiling | noise figure | outside "
+    "| object left | diversity |\n|---|---|---|---|---|---|---|---|"
 )
 GLOSSARY = """## What the figures mean
 
@@ -131,17 +154,73 @@ def _speed_row(r: dict) -> str:
             f"| {_load(r)} |")
 
 
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{v:.1%}"
+
+
 def _quality_row(r: dict) -> str:
     q = r["quality"]
     return (f"| {r['scene']} | {r['mode']} | {r['device_name']} | {r['preset']} "
-            f"| {r['weights']} "
+            f"| {r.get('start', 'noise')} | {r['weights']} "
             f"| {_f(q['guide_iou'])} ({_f(q['baseline_iou'])} / "
             f"{_f(q['segmenter_ceiling_iou'])}) "
             f"| {_f(q['changed_agreement'])} ({_f(q['baseline_agreement'])}) "
             f"| {_f(q.get('unknown_fraction'))} "
             f"| {_f(q['psnr_outside'], '{:.1f}')} | {q['max_abs_outside']} "
             f"| {_f(q['coherence_ratio'])} | {_f(q['completeness_ratio'])} "
+            f"| {_f(q.get('noise_figure'))} | {_pct(q.get('object_left'))} "
             f"| {_f(q['diversity'], '{:.1f}')} |")
+
+
+def _peer_row(name: str, q: dict) -> str:
+    outside = ("bit-identical" if q.get("outside_identical", q["max_abs_outside"] == 0)
+               else f"changed (max {q['max_abs_outside']})")
+    return (f"| {name} | {_f(q['coherence_ratio'])} | {_f(q['completeness_ratio'])} "
+            f"| {_f(q['guide_iou'])} / {_f(q['segmenter_ceiling_iou'])} "
+            f"| {_f(q.get('noise_figure'))} | {outside} | {_pct(q.get('object_left'))} "
+            f"| {_f(q['diversity'], '{:.1f}')} |")
+
+
+def _target_cell(t: dict) -> str:
+    if t["met"]:
+        return "met"
+    by = t["missed_by"]
+    if t["name"] == "outside":
+        return f"missed (max abs {by})"
+    if t["name"] == "object left":
+        return f"missed by {by:.1%}"
+    return f"missed by {by:.2f}"
+
+
+def peers_section(recs: list[dict]) -> list[str]:
+    """Per edit: the peers' rows and the product's, then each target met or missed."""
+    lines = ["## Beside the hand-made peers", "", PEERS_INTRO, ""]
+    summary = ["| scene | edit | device | preset | start | targets met | missed |",
+               "|---|---|---|---|---|---|---|"]
+    for r in recs:
+        ts = r.get("targets") or []
+        missed = [t for t in ts if not t["met"]]
+        what = ", ".join(f"{t['name']} ({_target_cell(t)[len('missed '):]})" for t in missed)
+        summary.append(
+            f"| {r['scene']} | {r['mode']} | {r['device_name']} | {r['preset']} "
+            f"| {r.get('start', 'noise')} | {len(ts) - len(missed)}/{len(ts)} | {what or '-'} |")
+    lines += summary + [""]
+    for r in recs:
+        title = (f"### {r['scene']} {r['mode']}: {r['edit'] or r['mode']} "
+                 f"({r['device_name']}, {r['preset']}, from {r.get('start', 'noise')})")
+        lines += [title, "", PEERS_HEADER]
+        lines += [_peer_row(name, q) for name, q in (r.get("peers") or {}).items()]
+        lines.append(_peer_row(f"**MAGIC {r['preset']}**", r["quality"]))
+        ts = r.get("targets") or []
+        if ts:
+            lines += ["", "| target | wanted | MAGIC | |", "|---|---|---|---|"]
+            for t in ts:
+                v = t["value"]
+                shown = (_pct(v) if t["name"] == "object left"
+                         else str(v) if t["name"] == "outside" else _f(v))
+                lines.append(f"| {t['name']} | {t['target']} | {shown} | {_target_cell(t)} |")
+        lines.append("")
+    return lines
 
 
 def markdown(payload: dict, licences: dict[str, str]) -> str:
@@ -162,8 +241,10 @@ def markdown(payload: dict, licences: dict[str, str]) -> str:
     lines += ["## Speed", "", SPEED_HEADER] + [_speed_row(r) for r in recs]
     lines += ["", "## Quality", "", QUALITY_INTRO, "", QUALITY_HEADER]
     lines += [_quality_row(r) for r in recs]
-    lines += ["", "## Pictures", "",
-              "Each row: input, source mask (red), guide mask (green), then the samples.", ""]
+    lines += [""]
+    if any(r.get("peers") or r.get("targets") for r in recs):
+        lines += peers_section(recs)
+    lines += ["## Pictures", "", PICTURES_NOTE, ""]
     seen = set()
     for r in recs:
         key = (r["scene"], r["device"])

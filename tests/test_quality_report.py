@@ -139,7 +139,7 @@ def test_main_writes_json_report_and_pictures(tmp_path, monkeypatch):
         assert (report_path.parent / pic).is_file()
         assert f"]({pic})" in text
     # every quality row names the classifier weights, and untrained runs say so up front
-    quality_rows = text.split("## Quality")[1].split("## Pictures")[0]
+    quality_rows = text.split("## Quality")[1].split("## Beside the hand-made peers")[0]
     data_rows = [r for r in quality_rows.splitlines()
                  if r.startswith(("| coffee", "| chelsea"))]
     assert len(data_rows) == 2
@@ -176,3 +176,93 @@ def test_picture_grid_has_one_row_per_edit_and_all_samples():
     assert grid.width == 5 * tile_w + 4 * report.GAP
     x = 2 * (tile_w + report.GAP) + tile_w // 2
     assert grid.getpixel((x, report.CAPTION_H + 20)) == (200, 200, 200)
+
+
+# ---------------------------------------------------------------------------- peers, targets
+
+
+def _figures(**over):
+    q = {"coherence_ratio": 0.6, "completeness_ratio": 0.5, "guide_iou": 0.8,
+         "segmenter_ceiling_iou": 0.9, "noise_figure": 1.0, "outside_identical": True,
+         "max_abs_outside": 0, "diversity": 5.0, "object_left": None}
+    q.update(over)
+    return q
+
+
+def test_targets_say_met_or_missed_by_how_much():
+    peers = {"cut-paste + heal": _figures(coherence_ratio=0.62)}
+    ts = {t["name"]: t for t in run.targets(_figures(), peers, "move")}
+    assert set(ts) == {"coherence", "completeness", "guide IoU", "noise figure", "outside",
+                       "diversity"}
+    assert all(t["met"] and t["missed_by"] is None for t in ts.values())
+    bad = _figures(coherence_ratio=0.9, completeness_ratio=1.3, guide_iou=0.5,
+                   noise_figure=0.4, outside_identical=False, max_abs_outside=7, diversity=0.0)
+    ts = {t["name"]: t for t in run.targets(bad, peers, "move")}
+    assert not any(t["met"] for t in ts.values())
+    assert ts["coherence"]["missed_by"] == pytest.approx(0.28)
+    assert ts["completeness"]["missed_by"] == pytest.approx(0.2)
+    assert ts["guide IoU"]["missed_by"] == pytest.approx(0.8 * 0.9 - 0.5)
+    assert ts["noise figure"]["missed_by"] == pytest.approx(0.3)
+    assert ts["outside"]["missed_by"] == 7
+    noisy = {t["name"]: t for t in run.targets(_figures(noise_figure=1.5), peers, "copy")}
+    assert noisy["noise figure"]["missed_by"] == pytest.approx(0.2)
+    removal = {t["name"]: t for t in run.targets(
+        _figures(object_left=0.3, coherence_ratio=1.2), {"cut-paste + heal": _figures(
+            coherence_ratio=1.3)}, "remove")}
+    assert removal["object left"]["missed_by"] == pytest.approx(0.25)
+    assert removal["coherence (remove)"]["missed_by"] == pytest.approx(0.2)
+    assert removal["coherence"]["met"]  # below the peer's, yet above 1.0
+    summary = run.targets_summary(list(removal.values()))
+    assert summary.startswith("6/8 met") and "object left 30.0% (by 25.0%)" in summary
+
+
+def test_report_puts_the_peers_beside_the_product_with_the_targets(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "load_engine", lambda dev, weights, log: StandInEngine())
+    report_path = tmp_path / "report.md"
+    rc = run.main(["--edits", "coffee:remove", "--device", "cpu", "--iterations", "2",
+                   "--resolution", "64", "--out", str(tmp_path), "--report", str(report_path)])
+    assert rc == 0
+    rec = json.loads((tmp_path / "results.json").read_text())["records"][0]
+    assert list(rec["peers"]) == ["photo", "cut-paste + heal"]  # a removal pastes nothing
+    assert rec["peers"]["photo"]["object_left"] > 0.8
+    assert rec["peers"]["cut-paste + heal"]["object_left"] <= 0.05
+    assert rec["peers"]["cut-paste + heal"]["outside_identical"]
+    names = [t["name"] for t in rec["targets"]]
+    assert "object left" in names and "coherence (remove)" in names
+    text = report_path.read_text()
+    section = text.split("## Beside the hand-made peers")[1].split("## Pictures")[0]
+    assert "| cut-paste + heal |" in section and "| **MAGIC tiny** |" in section
+    assert "| object left | <= 5% |" in section
+    assert "cut-paste + heal (the hand-made peer)" in text
+
+
+def test_no_report_prints_the_table_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(run, "load_engine", lambda dev, weights, log: StandInEngine())
+    out = tmp_path / "o"
+    rc = run.main(["--edits", "coffee:move", "--device", "cpu", "--iterations", "2",
+                   "--resolution", "64", "--out", str(out), "--no-report"])
+    assert rc == 0
+    assert not out.exists()
+    printed = capsys.readouterr().out
+    for row in ("photo", "cut-paste", "cut-paste + heal", "MAGIC tiny (noise)", "targets:"):
+        assert row in printed
+    assert "coher." in printed and "noise" in printed and "IoU/ceil" in printed
+
+
+def test_start_from_the_cut_paste_passes_it_to_the_engine(tmp_path, monkeypatch):
+    seen = {}
+
+    class Recording(StandInEngine):
+        def synthesize(self, image, source_mask, guide_mask, options, on_progress=None,
+                       cancel=None, init_image=None):
+            seen["init"] = init_image
+            return super().synthesize(image, source_mask, guide_mask, options, on_progress)
+
+    monkeypatch.setattr(run, "load_engine", lambda dev, weights, log: Recording())
+    rc = run.main(["--edits", "coffee:move", "--device", "cpu", "--iterations", "2",
+                   "--resolution", "64", "--no-report", "--no-peers", "--start", "cut-paste"])
+    assert rc == 0
+    scene = run.load_scenes(["coffee"])[0]
+    expected = run.peers_mod.cut_paste(scene.image, scene.source_mask, scene.guides["move"],
+                                       "move")
+    np.testing.assert_array_equal(seen["init"], expected)
