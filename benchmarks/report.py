@@ -133,8 +133,12 @@ GLOSSARY = """## What the figures mean
   torch's peak allocated CUDA memory.
 - *load avg*: the machine's 1-minute load average before / after the edit; a load above the
   number of cores means other work shared the CPU and the times are pessimistic.
-- *PSNR / max abs outside*: against the photo, outside the source and guide masks grown by 4%
-  of the short side (inf = untouched).
+- *PSNR / max abs outside*: against the photo, outside the footprint the engine declares it may
+  change for that edit (its edit region, rim and feather band; inf / 0 = bit-identical). The
+  peers, which declare nothing, are judged outside the source and guide masks grown by 4% of
+  the short side.
+- *coherence, completeness, noise figure, object left*: definitions in the module docstring of
+  benchmarks/quality.py; the peers: benchmarks/peers.py.
 """
 
 
