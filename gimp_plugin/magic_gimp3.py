@@ -168,13 +168,19 @@ def run_procedure(procedure, run_mode, image, drawables, config, data):
     except ValueError as exc:
         return fail(procedure, run_mode, str(exc))
     if run_mode != Gimp.RunMode.NONINTERACTIVE:
-        remembered = restore_memory(image, spec, config)
+        try:
+            remembered = restore_memory(image, spec, config)
+        except Exception:  # noqa: BLE001 - a memory problem must not stop the run
+            remembered = False
         if run_mode == Gimp.RunMode.INTERACTIVE and not remembered:
             fit_defaults_to_server(spec, config, plugin_config)
     if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, spec):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
     if run_mode != Gimp.RunMode.NONINTERACTIVE:
-        save_memory(image, spec, config)
+        try:
+            save_memory(image, spec, config)
+        except Exception as exc:  # noqa: BLE001 - the run itself can still go on
+            print(f"MAGIC: could not remember the arguments: {exc}", file=sys.stderr)
     if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer) or drawables[0].is_group():
         return fail(procedure, run_mode, "Select exactly one (non-group) layer: the photo.")
     args = arguments(spec, config)
