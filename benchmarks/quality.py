@@ -42,6 +42,7 @@ grown by 4% of the short side.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from itertools import combinations
@@ -416,6 +417,9 @@ class Realism:
     completeness_ratio: float
 
 
+_SELF_SIMILARITY: dict[tuple, float] = {}
+
+
 def patch_realism(source: np.ndarray, edited: np.ndarray, region: np.ndarray, *,
                   patch: int = 7, long_side: int = 96, exclude_radius: float | None = None
                   ) -> Realism:
@@ -436,8 +440,16 @@ def patch_realism(source: np.ndarray, edited: np.ndarray, region: np.ndarray, *,
     coherence = nearest_patch_distance(ep[in_region], sp, q_pos=(sy[in_region], sx[in_region]),
                                        r_pos=(sy, sx), exclude_radius=0.5).mean()
     completeness = nearest_patch_distance(sp[in_region], ep).mean()
-    self_sim = nearest_patch_distance(sp[in_region], sp, q_pos=(sy[in_region], sx[in_region]),
-                                      r_pos=(sy, sx), exclude_radius=exclude_radius).mean()
+    key = (hashlib.blake2b(src.tobytes() + reg.tobytes(), digest_size=16).digest(),
+           src.shape, patch, float(exclude_radius))
+    self_sim = _SELF_SIMILARITY.get(key)
+    if self_sim is None:  # the same for every sample and peer of an edit: computed once
+        self_sim = nearest_patch_distance(sp[in_region], sp, q_pos=(sy[in_region],
+                                                                    sx[in_region]),
+                                          r_pos=(sy, sx), exclude_radius=exclude_radius).mean()
+        if len(_SELF_SIMILARITY) > 64:
+            _SELF_SIMILARITY.clear()
+        _SELF_SIMILARITY[key] = self_sim
     denom = max(float(self_sim), 1e-6)
     return Realism(float(coherence), float(completeness), float(self_sim),
                    float(coherence) / denom, float(completeness) / denom)
