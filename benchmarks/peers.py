@@ -1,6 +1,13 @@
 """Hand-made peers for the MAGIC benchmark: what an artist gets without MAGIC.
 
-    from peers import cut_paste, cut_paste_heal, inpaint
+    from peers import cut_paste, cut_paste_heal, inpaint   # (with benchmarks/ on sys.path)
+
+    cut_paste(image, source, guide, mode=None) -> image      # uint8 HxWx3, bool HxW masks
+    cut_paste_heal(image, source, guide, mode=None) -> image
+    inpaint(image, hole_mask, *, exclude=None) -> image
+
+`mode` ("move", "copy", "reshape", "remove") may be given when known; without it a removal is
+recognised from the masks (the guide adds nothing and nothing is merely shrunk).
 
 - ``cut_paste(image, source, guide)``: the object's pixels carried from where the source mask has
   it to where the guide mask puts it, scaled when the guide resizes it (so reshape works too),
