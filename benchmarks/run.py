@@ -4,6 +4,7 @@
                              [--scenes a,b] [--modes move,remove] [--edits coffee:move,...]
                              [--presets tiny,draft] [--start noise|cut-paste|cut-paste+heal]
                              [--report docs/benchmarks.md] [--no-report] [--no-peers]
+                             [--peers-only]
 
 Runs scenes x edits x presets through the real engine on the CPU (and on the GPU when the machine
 has one, with --device all or auto), measures speed (seconds per iteration, iteration cost in
@@ -416,12 +417,19 @@ def _fmt(v, spec: str = "{:.2f}") -> str:
 
 def compact_table(rec: EditRecord) -> str:
     """Product vs peers, every metric, one line each; then the targets."""
-    head = (f"{'row':<22} {'coher.':>6} {'compl.':>6} {'IoU/ceil':>9} {'noise':>5} "
-            f"{'outside':>9} {'divers.':>7} {'obj.left':>8}")
     rows = [(name, q) for name, q in rec.peers.items()]
     rows.append((f"MAGIC {rec.preset} ({rec.start})", rec.quality))
     title = (f"{rec.scene} {rec.mode} [{rec.preset}, {rec.resolution}px, {rec.samples} "
              f"samples, from {rec.start}, {rec.result_s:.0f} s], weights: {rec.weights}")
+    lines = _table_lines(title, rows)
+    if rec.targets:
+        lines.append("targets: " + targets_summary(rec.targets))
+    return "\n".join(lines)
+
+
+def _table_lines(title: str, rows: list[tuple[str, dict]]) -> list[str]:
+    head = (f"{'row':<22} {'coher.':>6} {'compl.':>6} {'IoU/ceil':>9} {'noise':>5} "
+            f"{'outside':>9} {'divers.':>7} {'obj.left':>8}")
     lines = [title, head]
     for name, q in rows:
         outside = "identical" if q["outside_identical"] else f"max {q['max_abs_outside']}"
@@ -431,9 +439,17 @@ def compact_table(rec: EditRecord) -> str:
                      f"{_fmt(q['noise_figure']):>5} {outside:>9} "
                      f"{_fmt(q['diversity'], '{:.1f}'):>7} "
                      f"{_fmt(q.get('object_left'), '{:.1%}'):>8}")
-    if rec.targets:
-        lines.append("targets: " + targets_summary(rec.targets))
-    return "\n".join(lines)
+    return lines
+
+
+def print_peers_only(scenes: list[Scene], plan: dict[str, list[str]], log) -> None:
+    """--peers-only: the bar the product must clear, for every planned edit (no engine)."""
+    for scene in scenes:
+        segmenter = quality.ObjectSegmenter(scene.image, scene.source_mask)
+        for mode in plan[scene.name]:
+            figures, _ = measure_peers(scene, mode, segmenter)
+            log("\n".join(_table_lines(f"{scene.name} {mode}: {scene.edits.get(mode, mode)}",
+                                        list(figures.items()))))
 
 
 # ---------------------------------------------------------------------------- the run
@@ -514,6 +530,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "docs/benchmarks/)")
     ap.add_argument("--no-report", action="store_true",
                     help="write nothing: print the product-vs-peers table of each edit only")
+    ap.add_argument("--peers-only", action="store_true",
+                    help="print the hand-made peers' figures for the planned edits and stop "
+                         "(no engine, nothing written): the bar to clear")
     ap.add_argument("--no-peers", action="store_true",
                     help="skip the hand-made peers (and the targets that compare with them)")
     ap.add_argument("--start", default="noise", choices=list(STARTS),
@@ -553,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = edit_plan(args.edits or (QUICK["edits"] if args.quick else None),
                          args.scenes, args.modes)
         scenes = load_scenes(list(plan))
+        if args.peers_only:
+            print_peers_only(scenes, plan, log)
+            return 0
         iterations = args.iterations or (QUICK["iterations"] if args.quick else None)
         pictures_dir = report_path.with_suffix("")
         if not args.no_report:

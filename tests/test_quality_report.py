@@ -266,3 +266,15 @@ def test_start_from_the_cut_paste_passes_it_to_the_engine(tmp_path, monkeypatch)
     expected = run.peers_mod.cut_paste(scene.image, scene.source_mask, scene.guides["move"],
                                        "move")
     np.testing.assert_array_equal(seen["init"], expected)
+
+
+def test_peers_only_needs_no_engine(tmp_path, monkeypatch, capsys):
+    def no_engine(*_):
+        raise AssertionError("--peers-only must not load an engine")
+
+    monkeypatch.setattr(run, "load_engine", no_engine)
+    rc = run.main(["--edits", "chelsea:copy", "--peers-only", "--out", str(tmp_path / "o")])
+    assert rc == 0 and not (tmp_path / "o").exists()
+    printed = capsys.readouterr().out
+    assert "chelsea copy: a third eye on the forehead" in printed
+    assert "cut-paste + heal" in printed and "MAGIC" not in printed
