@@ -252,6 +252,8 @@ def _run_local(args, image, source, guide, options, sink, cancel,
                 raise
             raise CliError(f"out of memory on {device}: try a lower --resolution, fewer "
                            "--samples or --device cpu") from None
+    for note in result.notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     return result.images, label
 
 

@@ -216,6 +216,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         print(f"wrote {path}")
     print(f"weights: {label}" + ("  <- UNTRAINED, see the note above" if
                                  label.startswith("untrained") else ""))
+    for note in result.notes:
+        print(f"note: {note}")
     print(f"took {result.elapsed_s:.0f} s for {result.iterations} iterations")
     return written
 

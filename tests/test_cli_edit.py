@@ -477,7 +477,7 @@ def test_end_to_end_on_the_real_engine(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "magic_server.cli_edit", str(image), "--source-mask", str(src),
          "--guide-mask", str(guide), "-o", str(out), "--mode", "move", "--weights", "untrained",
-         "--preset", "tiny", "--iterations", "3", "--resolution", "64", "--samples", "2",
+         "--preset", "paper", "--iterations", "3", "--resolution", "64", "--samples", "2",
          "--device", "cpu"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

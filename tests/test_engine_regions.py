@@ -106,7 +106,7 @@ def test_starting_from_the_artists_composite_reaches_the_loss_sooner(engine):
     rough = img.copy()
     rough[guide] = (210, 45, 45)
     rough[source] = img[~(source | guide)][: source.sum()]  # crude background fill
-    opts = SynthesisOptions(samples=1, preset="draft", iterations=120, resolution=64, seed=0)
+    opts = SynthesisOptions(samples=1, preset="paper", iterations=120, resolution=64, seed=0)
 
     def losses(**kw) -> list[float]:
         totals: list[float] = []

@@ -44,14 +44,15 @@ def test_mask_net_learns_the_source_mask(scene):
 
 
 def test_synthesized_object_follows_a_moved_guide(engine, scene):
-    """Mask control with every term but the classifier's: an untrained classifier's features
-    carry no semantics, so its two terms are switched off here (the next test keeps them)."""
+    """The paper's mask control with every term but the classifier's: an untrained
+    classifier's features carry no semantics, so its two terms are switched off here (the
+    next test keeps them)."""
     img, source, guide = scene
     # Judged by colour thresholding, not by the engine's own mask network.
     assert iou(red_pixels(img), source) > 0.95
     weights = replace(LossWeights(), classifier=0.0, feature_stats=0.0)
     result = engine.synthesize(img, source, guide,
-                               SynthesisOptions(samples=2, preset="draft", iterations=300,
+                               SynthesisOptions(samples=2, preset="paper", iterations=300,
                                                 resolution=64, seed=0), weights=weights)
     print("\nmask control, IoU with the guide:", [round(iou(red_pixels(o), guide), 3)
                                                    for o in result.images])
@@ -64,7 +65,7 @@ def test_synthesized_object_follows_a_moved_guide(engine, scene):
 def test_full_objective_with_an_untrained_classifier_still_moves_the_object(engine, scene):
     img, source, guide = scene
     result = engine.synthesize(img, source, guide,
-                               SynthesisOptions(samples=2, preset="draft", iterations=300,
+                               SynthesisOptions(samples=2, preset="paper", iterations=300,
                                                 resolution=64, seed=0))
     print("\nfull objective, IoU with the guide:", [round(iou(red_pixels(o), guide), 3)
                                                      for o in result.images])
@@ -75,12 +76,14 @@ def test_full_objective_with_an_untrained_classifier_still_moves_the_object(engi
 
 def test_same_seed_repeats_and_different_seeds_differ(engine, scene):
     img, source, guide = scene
-    a = engine.synthesize(img, source, guide, quick(seed=5)).images
+    first = engine.synthesize(img, source, guide, quick(seed=5))
+    a, edit = first.images, first.touched
     b = engine.synthesize(img, source, guide, quick(seed=5)).images
     c = engine.synthesize(img, source, guide, quick(seed=6)).images
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert all(np.abs(x.astype(int) - y).mean() > 5 for x, y in zip(a, c))
-    assert np.abs(a[0].astype(int) - a[1]).mean() > 5  # samples in one batch differ too
+    # judged where the edit may change pixels (everything else is the photo in every sample)
+    assert all(np.abs(x.astype(int) - y)[edit].mean() > 2 for x, y in zip(a, c))
+    assert np.abs(a[0].astype(int) - a[1])[edit].mean() > 2  # samples in one batch differ
 
 
 def test_cancel_stops_within_one_iteration(engine, scene):
@@ -109,22 +112,27 @@ def test_cancel_during_mask_net_training(engine, scene):
         cancel.set()
 
     with pytest.raises(Cancelled):
-        engine.synthesize(img, source, guide, quick(), on_progress, cancel)
+        engine.synthesize(img, source, guide, quick(preset="paper"), on_progress, cancel)
     assert stages == ["mask-net"]
 
 
-def test_progress_reports_losses_and_previews(engine, scene):
+@pytest.mark.parametrize("preset, terms", [
+    ("paper", {"classifier", "feature_stats", "mask", "critic", "total"}),
+    ("tiny", {"patch", "total"}),
+])
+def test_progress_reports_losses_and_previews(engine, scene, preset, terms):
     img, source, guide = scene
     events = []
     result = engine.synthesize(img, source, guide, quick(iterations=10, preview_every=5,
-                                                         preview_size=16), events.append)
-    synth = [e for e in events if e.stage == "synthesis"]
+                                                         preview_size=16, preset=preset),
+                               events.append)
+    synth = [e for e in events if e.stage != "mask-net"]
     assert [e.iteration for e in synth] == list(range(1, 11))
     assert all(e.total == 10 for e in synth)
     previews = [e for e in synth if e.previews]
     assert [e.iteration for e in previews] == [5, 10]
     assert all(len(e.previews) == 2 and max(e.previews[0].shape[:2]) == 16 for e in previews)
-    assert {"classifier", "feature_stats", "mask", "critic", "total"} <= set(synth[-1].losses)
+    assert terms <= set(synth[-1].losses)
     assert synth[-1].eta_s == 0
     assert result.iterations == 10 and len(result.images) == 2
     assert result.seeds == [3, 4]

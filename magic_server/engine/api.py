@@ -77,6 +77,9 @@ class SynthesisResult:
     elapsed_s: float
     losses: dict[str, float] = field(default_factory=dict)
     region: tuple[int, int, int, int] | None = None  # (top, left, bottom, right) synthesized
+    # full-size bool: every pixel the edit may have changed (None: the whole image)
+    touched: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)  # what the user should know about the run
 
 
 def check_inputs(image: np.ndarray, source_mask: np.ndarray, guide_mask: np.ndarray,

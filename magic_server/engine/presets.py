@@ -1,5 +1,10 @@
-"""Named iteration budgets. All presets keep the paper's proportions (18,000 iterations,
-discriminator joining at 5,000, 100 warm-up steps); only the length changes."""
+"""Named iteration budgets.
+
+`paper` keeps the paper's objective and proportions (18,000 iterations at one resolution,
+discriminator joining at 5,000, 100 warm-up steps). The product presets (`quality`, `draft`,
+`tiny`) run the same loop coarse to fine over a pyramid of the edit's region, with the patch
+nearest-neighbour term added (engine/patch_nn.py); their `iterations` are spread over the levels.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +31,12 @@ class Preset:
     iterations: int
     mask_net_steps: int
     description: str
-    refine_fraction: float = 0.2  # refinement iterations as a fraction of the main ones
+    refine_fraction: float = 0.2  # paper objective: refinement iterations / main iterations
     init_fraction: float = 1.0  # iterations kept when starting from the artist's composite
+    pyramid: bool = True  # False: the paper's single-resolution objective
+    finest_side: int = 512  # product: longest side of the last level (the region's own size
+    #                         when it is smaller), so detail is synthesized, not upsampled
+    refresh_every: int = 8  # product: iterations between two patch matchings
 
     def schedule(self, iterations: int | None = None, from_composite: bool = False) -> Schedule:
         n = iterations or self.iterations
@@ -45,20 +54,25 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("paper", PAPER_ITERATIONS, 600, "the paper's setting (best, slowest)"),
-        Preset("quality", 3_000, 400, "close to the paper's look in a sixth of the time",
-               init_fraction=0.6),
-        Preset("draft", 600, 300, "quick look at a layout", refine_fraction=0.1,
-               init_fraction=0.4),
-        Preset("tiny", 40, 120, "smoke tests and CI only", refine_fraction=0.1),
+        Preset("paper", PAPER_ITERATIONS, 600, "the paper's objective and setting (slowest)",
+               refine_fraction=0.0, pyramid=False),
+        Preset("quality", 600, 400, "coarse to fine at the region's own size, up to 1024 px",
+               init_fraction=0.6, finest_side=1024, refresh_every=6),
+        Preset("draft", 240, 300, "quick: coarse to fine up to 512 px", init_fraction=0.6,
+               finest_side=512),
+        Preset("tiny", 40, 120, "smoke tests and CI only", finest_side=128),
     )
 }
 
 
-def resolve_schedule(preset: str, iterations: int | None, from_composite: bool = False) -> Schedule:
+def resolve_preset(preset: str) -> Preset:
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[preset].schedule(iterations, from_composite)
+    return PRESETS[preset]
+
+
+def resolve_schedule(preset: str, iterations: int | None, from_composite: bool = False) -> Schedule:
+    return resolve_preset(preset).schedule(iterations, from_composite)
 
 
 def learning_rate(step: int, schedule: Schedule, peak: float) -> float:

@@ -98,3 +98,24 @@ def composite(photo: np.ndarray, patch: np.ndarray, box: Box, alpha: np.ndarray)
     touched = alpha > 0
     region[touched] = blended.astype(np.uint8)[touched]
     return out
+
+
+def smooth_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Fill the unknown pixels of image (N, C, H, W) smoothly from the known ones
+    (known: (1, 1, H, W) in [0, 1]) by push-pull: average down a pyramid of the known
+    pixels, then fill each level's holes from the coarser one. Known pixels are unchanged."""
+    if float(known.sum()) == 0:
+        return image.mean(dim=(2, 3), keepdim=True).expand_as(image).clone()
+    levels = [(image * known, known)]
+    while min(levels[-1][1].shape[-2:]) > 1:
+        value, weight = levels[-1]
+        levels.append((F.avg_pool2d(value, 2, ceil_mode=True),
+                       F.avg_pool2d(weight, 2, ceil_mode=True)))
+    value, weight = levels[-1]
+    filled = value / weight.clamp(min=1e-6)
+    for value, weight in reversed(levels[:-1]):
+        up = F.interpolate(filled, size=value.shape[-2:], mode="bilinear", align_corners=False)
+        own = value / weight.clamp(min=1e-6)
+        trust = weight.clamp(0, 1)
+        filled = own * trust + up * (1 - trust)
+    return image * known + filled * (1 - known)

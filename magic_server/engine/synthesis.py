@@ -1,4 +1,13 @@
-"""Engine: owns the frozen classifier on a device and runs MAGIC edits."""
+"""Engine: owns the frozen classifier on a device and runs MAGIC edits.
+
+One optimisation loop (`_optimise`) serves both objectives:
+- `paper`: x' is optimised at one working resolution against the paper's terms.
+- the product presets: the same loop runs coarse to fine over a pyramid of the edit's region
+  (engine/pyramid.py); only the edit region is free (every other pixel is the photo's), and the
+  patch nearest-neighbour term (engine/patch_nn.py) pulls x' towards the photo's own patches
+  that carry the label the guide asks for. The classifier and the mask network judge x' at the
+  working resolution, whatever the level.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +33,23 @@ from magic_server.engine.api import (
 )
 from magic_server.engine.discriminator import CriticTrainer
 from magic_server.engine.mask_net import MaskNet, train_mask_net
-from magic_server.engine.presets import PRESETS, Schedule, learning_rate, resolve_schedule
+from magic_server.engine.patch_nn import PATCH, PatchBank, patch_loss, upscale_field
+from magic_server.engine.presets import (
+    PRESETS,
+    Preset,
+    Schedule,
+    learning_rate,
+    resolve_preset,
+)
+from magic_server.engine.pyramid import level_sizes, split_iterations
 from magic_server.engine.regions import (
     Box,
+    bounding_box,
     composite,
     dilate,
     feathered_alpha,
     region_of_interest,
+    smooth_fill,
 )
 from magic_server.engine.tensors import (
     Normaliser,
@@ -45,7 +64,8 @@ from magic_server.engine.tensors import (
 @dataclass(frozen=True)
 class LossWeights:
     """The paper's weights, plus `keep`: L1 to the photo outside the edit region (as GANPaint
-    Studio does) so that the pasted-back region has no visible seam.
+    Studio does) so that the pasted-back region has no visible seam, and `patch`, the patch
+    nearest-neighbour term of the product presets (0 in the paper's objective).
     `critic` is 0.1 instead of 0.05 for pure position control (move)."""
 
     classifier: float = 1.0
@@ -56,18 +76,33 @@ class LossWeights:
     tv_l2: float = 1e-3
     l2: float = 1e-5
     keep: float = 3.0
+    patch: float = 0.0
 
     @classmethod
     def for_mode(cls, mode: str) -> LossWeights:
         return cls(critic=0.1) if mode == "move" else cls()
 
+    @classmethod
+    def product(cls, trained_classifier: bool) -> LossWeights:
+        """The product presets' weights (patch term scale: mean squared distance in normalised
+        units). The patch term asks every patch of x' to be one of the photo's with the label
+        the guide gives it, which is what the critic (realism) and the mask network (the
+        object where the guide is) ask too: measured on the sample scenes, both left guide
+        IoU and coherence unchanged and cost most of the time, so they are off. With an
+        untrained classifier its two terms are off too: random features carry no meaning, and
+        measured, they only added noise (docs/benchmarks.md)."""
+        semantic = 1.0 if trained_classifier else 0.0
+        return cls(classifier=0.02 * semantic, feature_stats=10.0 * semantic, mask=0.0,
+                   critic=0.0, tv_l1=0.0, tv_l2=0.0, l2=0.0, keep=0.0, patch=1.0)
+
 
 LEARNING_RATE = 0.2
-REFINE_LEARNING_RATE = 0.05
+PRODUCT_LEARNING_RATE = 0.15
 CRITIC_WARM_START_STEPS = 10
 LOSS_REPORT_EVERY = 10
-INIT_NOISE = 0.5  # std (normalised units) of the noise added to an artist's composite
-REFINE_MIN_GAIN = 1.25  # refine only when the region has this much more detail than level 0
+INIT_NOISE = 0.5  # std (normalised units) of the noise added to an artist's composite (paper)
+COMPOSITE_NOISE = 0.15  # product: the composite only needs repairing, not re-noising
+FILL_NOISE = 0.3  # product without a composite: noise on the smooth fill, for diversity
 
 
 @dataclass
@@ -80,6 +115,23 @@ class Reference:
     keep: torch.Tensor  # 1 outside the edit region, (1, 1, h, w)
     target_class: int
     feature_targets: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Level:
+    """One run of the optimisation loop: a resolution, its budget and what x' is judged by."""
+
+    ref: Reference  # the photo at this level
+    judge: Reference  # the photo at the working resolution (classifier, features, mask)
+    schedule: Schedule
+    peak_lr: float
+    stage: str
+    free: torch.Tensor | None = None  # (1, 1, h, w): where x' is synthesized; None: everywhere
+    bank: PatchBank | None = None
+    centres: torch.Tensor | None = None  # (h, w) bool: patches matched by the patch term
+    labels: torch.Tensor | None = None  # (1, K, h, w): the labels x' should carry
+    refresh_every: int = 1
+    photo_labels: torch.Tensor | None = None  # (1, K, h, w): the photo's labels
 
 
 @dataclass
@@ -100,12 +152,20 @@ class Job:
             raise Cancelled()
 
 
-def edit_region(source: np.ndarray, guide: np.ndarray) -> np.ndarray:
-    """Pixels the edit may change: source and guide, dilated a little for the object's rim."""
-    union = source | guide
-    rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
-    side = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
-    return dilate(union, max(2, round(0.03 * side)))
+def edit_region(source: np.ndarray, guide: np.ndarray,
+                changed: np.ndarray | None = None) -> np.ndarray:
+    """Pixels the edit may change: where the source and guide masks differ (and where the
+    artist's composite differs from the photo), dilated for the object's rim and shadow.
+    Parts of the object that stay where they are stay the photo's own pixels."""
+    differ = source ^ guide
+    if changed is not None:
+        differ = differ | changed
+    if not differ.any():
+        raise EngineInputError("the guide mask equals the source mask: nothing to change "
+                               "(paint where the object should be)")
+    box = bounding_box(differ)
+    side = max(box.height, box.width)
+    return dilate(differ, max(3, round(0.05 * side)))
 
 
 @dataclass
@@ -129,9 +189,38 @@ class EditPlan:
         return out
 
 
-def plan_edit(source: np.ndarray, guide: np.ndarray) -> EditPlan:
-    edit = edit_region(source, guide)
+def changed_pixels(image: np.ndarray, init: np.ndarray | None) -> np.ndarray | None:
+    if init is None:
+        return None
+    return np.any(init != image, axis=-1)
+
+
+def plan_edit(source: np.ndarray, guide: np.ndarray, image: np.ndarray | None = None,
+              init: np.ndarray | None = None) -> EditPlan:
+    edit = edit_region(source, guide, changed_pixels(image, init) if image is not None else None)
     return EditPlan(region_of_interest(edit), edit)
+
+
+def two_labels(mask: torch.Tensor) -> torch.Tensor:
+    """(1, 1, h, w) object fraction -> (1, 2, h, w) background / object fractions."""
+    return torch.cat([1 - mask, mask], dim=1)
+
+
+def edit_labels(source: torch.Tensor, guide: torch.Tensor, free: torch.Tensor, mode: str
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label fractions (1, K, h, w) of the photo and of x' for the patch term.
+
+    Background and object, as the masks say; x' carries the guide's labels where it is free
+    and the photo's elsewhere. A removal gives what it removes a label of its own that x'
+    never carries, so that no patch of the removed object is copied back, not even next to
+    the part of the object that stays."""
+    photo = two_labels(source)
+    if mode == "remove":
+        kept = torch.minimum(source, guide)
+        photo = torch.cat([1 - source, kept, source - kept], dim=1)
+    target = torch.cat([1 - guide, guide] + [torch.zeros_like(guide)] * (photo.shape[1] - 2),
+                       dim=1)
+    return photo, target * free + photo * (1 - free)
 
 
 class Engine:
@@ -142,6 +231,7 @@ class Engine:
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         self.weights_label = weights_label
+        self.trained = not weights_label.startswith("untrained")
         self.norm = Normaliser(self.device)
         self.use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
 
@@ -151,7 +241,7 @@ class Engine:
             "device_name": "CPU",
             "gpu_memory_mb": None,
             "weights": self.weights_label,
-            "weights_loaded": not self.weights_label.startswith("untrained"),
+            "weights_loaded": self.trained,
             "bf16": self.use_bf16,
             "presets": {name: p.iterations for name, p in PRESETS.items()},
         }
@@ -186,90 +276,177 @@ class Engine:
         """Run one edit.
 
         init_image: the artist's rough composite (HxWx3 uint8, same size): x' starts from it
-        plus noise instead of pure noise. `weights` and `schedule` override the paper's loss
-        weights and the preset's schedule (benchmarks and experiments only).
+        instead of pure noise. `weights` and `schedule` override the preset's loss weights
+        and schedule (benchmarks and experiments only).
         """
         options.validate()
         check_inputs(image, source_mask, guide_mask, allow_empty_guide=options.mode == "remove")
         if init_image is not None and init_image.shape != image.shape:
             raise EngineInputError("the starting composite must have the image's size")
-        schedule = schedule or resolve_schedule(options.preset, options.iterations,
-                                                from_composite=init_image is not None)
+        preset = resolve_preset(options.preset)
+        schedule = schedule or preset.schedule(options.iterations,
+                                               from_composite=init_image is not None)
         started = time.monotonic()
-        plan = plan_edit(source_mask, guide_mask)
-        edit = plan.edit
         h, w = image.shape[:2]
-        box = plan.box if options.composite else Box(0, 0, h, w)
-        size0 = working_size(box.height, box.width, options.resolution)
-        size1 = working_size(box.height, box.width, 2 * options.resolution)
-        refine = (options.refine and schedule.refine_iterations > 0
-                  and box.height * box.width >= (REFINE_MIN_GAIN ** 2) * size0[0] * size0[1])
+        if options.composite:
+            plan = plan_edit(source_mask, guide_mask, image, init_image)
+            box = plan.box
+        else:
+            plan, box = None, Box(0, 0, h, w)
+            edit = np.ones((h, w), bool)
+        edit = plan.edit if plan is not None else edit
         crops = [box.crop(a) for a in (image, source_mask, guide_mask, edit)]
         init = box.crop(init_image) if init_image is not None else None
+        pyramid = preset.pyramid and options.composite
+        notes: list[str] = []
 
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(options.seed)
+            if weights is None and pyramid:
+                weights = LossWeights.product(self.trained)
+                if not self.trained:
+                    notes.append("untrained classifier: its class and feature terms are off "
+                                 "(measured: with random weights they only add noise)")
             weights = weights or LossWeights.for_mode(options.mode)
             if not options.composite:
                 weights = replace(weights, keep=0.0)  # the paper's whole new image
-            job = Job(options, weights,
-                      torch.Generator().manual_seed(options.seed), cancel, on_progress,
-                      total=schedule.iterations + (schedule.refine_iterations if refine else 0))
-            ref = self._reference(*crops, size0)
-            mask_net = self._fit_mask_net(ref, schedule, job)
+            job = Job(options, weights, torch.Generator().manual_seed(options.seed), cancel,
+                      on_progress, total=0)
+            judge_size = working_size(box.height, box.width, options.resolution)
+            judge = self._reference(*crops, judge_size)
+            levels = (self._pyramid_levels(crops, judge, preset, schedule, options)
+                      if pyramid else self._paper_levels(judge, schedule))
+            job.total = sum(level.schedule.iterations for level in levels)
+            mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
             job.t0 = time.monotonic()
-            z = self._initial(ref, init, job)
-            z, report = self._optimise(z, ref, mask_net, schedule, job, "synthesis")
-            if refine:
-                ref1 = self._reference(*crops, size1)
-                z = F.interpolate(z, size=size1, mode="bicubic", align_corners=False)
-                fine = Schedule(schedule.refine_iterations, warmup=1, discriminator_start=0,
-                                mask_net_steps=0)
-                z, report = self._optimise(z, ref1, mask_net, fine, job, "refine")
+            z = self._initial(levels[0], init, job, pyramid)
+            report: dict[str, float] = {}
+            field = None
+            for i, level in enumerate(levels):
+                if i:
+                    z = F.interpolate(z, size=level.ref.z.shape[-2:], mode="bicubic",
+                                      align_corners=False)
+                    if field is not None:
+                        field = upscale_field(field, level.bank.grid, level.bank.grid)
+                z, report, field = self._optimise(z, level, mask_net, job, field)
+            x = self._compose(z, levels[-1])
 
-        patches = tensor_to_images(self.norm.pixels(z), size=(box.height, box.width))
-        if options.composite:
+        patches = tensor_to_images(self.norm.pixels(x), size=(box.height, box.width))
+        if plan is not None:
             images = [composite(image, p, box, plan.alpha) for p in patches]
         else:
             images = patches
         return SynthesisResult(
             images=images,
             seeds=[options.seed + i for i in range(options.samples)],
-            predicted_class=ref.target_class,
+            predicted_class=judge.target_class,
             iterations=job.total,
             elapsed_s=time.monotonic() - started,
             losses=report,
             region=(box.top, box.left, box.bottom, box.right),
+            touched=plan.touched() if plan is not None else None,
+            notes=notes,
         )
 
-    def _reference(self, image, source_mask, guide_mask, edit, size) -> Reference:
+    # -- levels ---------------------------------------------------------------------------
+
+    def _paper_levels(self, judge: Reference, schedule: Schedule) -> list[Level]:
+        return [Level(judge, judge, schedule, LEARNING_RATE, "synthesis")]
+
+    def _pyramid_levels(self, crops, judge: Reference, preset: Preset, schedule: Schedule,
+                        options: SynthesisOptions) -> list[Level]:
+        box_h, box_w = crops[0].shape[:2]
+        finest = preset.finest_side if options.refine else max(judge.z.shape[-2:])
+        # From a composite too the pyramid starts small: measured on the sample scenes,
+        # starting at the finer levels only left more of the paste's seams (coherence 0.60
+        # against 0.52 on the coffee move).
+        sizes = level_sizes(box_h, box_w, finest)[-schedule.iterations:]
+        counts = split_iterations(schedule.iterations, sizes, options.resolution)
+        levels = []
+        for i, (size, count) in enumerate(zip(sizes, counts)):
+            ref = self._reference(*crops, size, judged=False)
+            blurred = None
+            if i:
+                small = F.interpolate(ref.z, size=sizes[i - 1], mode="bilinear",
+                                      antialias=True, align_corners=False)
+                blurred = F.interpolate(small, size=size, mode="bicubic", align_corners=False)
+            free = 1 - ref.keep
+            r = PATCH // 2
+            centres = F.max_pool2d(free, 2 * r + 1, stride=1, padding=r)[0, 0] > 0
+            photo_labels, labels = edit_labels(ref.source, ref.guide, free, options.mode)
+            bank = PatchBank(ref.z, photo_labels, blurred=blurred,
+                             gen=torch.Generator().manual_seed(options.seed))
+            stage = "synthesis" if max(size) <= 1.25 * options.resolution else "refine"
+            levels.append(Level(ref, judge, Schedule(count, 1, count, 0), PRODUCT_LEARNING_RATE,
+                                stage, free, bank, centres, labels, preset.refresh_every,
+                                photo_labels))
+        return levels
+
+    def _reference(self, image, source_mask, guide_mask, edit, size, judged: bool = True
+                   ) -> Reference:
         pixels = image_to_tensor(image, size, self.device)
-        with torch.no_grad(), self._autocast():
-            logits, feats = self.classifier.forward_with_features(pixels)
+        target_class, feature_targets = -1, []
+        if judged:
+            with torch.no_grad(), self._autocast():
+                logits, feats = self.classifier.forward_with_features(pixels)
+            target_class = int(logits.float().argmax(dim=1).item())
+            feature_targets = [losses.channel_stats(f) for f in feats]
         return Reference(
             z=self.norm.normalise(pixels),
             source=mask_to_tensor(source_mask, size, self.device),
             guide=mask_to_tensor(guide_mask, size, self.device),
             keep=1 - mask_to_tensor(edit, size, self.device).ceil(),
-            target_class=int(logits.float().argmax(dim=1).item()),
-            feature_targets=[losses.channel_stats(f) for f in feats],
+            target_class=target_class,
+            feature_targets=feature_targets,
         )
 
-    def _initial(self, ref: Reference, init: np.ndarray | None, job: Job) -> torch.Tensor:
+    def _noise(self, shape: torch.Size, job: Job) -> torch.Tensor:
         # Sample k starts from noise seeded with seed + k (the seed in its layer name); the
         # networks it is optimised against are shared by the batch and seeded with `seed`.
         base = job.options.seed
-        noise = torch.stack([
-            torch.randn(ref.z.shape[1:], generator=torch.Generator().manual_seed(base + k))
+        return torch.stack([
+            torch.randn(shape, generator=torch.Generator().manual_seed(base + k))
             for k in range(job.options.samples)
         ]).to(self.device)
+
+    def _initial(self, level: Level, init: np.ndarray | None, job: Job, pyramid: bool
+                 ) -> torch.Tensor:
+        ref = level.ref
+        noise = self._noise(ref.z.shape[1:], job)
+        if init is None and pyramid:
+            return self._label_fill(level) + FILL_NOISE * noise
         if init is None:
             return noise
         start = self.norm.normalise(image_to_tensor(init, ref.z.shape[-2:], self.device))
-        z = start + INIT_NOISE * noise
+        if pyramid:
+            # Where the composite still shows the photo but the label changes (the old place
+            # of a pasted layer, an object to remove), start from the label's smooth fill.
+            relabel = (level.labels.argmax(1, keepdim=True)
+                       != level.photo_labels.argmax(1, keepdim=True)).float() * level.free
+            same = (start - ref.z).abs().amax(1, keepdim=True) < 1e-3
+            stale = relabel * same.float()
+            start = start * (1 - stale) + self._label_fill(level) * stale
+        z = start + (COMPOSITE_NOISE if pyramid else INIT_NOISE) * noise
         self.norm.clamp_(z)
         return z
+
+    def _label_fill(self, level: Level) -> torch.Tensor:
+        """A start with no composite: each free pixel a smooth fill of the photo's pixels that
+        carry the label it should have (the object's colours where the guide is, the
+        surrounding background's elsewhere), so the first matching sees plausible colours."""
+        free = level.free
+        target = level.labels.argmax(1, keepdim=True)
+        photo_labels = level.photo_labels.argmax(1, keepdim=True)
+        start = level.ref.z.clone()
+        for k in range(level.labels.shape[1]):
+            known = ((photo_labels == k).float() * (1 - free))
+            if float(known.sum()) == 0:
+                known = (photo_labels == k).float()
+            fill = smooth_fill(level.ref.z, known)
+            here = (target == k).float() * free
+            start = start * (1 - here) + fill * here
+        return start
 
     def _fit_mask_net(self, ref: Reference, schedule: Schedule, job: Job) -> MaskNet:
         t0 = time.monotonic()
@@ -283,27 +460,46 @@ class Engine:
         return train_mask_net(ref.z, ref.source, schedule.mask_net_steps, job.gen, job.cancel,
                               on_step)
 
-    def _optimise(self, z: torch.Tensor, ref: Reference, mask_net: MaskNet, schedule: Schedule,
-                  job: Job, stage: str) -> tuple[torch.Tensor, dict[str, float]]:
+    # -- the optimisation loop --------------------------------------------------------------
+
+    def _compose(self, z: torch.Tensor, level: Level) -> torch.Tensor:
+        """x' from the free pixels: the photo wherever the level does not synthesize."""
+        if level.free is None:
+            return z
+        return level.ref.z * (1 - level.free) + z * level.free
+
+    def _optimise(self, z: torch.Tensor, level: Level, mask_net: MaskNet | None, job: Job,
+                  field: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+        """Run one level; `field` is the patch match field to search around (patch term)."""
         z = z.detach().clone().requires_grad_(True)
-        peak = LEARNING_RATE if stage == "synthesis" else REFINE_LEARNING_RATE
-        opt = torch.optim.Adam([z], lr=peak, betas=(0.5, 0.9), eps=1e-8)
-        critic = CriticTrainer(ref.z, job.gen)
-        # The mask network judges appearance at the scale it was trained on (level 0).
-        mask_scale = 1 if stage == "synthesis" else 2
+        schedule = level.schedule
+        paper = level.free is None
+        betas = (0.5, 0.9) if paper else (0.9, 0.99)
+        opt = torch.optim.Adam([z], lr=level.peak_lr, betas=betas, eps=1e-8)
+        critic = CriticTrainer(level.ref.z, job.gen) if job.weights.critic > 0 else None
         report: dict[str, float] = {}
         options = job.options
         h, w = z.shape[-2:]
+        matches = None
         for it in range(schedule.iterations):
             job.check_cancel()
             for group in opt.param_groups:
-                group["lr"] = learning_rate(it, schedule, peak)
-            critic_on = it >= schedule.discriminator_start
+                group["lr"] = learning_rate(it, schedule, level.peak_lr)
+            critic_on = critic is not None and it >= schedule.discriminator_start
             if critic_on:
                 steps = CRITIC_WARM_START_STEPS if it == schedule.discriminator_start else 1
                 for _ in range(steps):
                     wasserstein = critic.step(z)
-            terms = self._objective(z, ref, mask_net, critic if critic_on else None, mask_scale)
+            x = self._compose(z, level)
+            if level.bank is not None and it % level.refresh_every == 0:
+                matches = level.bank.match(x.detach(), level.labels, level.centres,
+                                           blurred=True, prior=field)
+                field = matches.field
+            terms = self._objective(x, level, mask_net, critic if critic_on else None,
+                                   job.weights)
+            if matches is not None:
+                terms["patch"] = patch_loss(x, matches, level.free)
             loss = sum(getattr(job.weights, k) * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -322,27 +518,36 @@ class Engine:
             if job.on_progress is not None:
                 previews = None
                 if options.preview_every and (job.done % options.preview_every == 0 or last):
-                    previews = tensor_to_images(self.norm.pixels(z),
+                    previews = tensor_to_images(self.norm.pixels(self._compose(z, level)),
                                                 size=preview_size(h, w, options.preview_size))
                 job.on_progress(Progress(job.done, job.total, time.monotonic() - job.t0,
-                                         fresh, previews, stage=stage))
-        return z.detach(), report
+                                         fresh, previews, stage=level.stage))
+        return z.detach(), report, field
 
-    def _objective(self, z: torch.Tensor, ref: Reference, mask_net: MaskNet,
-                   critic: CriticTrainer | None, mask_scale: int) -> dict[str, torch.Tensor]:
+    def _objective(self, x: torch.Tensor, level: Level, mask_net: MaskNet | None,
+                   critic: CriticTrainer | None, jw: LossWeights) -> dict[str, torch.Tensor]:
+        """The weighted terms of this level; terms whose weight is 0 are not computed."""
+        judge = level.judge
+        seen = x
+        if x.shape[-2:] != judge.z.shape[-2:]:
+            seen = F.interpolate(x, size=judge.z.shape[-2:], mode="bilinear",
+                                 antialias=x.shape[-1] > judge.z.shape[-1], align_corners=False)
+        terms: dict[str, torch.Tensor] = {}
         with self._autocast():
-            logits, feats = self.classifier.forward_with_features(self.norm.pixels(z))
-            judged = F.avg_pool2d(z, mask_scale) if mask_scale > 1 else z
-            guide = F.avg_pool2d(ref.guide, mask_scale) if mask_scale > 1 else ref.guide
-            terms = {
-                "classifier": losses.class_loss(logits, ref.target_class),
-                "feature_stats": losses.feature_stats_loss(feats, ref.feature_targets),
-                "mask": losses.mask_loss(mask_net(judged), guide),
-                "tv_l1": losses.total_variation_l1(z),
-                "tv_l2": losses.total_variation_l2(z),
-                "l2": losses.l2_prior(z),
-                "keep": losses.keep_loss(z, ref.z, ref.keep),
-            }
+            if jw.classifier or jw.feature_stats:
+                logits, feats = self.classifier.forward_with_features(self.norm.pixels(seen))
+                terms["classifier"] = losses.class_loss(logits, judge.target_class)
+                terms["feature_stats"] = losses.feature_stats_loss(feats, judge.feature_targets)
+            if jw.mask:
+                terms["mask"] = losses.mask_loss(mask_net(seen), judge.guide)
+            if jw.tv_l1:
+                terms["tv_l1"] = losses.total_variation_l1(x)
+            if jw.tv_l2:
+                terms["tv_l2"] = losses.total_variation_l2(x)
+            if jw.l2:
+                terms["l2"] = losses.l2_prior(x)
+            if jw.keep and level.free is None:
+                terms["keep"] = losses.keep_loss(x, level.ref.z, level.ref.keep)
             if critic is not None:
-                terms["critic"] = critic.generator_loss(z)
+                terms["critic"] = critic.generator_loss(x)
         return terms
