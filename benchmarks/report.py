@@ -150,7 +150,8 @@ def _load(r: dict) -> str:
 def _speed_row(r: dict) -> str:
     h, w = r["working_size"]
     return (f"| {r['scene']} | {r['mode']} | {r['device_name']} | {r['preset']} | {w}x{h} "
-            f"| {r['samples']} | {r['iterations']} (+{r['mask_net_steps']} mask-net) "
+            f"| {r['samples']} | {r['iterations']}"
+            f"{f' (+{m} mask-net)' if (m := r['mask_net_steps']) else ''} "
             f"| {_f(r['seconds_per_iteration'], '{:.3f}')} "
             f"| {_f(r['iteration_cost_forwards'], '{:.1f}')} "
             f"| {_f(r['first_preview_s'], '{:.1f}')} | {_f(r['result_s'], '{:.1f}')} "

@@ -213,9 +213,13 @@ def run_edit(engine, scene: Scene, mode: str, preset: str, resolution: int, samp
     synth_times: list[float] = []
     last_print = [0.0]
 
+    mask_steps = [0]  # mask-net steps the engine actually ran (0: no mask network)
+
     def on_progress(p) -> None:
         now = time.perf_counter()
-        if p.stage == "synthesis":
+        if p.stage == "mask-net":
+            mask_steps[0] = max(mask_steps[0], p.iteration)
+        else:  # every optimisation iteration, whatever its level's stage name
             synth_times.append(now)
             if p.previews is not None and "first_preview" not in marks:
                 marks["first_preview"] = now
@@ -241,7 +245,7 @@ def run_edit(engine, scene: Scene, mode: str, preset: str, resolution: int, samp
         scene=scene.name, mode=mode, edit=scene.edits.get(mode, ""), device=str(engine.device),
         device_name=desc.get("device_name", str(engine.device)), preset=preset,
         resolution=resolution, working_size=size, samples=samples,
-        iterations=result.iterations, mask_net_steps=schedule.mask_net_steps,
+        iterations=result.iterations, mask_net_steps=mask_steps[0],
         weights=engine.weights_label, weights_trained=bool(desc.get("weights_loaded")),
         seconds_per_iteration=spi, forward_seconds=fwd,
         iteration_cost_forwards=spi / fwd if fwd > 0 else float("nan"),

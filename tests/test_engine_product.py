@@ -17,7 +17,7 @@ from scenes import disk
 from magic_server.engine import synthesis
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.pyramid import level_sizes, split_iterations
-from magic_server.engine.regions import smooth_fill
+from magic_server.engine.regions import dilate, smooth_fill
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine, LossWeights, plan_edit
 from magic_server.sample import rough_composite
@@ -180,3 +180,19 @@ def test_the_edit_region_is_where_the_masks_differ():
     assert not plan.edit[40, 15]  # the part that stays is not re-synthesized
     with pytest.raises(synthesis.EngineInputError, match="nothing to change"):
         plan_edit(source, source)
+
+
+def test_a_pasted_objects_inside_stays_as_the_artist_made_it(engine):
+    img, source, guide = textured_scene()
+    rough = img.copy()
+    shift = int(np.argmax(guide.any(0))) - int(np.argmax(source.any(0)))
+    rough[np.roll(source, shift, axis=1)] = img[source]  # the disk pasted at its new place
+    result = engine.synthesize(img, source, guide, draft(mode="move", samples=1),
+                               init_image=rough)
+    held, repair = synthesis.composite_repair(img, rough, source, guide, band=3)
+    assert held.sum() > 0.5 * guide.sum() and repair[source & ~guide].all()
+    out = result.images[0]
+    assert np.abs(out[held].astype(int) - rough[held]).max() <= 1  # the artist's pixels
+    old_place = source & ~dilate(guide, 3)
+    red = out[..., 0].astype(int) - out[..., 1]
+    assert (red[old_place] > 80).mean() < 0.05  # the uncovered old place is background now

@@ -102,6 +102,7 @@ CRITIC_WARM_START_STEPS = 10
 LOSS_REPORT_EVERY = 10
 INIT_NOISE = 0.5  # std (normalised units) of the noise added to an artist's composite (paper)
 COMPOSITE_NOISE = 0.15  # product: the composite only needs repairing, not re-noising
+HELD_BAND = 0.03  # a pasted object's rim (of the region's size) that is re-synthesized
 FILL_NOISE = 0.3  # product without a composite: noise on the smooth fill, for diversity
 
 
@@ -127,6 +128,8 @@ class Level:
     peak_lr: float
     stage: str
     free: torch.Tensor | None = None  # (1, 1, h, w): where x' is synthesized; None: everywhere
+    base: torch.Tensor | None = None  # (1, 3, h, w): x' where it is not free (the photo, or
+    #                                   the artist's composite inside a pasted object)
     bank: PatchBank | None = None
     centres: torch.Tensor | None = None  # (h, w) bool: patches matched by the patch term
     labels: torch.Tensor | None = None  # (1, K, h, w): the labels x' should carry
@@ -206,12 +209,12 @@ def two_labels(mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([1 - mask, mask], dim=1)
 
 
-def edit_labels(source: torch.Tensor, guide: torch.Tensor, free: torch.Tensor, mode: str
+def edit_labels(source: torch.Tensor, guide: torch.Tensor, edit: torch.Tensor, mode: str
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Label fractions (1, K, h, w) of the photo and of x' for the patch term.
 
-    Background and object, as the masks say; x' carries the guide's labels where it is free
-    and the photo's elsewhere. A removal gives what it removes a label of its own that x'
+    Background and object, as the masks say; x' carries the guide's labels in the edit
+    region and the photo's elsewhere. A removal gives what it removes a label of its own that x'
     never carries, so that no patch of the removed object is copied back, not even next to
     the part of the object that stays."""
     photo = two_labels(source)
@@ -220,7 +223,22 @@ def edit_labels(source: torch.Tensor, guide: torch.Tensor, free: torch.Tensor, m
         photo = torch.cat([1 - source, kept, source - kept], dim=1)
     target = torch.cat([1 - guide, guide] + [torch.zeros_like(guide)] * (photo.shape[1] - 2),
                        dim=1)
-    return photo, target * free + photo * (1 - free)
+    return photo, target * edit + photo * (1 - edit)
+
+
+def composite_repair(image: np.ndarray, init: np.ndarray, source: np.ndarray,
+                     guide: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held, repair) for a start from an artist's composite. held: where the composite
+    changed the photo, shrunk by `band` px, the pasted object's inside, kept as the artist
+    made it. repair: what is synthesized, the seams and the object's edges (`band` px either
+    side of the change) and the pixels whose label changes but the composite did not touch
+    (the uncovered old place), grown by `band`."""
+    changed = np.any(init != image, axis=-1)
+    # closed first: a pasted object has pixels equal to the photo's where both are flat
+    closed = ~dilate(~dilate(changed, band), band) if changed.any() else changed
+    held = ~dilate(~closed, band) if changed.any() else changed
+    stale = (source ^ guide) & ~closed
+    return held, dilate(closed | stale, band) & ~held
 
 
 class Engine:
@@ -315,7 +333,7 @@ class Engine:
                       on_progress, total=0)
             judge_size = working_size(box.height, box.width, options.resolution)
             judge = self._reference(*crops, judge_size)
-            levels = (self._pyramid_levels(crops, judge, preset, schedule, options)
+            levels = (self._pyramid_levels(crops, judge, preset, schedule, options, init)
                       if pyramid else self._paper_levels(judge, schedule))
             job.total = sum(level.schedule.iterations for level in levels)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
@@ -355,8 +373,15 @@ class Engine:
         return [Level(judge, judge, schedule, LEARNING_RATE, "synthesis")]
 
     def _pyramid_levels(self, crops, judge: Reference, preset: Preset, schedule: Schedule,
-                        options: SynthesisOptions) -> list[Level]:
+                        options: SynthesisOptions, init: np.ndarray | None) -> list[Level]:
         box_h, box_w = crops[0].shape[:2]
+        held = repair = None
+        if init is not None:
+            changed = bounding_box(np.any(init != crops[0], axis=-1))
+            side = min(changed.height, changed.width) if changed else max(box_h, box_w)
+            # the rim of a thin object (a rocket, a spoon's handle) must not eat its inside
+            band = max(2, round(HELD_BAND * min(max(box_h, box_w), 4 * side)))
+            held, repair = composite_repair(crops[0], init, crops[1], crops[2], band)
         finest = preset.finest_side if options.refine else max(judge.z.shape[-2:])
         # From a composite too the pyramid starts small: measured on the sample scenes,
         # starting at the finer levels only left more of the paste's seams (coherence 0.60
@@ -371,15 +396,21 @@ class Engine:
                 small = F.interpolate(ref.z, size=sizes[i - 1], mode="bilinear",
                                       antialias=True, align_corners=False)
                 blurred = F.interpolate(small, size=size, mode="bicubic", align_corners=False)
-            free = 1 - ref.keep
+            edit = 1 - ref.keep
+            free, base = edit, ref.z
+            if held is not None:
+                inside = (mask_to_tensor(held, size, self.device) > 0.999).float()
+                free = edit * (1 - inside) * mask_to_tensor(repair, size, self.device).ceil()
+                pasted = self.norm.normalise(image_to_tensor(init, size, self.device))
+                base = ref.z * (1 - inside) + pasted * inside
             r = PATCH // 2
             centres = F.max_pool2d(free, 2 * r + 1, stride=1, padding=r)[0, 0] > 0
-            photo_labels, labels = edit_labels(ref.source, ref.guide, free, options.mode)
+            photo_labels, labels = edit_labels(ref.source, ref.guide, edit, options.mode)
             bank = PatchBank(ref.z, photo_labels, blurred=blurred,
                              gen=torch.Generator().manual_seed(options.seed))
             stage = "synthesis" if max(size) <= 1.25 * options.resolution else "refine"
             levels.append(Level(ref, judge, Schedule(count, 1, count, 0), PRODUCT_LEARNING_RATE,
-                                stage, free, bank, centres, labels, preset.refresh_every,
+                                stage, free, base, bank, centres, labels, preset.refresh_every,
                                 photo_labels))
         return levels
 
@@ -438,12 +469,13 @@ class Engine:
         free = level.free
         target = level.labels.argmax(1, keepdim=True)
         photo_labels = level.photo_labels.argmax(1, keepdim=True)
-        start = level.ref.z.clone()
+        start = level.base.clone()
         for k in range(level.labels.shape[1]):
-            known = ((photo_labels == k).float() * (1 - free))
-            if float(known.sum()) == 0:
-                known = (photo_labels == k).float()
-            fill = smooth_fill(level.ref.z, known)
+            known = ((target == k).float() * (1 - free))
+            source = level.base
+            if float(known.sum()) == 0:  # a label only the free pixels carry: the photo's
+                known, source = (photo_labels == k).float(), level.ref.z
+            fill = smooth_fill(source, known)
             here = (target == k).float() * free
             start = start * (1 - here) + fill * here
         return start
@@ -466,7 +498,7 @@ class Engine:
         """x' from the free pixels: the photo wherever the level does not synthesize."""
         if level.free is None:
             return z
-        return level.ref.z * (1 - level.free) + z * level.free
+        return level.base * (1 - level.free) + z * level.free
 
     def _optimise(self, z: torch.Tensor, level: Level, mask_net: MaskNet | None, job: Job,
                   field: torch.Tensor | None = None
