@@ -63,16 +63,16 @@ def scene(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
 
 
 def sample_scene(mode: str = "move") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The bundled default sample (samples/index.json) with its rough composite, as
+    """The bundled default sample (samples/index.json) with its shipped composite, as
     `make sample` runs it."""
     from magic_server.imageio import load_image, load_mask
-    from magic_server.sample import read_scene, rough_composite
+    from magic_server.sample import read_composite, read_scene
 
     sc = read_scene(ROOT / "samples", None, mode)
     image = load_image(sc.image)
     size = (image.shape[1], image.shape[0])
     source, guide = load_mask(sc.source_mask, size), load_mask(sc.guide_mask, size)
-    return image, source, guide, rough_composite(image, source, guide, mode)
+    return image, source, guide, read_composite(sc, image)
 
 
 def photo_24mp() -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:

@@ -21,8 +21,9 @@ from magic_server.imageio import ImageError, load_image, load_mask, save_png
 
 PROG = "magic-sample"
 REPO_SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-# The sample starts from a rough copy-paste composite, as an artist's moved layer would give,
-# which lets the "draft" budget finish in a few minutes on a 2-core CPU at a modest resolution.
+# The sample starts from the scene's shipped composite (the object pasted at its new place, as
+# an artist's moved layer gives): the product keeps the pasted object and synthesizes the
+# seams, its rim and the uncovered old place.
 CPU_SETTINGS = {"preset": "draft", "resolution": 160, "samples": 2}
 GPU_SETTINGS = {"preset": "draft", "resolution": 224, "samples": 3}
 PANEL_HEIGHT = 256
@@ -42,6 +43,7 @@ class Scene:
     guide_mask: Path
     mode: str
     description: str = ""
+    composite: Path | None = None  # the artist's pasted layer for this edit, when shipped
 
 
 def read_scene(samples_root: Path, scene: str | None = None, mode: str = "move") -> Scene:
@@ -63,8 +65,10 @@ def read_scene(samples_root: Path, scene: str | None = None, mode: str = "move")
     if mode not in guides:
         raise SampleError(f"scene {name!r} has no {mode!r} guide mask in {index_path}")
     description = (entry.get("edits") or {}).get(mode, "")
+    composite = (entry.get("composites") or {}).get(mode)
     return Scene(name, samples_root / entry["image"], samples_root / entry["source_mask"],
-                 samples_root / guides[mode], mode, description)
+                 samples_root / guides[mode], mode, description,
+                 samples_root / composite if composite else None)
 
 
 def untrained_notice(reason: str) -> str:
@@ -131,23 +135,16 @@ def overview(panels: list[tuple[str, np.ndarray]], height: int = PANEL_HEIGHT) -
     return np.asarray(canvas).copy()
 
 
-def rough_composite(image: np.ndarray, source: np.ndarray, guide: np.ndarray,
-                    mode: str) -> np.ndarray | None:
-    """What an artist's quick copy-paste would look like: the object's pixels shifted from the
-    source mask's centre to the guide mask's, pasted where the guide is. None when the guide is
-    not a shifted object (reshape, remove): the edit then starts from noise."""
-    if mode not in ("move", "copy") or not guide.any():
+def read_composite(scene: Scene, image: np.ndarray) -> np.ndarray | None:
+    """The scene's shipped composite (the object's pixels pasted where the guide puts it, as an
+    artist's moved or scaled layer gives; samples/README.md), or None: start from noise."""
+    if scene.composite is None:
         return None
-    sy, sx = (round(float(c.mean())) for c in np.nonzero(source))
-    gy, gx = (round(float(c.mean())) for c in np.nonzero(guide))
-    dy, dx = gy - sy, gx - sx
-    h, w = source.shape
-    out = image.copy()
-    ys, xs = np.nonzero(source)
-    ty, tx = ys + dy, xs + dx
-    inside = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
-    out[ty[inside], tx[inside]] = image[ys[inside], xs[inside]]
-    return out
+    composite = load_image(scene.composite)
+    if composite.shape != image.shape:
+        raise SampleError(f"{scene.composite} is {composite.shape[1]}x{composite.shape[0]}, "
+                          f"the photo {image.shape[1]}x{image.shape[0]}")
+    return composite
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,14 +193,14 @@ def run(args: argparse.Namespace) -> list[Path]:
           f"{options.preset}, resolution {options.resolution}, {options.samples} samples, "
           f"weights: {label}", file=sys.stderr, flush=True)
     if device.type != "cuda" and args.preset is None:
-        print("sample: on a CPU this uses the 'draft' budget at a modest resolution, started "
-              "from a rough copy-paste of the object, so that it ends in a few minutes (try "
+        print("sample: on a CPU this uses the 'draft' budget, started from the object pasted at "
+              "its new place (as a moved layer gives), so that it ends in seconds (try "
               "magic-edit --preset quality for real edits).", file=sys.stderr)
     bar = ProgressBar()
     try:
         result = Engine(classifier, device, label).synthesize(
             image, source, guide, options, on_progress=bar, cancel=threading.Event(),
-            init_image=rough_composite(image, source, guide, scene.mode))
+            init_image=read_composite(scene, image))
     finally:
         bar.close()
     written = []

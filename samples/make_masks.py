@@ -318,6 +318,27 @@ def preview(photo: np.ndarray, source: np.ndarray, guides: dict[str, np.ndarray]
     return Image.fromarray(np.concatenate(tiles, axis=1))
 
 
+def write_composites(name: str, photo: np.ndarray, source: np.ndarray,
+                     guides: dict[str, np.ndarray], out: Path) -> dict[str, str]:
+    """What an artist's moved or scaled layer gives for each edit that pastes the object:
+    the benchmark's cut-paste peer (benchmarks/peers.py)."""
+    import sys
+
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    import peers
+
+    folder = out / "composites"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for mode in ("move", "copy", "reshape"):
+        if mode in guides:
+            rel = f"composites/{name}_{mode}.png"
+            composite = peers.cut_paste(photo, source, guides[mode], mode)
+            Image.fromarray(composite).save(out / rel, optimize=True)
+            written[mode] = rel
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preview", type=Path, help="also write overlay previews to this folder")
@@ -340,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
             "licence": scene.licence,
             "origin": scene.origin,
             "edits": scene.description,
+            "composites": write_composites(name, photo, source, guides, args.out),
         }
         if args.preview:
             args.preview.mkdir(parents=True, exist_ok=True)

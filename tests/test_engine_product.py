@@ -20,10 +20,10 @@ from magic_server.engine.pyramid import level_sizes, split_iterations
 from magic_server.engine.regions import dilate, smooth_fill
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine, LossWeights, plan_edit
-from magic_server.sample import rough_composite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
+import peers
 import quality
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -91,7 +91,7 @@ def test_smooth_fill_keeps_known_pixels_and_fills_from_them():
 
 def test_an_edit_from_the_artists_composite_is_at_least_as_natural_as_the_composite(engine):
     img, source, guide = small_sample("chelsea", "move")
-    rough = rough_composite(img, source, guide, "move")
+    rough = peers.cut_paste(img, source, guide, "move")  # as an artist's moved layer gives
     result = engine.synthesize(img, source, guide, draft(mode="move"), init_image=rough)
     region = quality.edit_region(source, guide)
     start = quality.patch_realism(img, rough, region).coherence_ratio
