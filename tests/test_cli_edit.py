@@ -502,10 +502,16 @@ def samples_root(scene):
     (root / "masks").mkdir(parents=True)
     for name in ("photo.png", "src.png", "guide.png"):
         (root / ("masks" if name != "photo.png" else "") / name).write_bytes((d / name).read_bytes())
+    photo = np.asarray(Image.open(d / "photo.png").convert("RGB")).copy()
+    guide = np.asarray(Image.open(d / "guide.png"))[..., 3] > 127  # RGBA: alpha decides
+    photo[guide] = (200, 40, 40)  # the artist's pasted layer, roughly
+    (root / "composites").mkdir()
+    Image.fromarray(photo).save(root / "composites/move.png")
     index = {"default": "desk", "scenes": {"desk": {
         "image": "photo.png", "source_mask": "masks/src.png",
         "guides": {"move": "masks/guide.png"}, "licence": "CC0", "origin": "test",
-        "edits": {"move": "square moved right"}}}}
+        "edits": {"move": "square moved right"},
+        "composites": {"move": "composites/move.png"}}}}
     (root / "index.json").write_text(json.dumps(index))
     return root
 
@@ -558,9 +564,10 @@ def test_sample_falls_back_to_untrained_and_says_so(samples_root, stand_in, caps
     assert "uses the 'draft' budget" in err
     options = stand_in.calls[0]["options"]
     assert (options.mode, options.preset, options.samples) == ("move", "draft", 2)
-    start = stand_in.calls[0]["init_image"]  # a rough copy-paste of the object at the guide
+    start = stand_in.calls[0]["init_image"]  # the scene's composite: the object at the guide
     image, guide = stand_in.calls[0]["image"], stand_in.calls[0]["guide"]
     assert start.shape == image.shape and not np.array_equal(start[guide], image[guide])
+    assert np.array_equal(start, np.asarray(Image.open(samples_root / "composites/move.png")))
     assert stand_in.calls[0]["label"].startswith("untrained")
     written = [out / "sample-1.png", out / "sample-2.png", out / "sample-overview.png"]
     for path in written:
@@ -569,6 +576,20 @@ def test_sample_falls_back_to_untrained_and_says_so(samples_root, stand_in, caps
     # input | guide | 2 results, each 64x48 scaled to 256 high (341 wide), 6 px gaps
     assert overview.size == (4 * 341 + 5 * 6, 256 + 18 + 12)
     assert "UNTRAINED" in stdout
+
+
+def test_sample_without_a_composite_starts_from_noise_and_a_bad_one_is_refused(samples_root):
+    from magic_server.sample import SampleError, read_composite, read_scene
+
+    index = json.loads((samples_root / "index.json").read_text())
+    scene = read_scene(samples_root)
+    image = np.asarray(Image.open(scene.image).convert("RGB"))
+    del index["scenes"]["desk"]["composites"]
+    (samples_root / "index.json").write_text(json.dumps(index))
+    assert read_composite(read_scene(samples_root), image) is None
+    Image.fromarray(image[:20]).save(samples_root / "composites/move.png")
+    with pytest.raises(SampleError, match="the photo"):
+        read_composite(scene, image)
 
 
 def test_sample_with_named_bad_weights_fails_without_fallback(samples_root, stand_in, capsys,
