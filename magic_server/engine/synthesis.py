@@ -101,6 +101,7 @@ PRODUCT_LEARNING_RATE = 0.15
 CRITIC_WARM_START_STEPS = 10
 LOSS_REPORT_EVERY = 10
 INIT_NOISE = 0.5  # std (normalised units) of the noise added to an artist's composite (paper)
+MAX_LABELS = 16
 COMPOSITE_NOISE = 0.15  # product: the composite only needs repairing, not re-noising
 HELD_BAND = 0.03  # a pasted object's rim (of the region's size) that is re-synthesized
 FILL_NOISE = 0.3  # product without a composite: noise on the smooth fill, for diversity
@@ -290,15 +291,19 @@ class Engine:
                    cancel: threading.Event | None = None, *,
                    init_image: np.ndarray | None = None,
                    weights: LossWeights | None = None,
-                   schedule: Schedule | None = None) -> SynthesisResult:
+                   schedule: Schedule | None = None,
+                   label_maps: tuple[np.ndarray, np.ndarray] | None = None) -> SynthesisResult:
         """Run one edit.
 
         init_image: the artist's rough composite (HxWx3 uint8, same size): x' starts from it
         instead of pure noise. `weights` and `schedule` override the preset's loss weights
-        and schedule (benchmarks and experiments only).
+        and schedule (benchmarks and experiments only). label_maps: (source, target) label
+        index maps for a layout edit (synthesize_layout); the masks are then where they differ.
         """
         options.validate()
-        check_inputs(image, source_mask, guide_mask, allow_empty_guide=options.mode == "remove")
+        if label_maps is None:
+            check_inputs(image, source_mask, guide_mask,
+                         allow_empty_guide=options.mode == "remove")
         if init_image is not None and init_image.shape != image.shape:
             raise EngineInputError("the starting composite must have the image's size")
         preset = resolve_preset(options.preset)
@@ -306,7 +311,11 @@ class Engine:
                                                from_composite=init_image is not None)
         started = time.monotonic()
         h, w = image.shape[:2]
-        if options.composite:
+        if label_maps is not None:
+            edit = edit_region(label_maps[0] != label_maps[1], np.zeros((h, w), bool))
+            plan = EditPlan(region_of_interest(edit), edit)
+            box = plan.box
+        elif options.composite:
             plan = plan_edit(source_mask, guide_mask, image, init_image)
             box = plan.box
         else:
@@ -315,6 +324,7 @@ class Engine:
         edit = plan.edit if plan is not None else edit
         crops = [box.crop(a) for a in (image, source_mask, guide_mask, edit)]
         init = box.crop(init_image) if init_image is not None else None
+        layout = tuple(box.crop(m) for m in label_maps) if label_maps is not None else None
         pyramid = preset.pyramid and options.composite
         notes: list[str] = []
 
@@ -333,7 +343,7 @@ class Engine:
                       on_progress, total=0)
             judge_size = working_size(box.height, box.width, options.resolution)
             judge = self._reference(*crops, judge_size)
-            levels = (self._pyramid_levels(crops, judge, preset, schedule, options, init)
+            levels = (self._pyramid_levels(crops, judge, preset, schedule, options, init, layout)
                       if pyramid else self._paper_levels(judge, schedule))
             job.total = sum(level.schedule.iterations for level in levels)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
@@ -373,7 +383,8 @@ class Engine:
         return [Level(judge, judge, schedule, LEARNING_RATE, "synthesis")]
 
     def _pyramid_levels(self, crops, judge: Reference, preset: Preset, schedule: Schedule,
-                        options: SynthesisOptions, init: np.ndarray | None) -> list[Level]:
+                        options: SynthesisOptions, init: np.ndarray | None,
+                        layout: tuple[np.ndarray, np.ndarray] | None = None) -> list[Level]:
         box_h, box_w = crops[0].shape[:2]
         held = repair = None
         if init is not None:
@@ -405,7 +416,11 @@ class Engine:
                 base = ref.z * (1 - inside) + pasted * inside
             r = PATCH // 2
             centres = F.max_pool2d(free, 2 * r + 1, stride=1, padding=r)[0, 0] > 0
-            photo_labels, labels = edit_labels(ref.source, ref.guide, edit, options.mode)
+            if layout is not None:
+                photo_labels, target = (self._label_fractions(m, size, layout) for m in layout)
+                labels = target * edit + photo_labels * (1 - edit)
+            else:
+                photo_labels, labels = edit_labels(ref.source, ref.guide, edit, options.mode)
             bank = PatchBank(ref.z, photo_labels, blurred=blurred,
                              gen=torch.Generator().manual_seed(options.seed))
             stage = "synthesis" if max(size) <= 1.25 * options.resolution else "refine"
@@ -413,6 +428,34 @@ class Engine:
                                 stage, free, base, bank, centres, labels, preset.refresh_every,
                                 photo_labels))
         return levels
+
+    def _label_fractions(self, labels: np.ndarray, size: tuple[int, int],
+                         layout: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
+        """(1, K, h, w) fractions of each label of an index map, K from both maps."""
+        count = int(max(m.max() for m in layout)) + 1
+        return torch.cat([mask_to_tensor(labels == k, size, self.device) for k in range(count)],
+                         dim=1)
+
+    def synthesize_layout(self, image: np.ndarray, source_labels: np.ndarray,
+                          target_labels: np.ndarray, options: SynthesisOptions,
+                          on_progress: ProgressCallback | None = None,
+                          cancel: threading.Event | None = None) -> SynthesisResult:
+        """A layout edit: the photo's label map (H, W ints, K <= 16 labels) and the wanted one.
+        Where they differ (dilated) is synthesized from the photo's patches of each pixel's
+        wanted label; everything else stays the photo's. The product presets only."""
+        if source_labels.shape != image.shape[:2] or target_labels.shape != image.shape[:2]:
+            raise EngineInputError("the label maps must have the image's size")
+        if max(int(source_labels.max()), int(target_labels.max())) >= MAX_LABELS:
+            raise EngineInputError(f"at most {MAX_LABELS} labels are supported")
+        if not resolve_preset(options.preset).pyramid or not options.composite:
+            raise EngineInputError("layout edits need a product preset (quality, draft, tiny) "
+                                   "and the edited region mode")
+        differ = source_labels != target_labels
+        if not differ.any():
+            raise EngineInputError("the target label map equals the source map: nothing to "
+                                   "change")
+        return self.synthesize(image, differ, differ, options, on_progress, cancel,
+                               label_maps=(source_labels, target_labels))
 
     def _reference(self, image, source_mask, guide_mask, edit, size, judged: bool = True
                    ) -> Reference:
