@@ -22,7 +22,6 @@ class Schedule:
     warmup: int
     discriminator_start: int  # 0-based iteration at which the patch critic joins
     mask_net_steps: int  # steps to fit the encoder-decoder on x -> y before synthesis
-    refine_iterations: int = 0  # iterations at twice the working resolution, after the main ones
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,6 @@ class Preset:
     iterations: int
     mask_net_steps: int
     description: str
-    refine_fraction: float = 0.2  # paper objective: refinement iterations / main iterations
     init_fraction: float = 1.0  # iterations kept when starting from the artist's composite
     pyramid: bool = True  # False: the paper's single-resolution objective
     finest_side: int = 512  # product: longest side of the last level (the region's own size
@@ -47,7 +45,6 @@ class Preset:
             warmup=max(1, round(n * PAPER_WARMUP / PAPER_ITERATIONS)),
             discriminator_start=round(n * PAPER_DISCRIMINATOR_START / PAPER_ITERATIONS),
             mask_net_steps=self.mask_net_steps,
-            refine_iterations=round(n * self.refine_fraction),
         )
 
 
@@ -55,7 +52,7 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("paper", PAPER_ITERATIONS, 600, "the paper's objective and setting (slowest)",
-               refine_fraction=0.0, pyramid=False),
+               pyramid=False),
         Preset("quality", 600, 400, "coarse to fine at the region's own size, up to 1024 px",
                init_fraction=0.6, finest_side=1024, refresh_every=6),
         Preset("draft", 240, 300, "quick: coarse to fine up to 512 px", init_fraction=0.6,

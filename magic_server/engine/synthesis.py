@@ -167,9 +167,13 @@ def edit_region(source: np.ndarray, guide: np.ndarray,
     if not differ.any():
         raise EngineInputError("the guide mask equals the source mask: nothing to change "
                                "(paint where the object should be)")
+    return grow_edit(differ)
+
+
+def grow_edit(differ: np.ndarray) -> np.ndarray:
+    """The pixels that change, dilated by 5% of their extent for the rim and the shadow."""
     box = bounding_box(differ)
-    side = max(box.height, box.width)
-    return dilate(differ, max(3, round(0.05 * side)))
+    return dilate(differ, max(3, round(0.05 * max(box.height, box.width))))
 
 
 @dataclass
@@ -227,17 +231,18 @@ def edit_labels(source: torch.Tensor, guide: torch.Tensor, edit: torch.Tensor, m
     return photo, target * edit + photo * (1 - edit)
 
 
-def composite_repair(image: np.ndarray, init: np.ndarray, source: np.ndarray,
-                     guide: np.ndarray, band: int) -> tuple[np.ndarray, np.ndarray]:
-    """(held, repair) for a start from an artist's composite. held: where the composite
-    changed the photo, shrunk by `band` px, the pasted object's inside, kept as the artist
-    made it. repair: what is synthesized, the seams and the object's edges (`band` px either
-    side of the change) and the pixels whose label changes but the composite did not touch
-    (the uncovered old place), grown by `band`."""
-    changed = np.any(init != image, axis=-1)
-    # closed first: a pasted object has pixels equal to the photo's where both are flat
-    closed = ~dilate(~dilate(changed, band), band) if changed.any() else changed
-    held = ~dilate(~closed, band) if changed.any() else changed
+def composite_repair(changed: np.ndarray, source: np.ndarray, guide: np.ndarray, band: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(held, repair) for a start from an artist's composite; `changed`: where it differs from
+    the photo (changed_pixels). held: the changed pixels shrunk by `band` px, the pasted
+    object's inside, kept as the artist made it. repair: what is synthesized, the seams and the
+    object's edges (`band` px either side of the change) and the pixels whose label changes but
+    the composite did not touch (the uncovered old place), grown by `band`."""
+    held = closed = changed
+    if changed.any():
+        # closed first: a pasted object has pixels equal to the photo's where both are flat
+        closed = ~dilate(~dilate(changed, band), band)
+        held = ~dilate(~closed, band)
     stale = (source ^ guide) & ~closed
     return held, dilate(closed | stale, band) & ~held
 
@@ -312,7 +317,7 @@ class Engine:
         started = time.monotonic()
         h, w = image.shape[:2]
         if label_maps is not None:
-            edit = edit_region(label_maps[0] != label_maps[1], np.zeros((h, w), bool))
+            edit = grow_edit(label_maps[0] != label_maps[1])
             plan = EditPlan(region_of_interest(edit), edit)
             box = plan.box
         elif options.composite:
@@ -388,11 +393,12 @@ class Engine:
         box_h, box_w = crops[0].shape[:2]
         held = repair = None
         if init is not None:
-            changed = bounding_box(np.any(init != crops[0], axis=-1))
-            side = min(changed.height, changed.width) if changed else max(box_h, box_w)
+            changed = changed_pixels(crops[0], init)
+            extent = bounding_box(changed)
+            side = min(extent.height, extent.width) if extent else max(box_h, box_w)
             # the rim of a thin object (a rocket, a spoon's handle) must not eat its inside
             band = max(2, round(HELD_BAND * min(max(box_h, box_w), 4 * side)))
-            held, repair = composite_repair(crops[0], init, crops[1], crops[2], band)
+            held, repair = composite_repair(changed, crops[1], crops[2], band)
         finest = preset.finest_side if options.refine else max(judge.z.shape[-2:])
         # From a composite too the pyramid starts small: measured on the sample scenes,
         # starting at the finer levels only left more of the paste's seams (coherence 0.60
