@@ -391,6 +391,16 @@ def test_bad_device_lists_are_one_clear_line(device, words):
     assert lines[0].startswith("magic-server: ") and words in lines[0]
 
 
+
+def reap(proc: subprocess.Popen) -> None:
+    """Kill a server process the test did not stop itself and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
 def test_cpu_cpu_server_process_lists_two_workers():
     addr = address()
     proc = subprocess.Popen([*SUPPORT, "--bind", addr, "--device", "cpu,cpu", "--step-s",
@@ -425,11 +435,7 @@ def test_cpu_cpu_server_process_lists_two_workers():
         log = proc.stderr.read()
         assert "started on worker 0 (cpu)" in log and "started on worker 1 (cpu)" in log
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
+        reap(proc)
 
 
 def test_real_magic_server_with_two_cpu_workers():
@@ -452,8 +458,4 @@ def test_real_magic_server_with_two_cpu_workers():
         assert int(split.group(1)) == max(1, int(split.group(2)) // 2)
         assert "Traceback" not in log
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
+        reap(proc)
