@@ -391,7 +391,6 @@ def test_bad_device_lists_are_one_clear_line(device, words):
     assert lines[0].startswith("magic-server: ") and words in lines[0]
 
 
-
 def reap(proc: subprocess.Popen) -> None:
     """Kill a server process the test did not stop itself and close its pipes."""
     if proc.poll() is None:
