@@ -105,8 +105,8 @@ class JobRequest:
     of the edit region pasted back; refine=False: no second, finer stage."""
 
     image: RawImage
-    source_mask: RawImage
-    guide_mask: RawImage
+    source_mask: RawImage | None = None  # None for layout and label-map jobs
+    guide_mask: RawImage | None = None
     mode: str = "synthesize"
     samples: int = 3
     preset: str = "quality"
@@ -118,15 +118,29 @@ class JobRequest:
     init_from: str | None = None
     composite: bool = True
     refine: bool = True
+    # mode "layout": label maps instead of the masks, flat RGB colours (3 channels) or grey
+    # label indices (1 channel); mode "label-map": only the image, and `labels` regions
+    source_labels: RawImage | None = None
+    target_labels: RawImage | None = None
+    labels: int | None = None
 
     @classmethod
     def from_params(cls, width: int, height: int, image: Any, source_mask: Any, guide_mask: Any,
-                    params: dict[str, Any], init_image: Any = None) -> JobRequest:
-        """A request from raw buffers and a params dict in the wire's form (the plug-in's)."""
+                    params: dict[str, Any], init_image: Any = None, *,
+                    source_labels: Any = None, target_labels: Any = None,
+                    label_channels: int = 3) -> JobRequest:
+        """A request from raw buffers and a params dict in the wire's form (the plug-in's).
+        Layout jobs pass the label maps (label_channels each) and None for the masks."""
+
+        def raw(data: Any, channels: int) -> RawImage | None:
+            return None if data is None else RawImage(width, height, channels, data)
+
         return cls(
             image=RawImage(width, height, 4, image),
-            source_mask=RawImage(width, height, 1, source_mask),
-            guide_mask=RawImage(width, height, 1, guide_mask),
+            source_mask=raw(source_mask, 1), guide_mask=raw(guide_mask, 1),
+            source_labels=raw(source_labels, label_channels),
+            target_labels=raw(target_labels, label_channels),
+            labels=params.get("labels"),
             mode=params["mode"], samples=params["samples"], preset=params["preset"],
             seed=params["seed"], iterations=params.get("iterations"),
             resolution=params.get("resolution"), preview=bool(params.get("preview")),
@@ -140,12 +154,18 @@ class JobRequest:
             mode=self.mode, samples=self.samples, preset=self.preset,
             iterations=self.iterations, seed=self.seed, resolution=self.resolution,
             preview=self.preview, init_from=self.init_from, composite=self.composite,
-            refine=self.refine).to_dict()
+            refine=self.refine, labels=self.labels).to_dict()
 
     def frames(self) -> list[tuple[FrameSpec, Any]]:
-        frames = [(self.image.spec(P.FRAME_IMAGE), self.image.data),
-                  (self.source_mask.spec(P.FRAME_SOURCE_MASK), self.source_mask.data),
-                  (self.guide_mask.spec(P.FRAME_GUIDE_MASK), self.guide_mask.data)]
+        given = {P.FRAME_IMAGE: self.image, P.FRAME_SOURCE_MASK: self.source_mask,
+                 P.FRAME_GUIDE_MASK: self.guide_mask, P.FRAME_SOURCE_LABELS: self.source_labels,
+                 P.FRAME_TARGET_LABELS: self.target_labels}
+        frames = []
+        for name in P.submit_frame_names(self.mode):
+            raw = given[name]
+            if raw is None:
+                raise ValueError(f"a {self.mode} job needs its {name.replace('_', ' ')}")
+            frames.append((raw.spec(name), raw.data))
         if self.init_image is not None:
             frames.append((self.init_image.spec(P.FRAME_INIT), self.init_image.data))
         return frames
@@ -182,6 +202,7 @@ class JobResult:
     elapsed_s: float | None
     metadata: dict[str, Any]  # the whole result header
     region: tuple[int, int, int, int] | None = None  # (top, left, bottom, right) synthesized
+    notes: list[str] = field(default_factory=list)  # what the artist should know about the run
 
 
 @dataclass
@@ -519,7 +540,8 @@ def _result(msg: P.Message) -> JobResult:
     return JobResult(job_id=str(h.get("job")), images=_images(msg),
                      seeds=list(h.get("seeds", [])), predicted_class=h.get("predicted_class"),
                      iterations=h.get("iterations"), elapsed_s=h.get("elapsed_s"), metadata=h,
-                     region=_region(h.get("region")))
+                     region=_region(h.get("region")),
+                     notes=[str(n) for n in h.get("notes", []) if isinstance(n, str)])
 
 
 def _region(raw: Any) -> tuple[int, int, int, int] | None:

@@ -52,8 +52,14 @@ FRAMED_TYPES = (SUBMIT, PROGRESS, RESULT)
 # Events after which a job's story is over.
 TERMINAL_EVENTS = (RESULT, ERROR, CANCELLED)
 
-# Same values as magic_server.engine.api.MODES (a test keeps them in step).
-MODES = ("synthesize", "move", "copy", "reshape", "remove")
+# Edits; the same values as magic_server.engine.api.MODES (a test keeps them in step).
+# "layout" edits a whole label map (source_labels -> target_labels frames) instead of one mask.
+LAYOUT = "layout"
+EDIT_MODES = ("synthesize", "move", "copy", "reshape", "remove", LAYOUT)
+# Not an edit: a first label map of the image (clusters of colour and texture) that the artist
+# touches up; its result is one RGB frame, a flat colour per label.
+LABEL_MAP = "label-map"
+MODES = EDIT_MODES + (LABEL_MAP,)
 
 # Submit frames, in this order; "init" is optional: the artist's rough composite (e.g. the
 # moved layer over the photo), RGBA, which the server composites over "image" (alpha 0 = take
@@ -62,8 +68,24 @@ FRAME_IMAGE = "image"  # RGBA, 4 channels
 FRAME_SOURCE_MASK = "source_mask"  # 1 channel, > 127 means "inside"
 FRAME_GUIDE_MASK = "guide_mask"  # 1 channel, > 127 means "inside"
 FRAME_INIT = "init"  # RGBA, 4 channels, optional
-SUBMIT_FRAMES = {FRAME_IMAGE: 4, FRAME_SOURCE_MASK: 1, FRAME_GUIDE_MASK: 1, FRAME_INIT: 4}
+# A layout edit sends label maps instead of the two masks: flat colours, one per label (RGB,
+# 3 channels) or grey label indices 0..15 (1 channel); the server reads them into labels
+# (snapping anti-aliased boundary pixels) and names any target colour the source lacks.
+FRAME_SOURCE_LABELS = "source_labels"
+FRAME_TARGET_LABELS = "target_labels"
+SUBMIT_FRAMES = {FRAME_IMAGE: (4,), FRAME_SOURCE_MASK: (1,), FRAME_GUIDE_MASK: (1,),
+                 FRAME_INIT: (4,), FRAME_SOURCE_LABELS: (1, 3), FRAME_TARGET_LABELS: (1, 3)}
 MASK_THRESHOLD = 127  # a mask pixel is inside when its value is > MASK_THRESHOLD
+MIN_LABELS, MAX_LABELS = 2, 16  # label maps carry at most 16 labels; "labels" of a label-map job
+
+
+def submit_frame_names(mode: str) -> list[str]:
+    """The frames a SUBMIT of `mode` must carry, in order (then optionally FRAME_INIT)."""
+    if mode == LABEL_MAP:
+        return [FRAME_IMAGE]
+    if mode == LAYOUT:
+        return [FRAME_IMAGE, FRAME_SOURCE_LABELS, FRAME_TARGET_LABELS]
+    return [FRAME_IMAGE, FRAME_SOURCE_MASK, FRAME_GUIDE_MASK]
 
 MAX_REQ_TAG = 64
 MAX_NAME = 64
@@ -180,6 +202,7 @@ class SubmitParams:
     init_from: str | None = None  # optional label of the "init" frame's origin; needs the frame
     composite: bool = True  # synthesize only the edit region and paste it back (False: all new)
     refine: bool = True  # a second stage at twice the working resolution
+    labels: int | None = None  # label-map jobs: how many regions (MIN_LABELS..MAX_LABELS)
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form. Fields added after version 1 was released (composite, refine) are
@@ -285,34 +308,43 @@ def validate_submit(msg: Message, limits: Limits = DEFAULT_LIMITS,
     `presets`: names the server knows (None: any short string is accepted).
     """
     req = msg.req
+    params = msg.header.get("params", {})
+    if not isinstance(params, dict):
+        raise ProtocolError(ErrorCode.BAD_FIELD, "'params' must be an object", req)
+    p = SubmitParams()
+    mode = _get(params, "mode", str, p.mode, req)
+    if mode not in MODES:
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"mode {mode!r} is not one of {MODES}", req)
     names = [spec.name for spec, _ in msg.frames]
-    required = [FRAME_IMAGE, FRAME_SOURCE_MASK, FRAME_GUIDE_MASK]
-    if names not in (required, required + [FRAME_INIT]):
-        raise ProtocolError(ErrorCode.BAD_FRAMES, f"submit frames must be {required} (plus "
-                            f"optional {FRAME_INIT!r}), got {names}", req)
+    required = submit_frame_names(mode)
+    allowed = [required] if mode == LABEL_MAP else [required, required + [FRAME_INIT]]
+    if names not in allowed:
+        extra = "" if mode == LABEL_MAP else f" (plus optional {FRAME_INIT!r})"
+        raise ProtocolError(ErrorCode.BAD_FRAMES, f"{mode} submit frames must be {required}"
+                            f"{extra}, got {names}", req)
     first = msg.frames[0][0]
     if first.width * first.height > limits.max_pixels:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"image is {first.width}x{first.height} = "
                             f"{first.width * first.height} pixels; this server accepts at most "
                             f"{limits.max_pixels}", req)
     for spec, _ in msg.frames:
-        if spec.channels != SUBMIT_FRAMES[spec.name]:
+        channels = SUBMIT_FRAMES[spec.name]
+        if spec.channels not in channels:
+            wanted = " or ".join(str(c) for c in channels)
             raise ProtocolError(ErrorCode.BAD_FRAMES, f"frame {spec.name!r} must have "
-                                f"{SUBMIT_FRAMES[spec.name]} channel(s), not {spec.channels}", req)
+                                f"{wanted} channel(s), not {spec.channels}", req)
         if (spec.width, spec.height) != (first.width, first.height):
+            what = "label maps" if mode == LAYOUT else "masks"
             raise ProtocolError(ErrorCode.BAD_FRAMES, f"frame {spec.name!r} is {spec.width}x"
                                 f"{spec.height}, image is {first.width}x{first.height}: align "
-                                f"the masks to the image first", req)
-    params = msg.header.get("params", {})
-    if not isinstance(params, dict):
-        raise ProtocolError(ErrorCode.BAD_FIELD, "'params' must be an object", req)
+                                f"the {what} to the image first", req)
     unknown = set(params) - set(SubmitParams.__dataclass_fields__)
     if unknown:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"unknown parameter(s): {sorted(unknown)}", req)
-    p = SubmitParams()
-    mode = _get(params, "mode", str, p.mode, req)
-    if mode not in MODES:
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"mode {mode!r} is not one of {MODES}", req)
+    labels = _get_int(params, "labels", None, MIN_LABELS, MAX_LABELS, req, optional=True)
+    if (labels is None) == (mode == LABEL_MAP):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'labels' (how many regions, {MIN_LABELS}.."
+                            f"{MAX_LABELS}) goes with, and only with, mode {LABEL_MAP!r}", req)
     preset = _get(params, "preset", str, p.preset, req)
     if presets is not None and preset not in presets:
         raise ProtocolError(ErrorCode.BAD_FIELD, f"preset {preset!r} is not one of "
@@ -335,6 +367,7 @@ def validate_submit(msg: Message, limits: Limits = DEFAULT_LIMITS,
         init_from=init_from,
         composite=_get(params, "composite", bool, p.composite, req),
         refine=_get(params, "refine", bool, p.refine, req),
+        labels=labels,
     )
 
 

@@ -128,23 +128,39 @@ class WorkerEvent:
     frames: list[tuple[FrameSpec, Any]] = field(default_factory=list)
 
 
-def decode_inputs(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Raw frames -> engine inputs: uint8 HxWx3 image, bool HxW masks, and the init composite
-    (the "init" frame laid over the image by its alpha: uint8 HxWx3) or None."""
+@dataclass
+class Inputs:
+    """A job's frames decoded for the engine (numpy copies; the raw buffers can go)."""
+
+    image: np.ndarray  # uint8 HxWx3
+    source: np.ndarray | None = None  # bool HxW masks (binary edits)
+    guide: np.ndarray | None = None
+    init: np.ndarray | None = None  # the "init" frame laid over the image: uint8 HxWx3
+    source_labels: np.ndarray | None = None  # label maps as sent: HxW grey or HxWx3 colours
+    target_labels: np.ndarray | None = None
+
+
+def decode_inputs(job: Job) -> Inputs:
+    """Raw frames -> engine inputs."""
     assert job.frames is not None
     h, w = job.height, job.width
 
-    def plane(name: str, channels: int) -> np.ndarray:
-        _, buf = job.frames[name]
-        return np.frombuffer(buf, dtype=np.uint8).reshape(h, w, channels)
+    def plane(name: str) -> np.ndarray | None:
+        if name not in job.frames:
+            return None
+        spec, buf = job.frames[name]
+        a = np.frombuffer(buf, dtype=np.uint8).reshape(h, w, spec.channels)
+        return np.array(a[:, :, 0] if spec.channels == 1 else a)
 
-    image = np.ascontiguousarray(plane(P.FRAME_IMAGE, 4)[:, :, :3])
-    source = plane(P.FRAME_SOURCE_MASK, 1)[:, :, 0] > P.MASK_THRESHOLD
-    guide = plane(P.FRAME_GUIDE_MASK, 1)[:, :, 0] > P.MASK_THRESHOLD
-    init = None
+    image = np.ascontiguousarray(plane(P.FRAME_IMAGE)[:, :, :3])
+    out = Inputs(image, source_labels=plane(P.FRAME_SOURCE_LABELS),
+                 target_labels=plane(P.FRAME_TARGET_LABELS))
+    if P.FRAME_SOURCE_MASK in job.frames:
+        out.source = plane(P.FRAME_SOURCE_MASK) > P.MASK_THRESHOLD
+        out.guide = plane(P.FRAME_GUIDE_MASK) > P.MASK_THRESHOLD
     if P.FRAME_INIT in job.frames:
-        init = composite_over(plane(P.FRAME_INIT, 4), image)
-    return image, source, guide, init
+        out.init = composite_over(plane(P.FRAME_INIT), image)
+    return out
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -261,14 +277,12 @@ class Worker(threading.Thread):
             mode=p.mode, resolution=p.resolution or self.default_resolution,
             preview_every=PREVIEW_EVERY if p.preview else 0, composite=p.composite,
             refine=p.refine)
-        image, source, guide, init = decode_inputs(job)
+        inputs = decode_inputs(job)
         job.release()  # the numpy copies are all the engine needs
         throttle = _ProgressThrottle(job, self.emit, p.preview)
         out_of_memory: str | None = None
         try:
-            result = self.engine.synthesize(image, source, guide, options,
-                                            on_progress=throttle, cancel=job.cancel,
-                                            init_image=init)
+            result = self._call_engine(inputs, options, throttle, job)
         except Cancelled:
             return WorkerEvent(P.CANCELLED, job, {"message": job.cancel_reason})
         except EngineInputError as exc:
@@ -281,7 +295,7 @@ class Worker(threading.Thread):
         if out_of_memory is not None:
             # Out of the except block: the exception, its traceback and the engine frames it
             # held (with their tensors) are gone, so the memory can really be given back.
-            del image, source, guide, init, throttle
+            del inputs, throttle
             device = self.device
             free_device_memory(device)
             log.warning("job %s on worker %d (%s): out of memory (%s); memory freed",
@@ -309,7 +323,63 @@ class Worker(threading.Thread):
         region = getattr(result, "region", None)
         if region is not None:
             fields["region"] = [int(v) for v in region]
+        notes = getattr(result, "notes", None)
+        if notes:
+            fields["notes"] = [str(n) for n in notes]
         return WorkerEvent(P.RESULT, job, fields, frames)
+
+    def _call_engine(self, inputs: Inputs, options: SynthesisOptions,
+                     on_progress: Callable[[Progress], None], job: Job) -> Any:
+        """The engine call a job's mode asks for. Label maps are read here (snapped, checked:
+        their errors are the user's, like the engine's input errors)."""
+        mode = job.params.mode
+        if mode == P.LABEL_MAP:
+            return label_map_result(inputs.image, job.params.labels or 0, job.params.seed,
+                                    on_progress, job.cancel)
+        if mode == P.LAYOUT:
+            from magic_server.labelmaps import LabelMapError, read_label_maps
+
+            try:
+                maps = read_label_maps(inputs.source_labels, inputs.target_labels)
+            except LabelMapError as exc:
+                raise EngineInputError(str(exc)) from None
+            return self.engine.synthesize_layout(inputs.image, maps.source, maps.target,
+                                                 options, on_progress=on_progress,
+                                                 cancel=job.cancel, init_image=inputs.init)
+        return self.engine.synthesize(inputs.image, inputs.source, inputs.guide, options,
+                                      on_progress=on_progress, cancel=job.cancel,
+                                      init_image=inputs.init)
+
+
+@dataclass
+class LabelMapResult:
+    """A label-map job's answer, shaped like a SynthesisResult for the result event."""
+
+    images: list[np.ndarray]  # one HxWx3 uint8 map, a flat colour per label
+    seeds: list[int]
+    elapsed_s: float
+    predicted_class: int = -1
+    iterations: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def label_map_result(image: np.ndarray, labels: int, seed: int,
+                     on_progress: Callable[[Progress], None], cancel: threading.Event
+                     ) -> LabelMapResult:
+    """A first label map of the photo (magic_server.label_clustering), in label colours."""
+    from magic_server.label_clustering import colour_map, first_label_map, label_palette
+
+    t0 = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        on_progress(Progress(done, total, time.monotonic() - t0, stage="label-map"))
+
+    indices = first_label_map(image, labels, seed=seed, cancel=cancel, on_progress=progress)
+    found = int(indices.max()) + 1
+    notes = [] if found == labels else [f"the photo gave {found} regions, not {labels}"]
+    return LabelMapResult([colour_map(indices, label_palette(found))], [seed],
+                          time.monotonic() - t0, notes=notes)
 
 
 class _ProgressThrottle:

@@ -46,7 +46,7 @@ def test_default_address_is_the_documented_loopback_port():
 def test_modes_match_the_engine():
     from magic_server.engine.api import MODES
 
-    assert P.MODES == MODES
+    assert P.EDIT_MODES == MODES
 
 
 def test_every_error_code_is_documented():

@@ -51,6 +51,14 @@ class FakeEngine:
     def warm_up(self) -> None:
         pass
 
+    def synthesize_layout(self, image, source_labels, target_labels, options,
+                          on_progress=None, cancel=None, *, init_image=None) -> SynthesisResult:
+        differ = source_labels != target_labels
+        result = self.synthesize(image, differ, differ, options, on_progress, cancel,
+                                 init_image=init_image)
+        self.last_call.update(source_labels=source_labels, target_labels=target_labels)
+        return result
+
     def synthesize(self, image, source_mask, guide_mask, options, on_progress=None,
                    cancel=None, *, init_image=None) -> SynthesisResult:
         self.calls += 1

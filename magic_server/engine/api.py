@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MODES = ("synthesize", "move", "copy", "reshape", "remove")
+MODES = ("synthesize", "move", "copy", "reshape", "remove", "layout")  # layout: Engine.synthesize_layout
 
 
 class Cancelled(Exception):

@@ -445,7 +445,8 @@ class Engine:
     def synthesize_layout(self, image: np.ndarray, source_labels: np.ndarray,
                           target_labels: np.ndarray, options: SynthesisOptions,
                           on_progress: ProgressCallback | None = None,
-                          cancel: threading.Event | None = None) -> SynthesisResult:
+                          cancel: threading.Event | None = None, *,
+                          init_image: np.ndarray | None = None) -> SynthesisResult:
         """A layout edit: the photo's label map (H, W ints, K <= 16 labels) and the wanted one.
         Where they differ (dilated) is synthesized from the photo's patches of each pixel's
         wanted label; everything else stays the photo's. The product presets only."""
@@ -460,7 +461,8 @@ class Engine:
         if not differ.any():
             raise EngineInputError("the target label map equals the source map: nothing to "
                                    "change")
-        return self.synthesize(image, differ, differ, options, on_progress, cancel,
+        return self.synthesize(image, differ, differ, replace(options, mode="layout"),
+                               on_progress, cancel, init_image=init_image,
                                label_maps=(source_labels, target_labels))
 
     def _reference(self, image, source_mask, guide_mask, edit, size, judged: bool = True
