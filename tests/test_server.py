@@ -129,8 +129,8 @@ def test_two_clients_at_once_each_get_their_own_results():
 def test_queue_is_round_robin_over_clients():
     with ThreadedServer(FakeEngine(step_s=0.01)) as srv:
         a, b = Raw(srv.address), Raw(srv.address)
-        for i in range(3):
-            a.submit(f"a{i}", iterations=10)
+        for i in range(3):  # a0 runs for a second: the other submits happen while it runs
+            a.submit(f"a{i}", iterations=100 if i == 0 else 10)
             assert a.recv().type == P.ACCEPTED
         b.submit("b0", iterations=10)
         accepted = b.recv()
