@@ -11,7 +11,7 @@ import torch
 from scenes import iou, red_disk_scene, red_pixels
 
 from magic_server.engine.api import Cancelled, EngineInputError, SynthesisOptions
-from magic_server.engine.mask_net import train_mask_net
+from magic_server.engine.mask_net import binary_fractions, train_mask_net
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine, LossWeights
 from magic_server.engine.tensors import Normaliser, image_to_tensor, mask_to_tensor
@@ -37,9 +37,9 @@ def test_mask_net_learns_the_source_mask(scene):
     img, source, _ = scene
     z = Normaliser(torch.device("cpu")).normalise(image_to_tensor(img, (64, 64), torch.device("cpu")))
     y = mask_to_tensor(source, (64, 64), torch.device("cpu"))
-    net = train_mask_net(z, y, steps=120, gen=torch.Generator().manual_seed(0))
+    net = train_mask_net(z, binary_fractions(y), steps=120, gen=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        predicted = (net(z)[0, 0] > 0).numpy()
+        predicted = (net(z).argmax(1)[0] == 1).numpy()
     assert iou(predicted, source) >= 0.9
 
 

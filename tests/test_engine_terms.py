@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from magic_server.engine import losses
 from magic_server.engine.discriminator import PatchCritic, gradient_penalty, random_crops
-from magic_server.engine.mask_net import MaskNet
+from magic_server.engine.mask_net import MaskNet, binary_fractions
 from magic_server.engine.presets import PRESETS, learning_rate, resolve_schedule
 from magic_server.engine.resnet import ResNet50, frozen
 
@@ -54,9 +54,21 @@ def test_class_loss_is_cross_entropy_to_the_target():
 def test_mask_loss_prefers_predictions_that_agree_with_the_guide():
     guide = torch.zeros(1, 1, 8, 8)
     guide[..., 2:6, 2:6] = 1
-    agree = (guide * 2 - 1) * 6
-    assert losses.mask_loss(agree.expand(2, -1, -1, -1), guide) < 0.01
-    assert losses.mask_loss(-agree, guide) > 5
+    fractions = binary_fractions(guide)
+    agree = (fractions * 2 - 1) * 6
+    assert losses.mask_loss(agree.expand(2, -1, -1, -1), fractions) < 0.01
+    assert losses.mask_loss(-agree, fractions) > 5
+
+
+def test_two_label_cross_entropy_is_the_papers_bce():
+    """K = 2 through the K-label code is the paper's binary term: softmax over (0, l) is the
+    sigmoid of l."""
+    logit = torch.randn(2, 1, 6, 6)
+    guide = torch.rand(1, 1, 6, 6)
+    bce = F.binary_cross_entropy_with_logits(logit, guide.expand_as(logit))
+    two = torch.cat([torch.zeros_like(logit), logit], dim=1)
+    assert float(losses.mask_loss(two, binary_fractions(guide))) == pytest.approx(float(bce),
+                                                                                  rel=1e-5)
 
 
 def test_total_variation_terms_are_zero_on_flat_images_only():
@@ -155,11 +167,11 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert not math.isnan(sum(lrs))
 
 
-def test_bce_on_mask_net_output_backpropagates_only_to_the_image():
+def test_mask_term_backpropagates_only_to_the_image():
     net = MaskNet().eval()
     for p in net.parameters():
         p.requires_grad_(False)
     x = torch.randn(1, 3, 16, 16, requires_grad=True)
-    F.binary_cross_entropy_with_logits(net(x), torch.ones(1, 1, 16, 16)).backward()
+    losses.mask_loss(net(x), binary_fractions(torch.ones(1, 1, 16, 16))).backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
     assert all(p.grad is None for p in net.parameters())

@@ -32,9 +32,17 @@ def class_loss(logits: torch.Tensor, target_class: int) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target)
 
 
-def mask_loss(mask_logits: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-    """BCE between the encoder-decoder's prediction on x' and the guide mask y' (soft, in [0,1])."""
-    return F.binary_cross_entropy_with_logits(mask_logits.float(), guide.expand_as(mask_logits))
+def label_cross_entropy(logits: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of label logits (N, K, H, W) to soft label fractions (1 or N,
+    K, H, W) that sum to 1 over K (a resized map's boundary pixels are mixtures)."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(fractions.expand_as(log_p) * log_p).sum(1).mean()
+
+
+def mask_loss(label_logits: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy between the encoder-decoder's labels on x' (N, K, H, W logits) and the
+    guide's label fractions y' (1, K, H, W; a binary guide is background / object)."""
+    return label_cross_entropy(label_logits, guide)
 
 
 def total_variation_l1(x: torch.Tensor) -> torch.Tensor:

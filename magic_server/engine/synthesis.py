@@ -32,7 +32,7 @@ from magic_server.engine.api import (
     check_inputs,
 )
 from magic_server.engine.discriminator import CriticTrainer
-from magic_server.engine.mask_net import MaskNet, train_mask_net
+from magic_server.engine.mask_net import MaskNet, binary_fractions, train_mask_net
 from magic_server.engine.patch_nn import PATCH, PatchBank, patch_loss, upscale_field
 from magic_server.engine.presets import (
     PRESETS,
@@ -114,6 +114,8 @@ class Reference:
     z: torch.Tensor  # normalised x, (1, 3, h, w)
     source: torch.Tensor  # y, (1, 1, h, w)
     guide: torch.Tensor  # y', (1, 1, h, w)
+    source_labels: torch.Tensor  # y as label fractions, (1, K, h, w): K = 2 for a mask
+    target_labels: torch.Tensor  # y' as label fractions, (1, K, h, w)
     keep: torch.Tensor  # 1 outside the edit region, (1, 1, h, w)
     target_class: int
     feature_targets: list[tuple[torch.Tensor, torch.Tensor]]
@@ -209,11 +211,6 @@ def plan_edit(source: np.ndarray, guide: np.ndarray, image: np.ndarray | None = 
     return EditPlan(region_of_interest(edit), edit)
 
 
-def two_labels(mask: torch.Tensor) -> torch.Tensor:
-    """(1, 1, h, w) object fraction -> (1, 2, h, w) background / object fractions."""
-    return torch.cat([1 - mask, mask], dim=1)
-
-
 def edit_labels(source: torch.Tensor, guide: torch.Tensor, edit: torch.Tensor, mode: str
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Label fractions (1, K, h, w) of the photo and of x' for the patch term.
@@ -222,7 +219,7 @@ def edit_labels(source: torch.Tensor, guide: torch.Tensor, edit: torch.Tensor, m
     region and the photo's elsewhere. A removal gives what it removes a label of its own that x'
     never carries, so that no patch of the removed object is copied back, not even next to
     the part of the object that stays."""
-    photo = two_labels(source)
+    photo = binary_fractions(source)
     if mode == "remove":
         kept = torch.minimum(source, guide)
         photo = torch.cat([1 - source, kept, source - kept], dim=1)
@@ -347,7 +344,7 @@ class Engine:
             job = Job(options, weights, torch.Generator().manual_seed(options.seed), cancel,
                       on_progress, total=0)
             judge_size = working_size(box.height, box.width, options.resolution)
-            judge = self._reference(*crops, judge_size)
+            judge = self._reference(*crops, judge_size, layout=layout)
             levels = (self._pyramid_levels(crops, judge, preset, schedule, options, init, layout)
                       if pyramid else self._paper_levels(judge, schedule))
             job.total = sum(level.schedule.iterations for level in levels)
@@ -407,7 +404,7 @@ class Engine:
         counts = split_iterations(schedule.iterations, sizes, options.resolution)
         levels = []
         for i, (size, count) in enumerate(zip(sizes, counts)):
-            ref = self._reference(*crops, size, judged=False)
+            ref = self._reference(*crops, size, judged=False, layout=layout)
             blurred = None
             if i:
                 small = F.interpolate(ref.z, size=sizes[i - 1], mode="bilinear",
@@ -423,8 +420,8 @@ class Engine:
             r = PATCH // 2
             centres = F.max_pool2d(free, 2 * r + 1, stride=1, padding=r)[0, 0] > 0
             if layout is not None:
-                photo_labels, target = (self._label_fractions(m, size, layout) for m in layout)
-                labels = target * edit + photo_labels * (1 - edit)
+                photo_labels = ref.source_labels
+                labels = ref.target_labels * edit + photo_labels * (1 - edit)
             else:
                 photo_labels, labels = edit_labels(ref.source, ref.guide, edit, options.mode)
             bank = PatchBank(ref.z, photo_labels, blurred=blurred,
@@ -449,14 +446,12 @@ class Engine:
                           init_image: np.ndarray | None = None) -> SynthesisResult:
         """A layout edit: the photo's label map (H, W ints, K <= 16 labels) and the wanted one.
         Where they differ (dilated) is synthesized from the photo's patches of each pixel's
-        wanted label; everything else stays the photo's. The product presets only."""
+        wanted label; everything else stays the photo's. The `paper` preset follows the
+        paper's objective with its mask network trained on the K-label source map."""
         if source_labels.shape != image.shape[:2] or target_labels.shape != image.shape[:2]:
             raise EngineInputError("the label maps must have the image's size")
         if max(int(source_labels.max()), int(target_labels.max())) >= MAX_LABELS:
             raise EngineInputError(f"at most {MAX_LABELS} labels are supported")
-        if not resolve_preset(options.preset).pyramid or not options.composite:
-            raise EngineInputError("layout edits need a product preset (quality, draft, tiny) "
-                                   "and the edited region mode")
         differ = source_labels != target_labels
         if not differ.any():
             raise EngineInputError("the target label map equals the source map: nothing to "
@@ -465,8 +460,10 @@ class Engine:
                                on_progress, cancel, init_image=init_image,
                                label_maps=(source_labels, target_labels))
 
-    def _reference(self, image, source_mask, guide_mask, edit, size, judged: bool = True
-                   ) -> Reference:
+    def _reference(self, image, source_mask, guide_mask, edit, size, judged: bool = True,
+                   layout: tuple[np.ndarray, np.ndarray] | None = None) -> Reference:
+        """The photo at `size`; `layout`: the (source, target) label index maps of a layout
+        edit, else the masks are the labels (background, object)."""
         pixels = image_to_tensor(image, size, self.device)
         target_class, feature_targets = -1, []
         if judged:
@@ -474,10 +471,19 @@ class Engine:
                 logits, feats = self.classifier.forward_with_features(pixels)
             target_class = int(logits.float().argmax(dim=1).item())
             feature_targets = [losses.channel_stats(f) for f in feats]
+        source = mask_to_tensor(source_mask, size, self.device)
+        guide = mask_to_tensor(guide_mask, size, self.device)
+        if layout is not None:
+            source_labels, target_labels = (self._label_fractions(m, size, layout)
+                                            for m in layout)
+        else:
+            source_labels, target_labels = binary_fractions(source), binary_fractions(guide)
         return Reference(
             z=self.norm.normalise(pixels),
-            source=mask_to_tensor(source_mask, size, self.device),
-            guide=mask_to_tensor(guide_mask, size, self.device),
+            source=source,
+            guide=guide,
+            source_labels=source_labels,
+            target_labels=target_labels,
             keep=1 - mask_to_tensor(edit, size, self.device).ceil(),
             target_class=target_class,
             feature_targets=feature_targets,
@@ -537,11 +543,11 @@ class Engine:
         def on_step(step: int, total: int, loss: float | None) -> None:
             if job.on_progress is not None:
                 job.on_progress(Progress(step, total, time.monotonic() - t0,
-                                         {"mask_net_bce": loss} if loss is not None else {},
+                                         {"mask_net_ce": loss} if loss is not None else {},
                                          stage="mask-net"))
 
-        return train_mask_net(ref.z, ref.source, schedule.mask_net_steps, job.gen, job.cancel,
-                              on_step)
+        return train_mask_net(ref.z, ref.source_labels, schedule.mask_net_steps, job.gen,
+                              job.cancel, on_step)
 
     # -- the optimisation loop --------------------------------------------------------------
 
@@ -622,7 +628,7 @@ class Engine:
                 terms["classifier"] = losses.class_loss(logits, judge.target_class)
                 terms["feature_stats"] = losses.feature_stats_loss(feats, judge.feature_targets)
             if jw.mask:
-                terms["mask"] = losses.mask_loss(mask_net(seen), judge.guide)
+                terms["mask"] = losses.mask_loss(mask_net(seen), judge.target_labels)
             if jw.tv_l1:
                 terms["tv_l1"] = losses.total_variation_l1(x)
             if jw.tv_l2:
