@@ -3,6 +3,8 @@
     magic-edit photo.png --source-mask object.png --guide-mask target.png -o out.png
     magic-edit photo.png --source-mask object.png --guide-mask target.png -o out.png \
         --mode move --init-from rough.png      # start from a rough composite (RGBA allowed)
+    magic-edit photo.png --source-labels labels.png --target-labels wanted.png -o out.png
+                                               # a layout edit from two painted label maps
 
 Errors are one line on stderr with a non-zero exit status; Ctrl-C cancels (exit status 130).
 """
@@ -27,6 +29,7 @@ from magic_server.imageio import (
     ImageError,
     composite_over,
     load_image,
+    load_label_map,
     load_mask,
     load_rgba,
     save_png,
@@ -59,17 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Move, copy, reshape or remove an object in a photo with MAGIC: optimise new "
-        "images whose object follows the guide mask.",
+        "images whose object follows the guide mask. Or edit a whole layout: give the photo's "
+        "label map and the wanted one instead of the two masks.",
     )
     p.add_argument("image", help="the photo (PNG, JPEG, ...)")
-    p.add_argument("--source-mask", required=True, metavar="M",
+    p.add_argument("--source-mask", metavar="M",
                    help="mask of the object in the photo (white or opaque = object)")
-    p.add_argument("--guide-mask", required=True, metavar="G",
+    p.add_argument("--guide-mask", metavar="G",
                    help="mask of where/what shape the object should be in the result")
+    p.add_argument("--source-labels", metavar="S.png",
+                   help="layout edit: the photo's label map, a flat colour per label (at most "
+                   "16) or grey label indices; `magic-label-map` makes a first one")
+    p.add_argument("--target-labels", metavar="T.png",
+                   help="layout edit: the label map the result should show, painted in the "
+                   "source map's colours (e.g. over a copy of it)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png",
                    help="result file; with several samples OUT-1.png, OUT-2.png, ...")
-    p.add_argument("--mode", choices=MODES, default=defaults.mode,
-                   help=f"kind of edit (default {defaults.mode})")
+    p.add_argument("--mode", choices=[m for m in MODES if m != "layout"], default=None,
+                   help=f"kind of edit with masks (default {defaults.mode}); label maps are "
+                   "always a layout edit")
     p.add_argument("--samples", type=int, default=1, help="number of results (default 1)")
     p.add_argument("--preset", choices=PRESET_NAMES, default=defaults.preset,
                    help=f"iteration budget (default {defaults.preset}): " + _preset_help())
@@ -135,7 +146,7 @@ def _preview_every(args: argparse.Namespace) -> int:
 def _options(args: argparse.Namespace) -> SynthesisOptions:
     options = SynthesisOptions(
         samples=args.samples, preset=args.preset, iterations=args.iterations, seed=args.seed,
-        mode=args.mode, resolution=args.resolution, preview_every=_preview_every(args),
+        mode=args.kind, resolution=args.resolution, preview_every=_preview_every(args),
         composite=not args.whole_image, refine=not args.no_refine,
     )
     try:
@@ -143,6 +154,41 @@ def _options(args: argparse.Namespace) -> SynthesisOptions:
     except EngineInputError as e:
         raise CliError(str(e)) from None
     return options
+
+
+def _edit_kind(args: argparse.Namespace) -> str:
+    """The mode the arguments ask for: masks or label maps, never both, never half."""
+    masks = (args.source_mask, args.guide_mask)
+    labels = (args.source_labels, args.target_labels)
+    if any(labels):
+        if any(masks):
+            raise CliError("give either --source-mask/--guide-mask or --source-labels/"
+                           "--target-labels, not both")
+        if not all(labels):
+            raise CliError("a layout edit needs both --source-labels and --target-labels")
+        if args.mode is not None:
+            raise CliError("--mode applies to mask edits; label maps are a layout edit")
+        return "layout"
+    if not all(masks):
+        raise CliError("give --source-mask and --guide-mask (or --source-labels and "
+                       "--target-labels for a layout edit)")
+    return args.mode or SynthesisOptions().mode
+
+
+def _read_label_maps(args: argparse.Namespace, image: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The two label maps as painted (checked against the photo's size, not yet read into
+    labels: that is magic_server.labelmaps' job, here or on the server)."""
+    maps = []
+    for flag, path in (("--source-labels", args.source_labels),
+                       ("--target-labels", args.target_labels)):
+        m = load_label_map(path, f"{flag} label map")
+        if m.shape[:2] != image.shape[:2]:
+            raise CliError(f"{flag} {path} is {m.shape[1]}x{m.shape[0]} but the image is "
+                           f"{image.shape[1]}x{image.shape[0]}: a label map must have the "
+                           "photo's size")
+        maps.append(m)
+    return maps[0], maps[1]
 
 
 def _read_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,7 +259,7 @@ def _download_progress() -> Callable | None:
 
 
 def _run_local(args, image, source, guide, options, sink, cancel,
-               init=None) -> tuple[list[np.ndarray], str]:
+               init=None, label_maps=None) -> tuple[list[np.ndarray], str]:
     from magic_server.checkpoints import WeightsError
     from magic_server.classifier import is_untrained, load_classifier
     from magic_server.devices import DeviceError, resolve_device
@@ -238,8 +284,13 @@ def _run_local(args, image, source, guide, options, sink, cancel,
             raise CancelledByUser
         try:
             init_image = None if init is None else composite_over(init, image)
-            result = engine.synthesize(image, source, guide, options, on_progress=sink,
-                                       cancel=cancel, init_image=init_image)
+            if label_maps is not None:
+                result = engine.synthesize_layout(image, *_label_indices(label_maps), options,
+                                                  on_progress=sink, cancel=cancel,
+                                                  init_image=init_image)
+            else:
+                result = engine.synthesize(image, source, guide, options, on_progress=sink,
+                                           cancel=cancel, init_image=init_image)
         except Cancelled:
             raise CancelledByUser from None
         except EngineInputError as e:
@@ -257,8 +308,18 @@ def _run_local(args, image, source, guide, options, sink, cancel,
     return result.images, label
 
 
+def _label_indices(label_maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    from magic_server.labelmaps import LabelMapError, read_label_maps
+
+    try:
+        maps = read_label_maps(*label_maps)
+    except LabelMapError as e:
+        raise CliError(str(e)) from None
+    return maps.source, maps.target
+
+
 def _run_remote(args, image, source, guide, options, sink,
-                init=None) -> tuple[list[np.ndarray], str]:
+                init=None, label_maps=None) -> tuple[list[np.ndarray], str]:
     remote_edit = importlib.import_module("magic_server.remote_edit")
     client = importlib.import_module("magic_protocol.client")
     if args.weights is not None or args.device != "auto":
@@ -266,7 +327,7 @@ def _run_remote(args, image, source, guide, options, sink,
               "chooses)", file=sys.stderr)
     try:
         images = remote_edit.run_remote(args.server, image, source, guide, options, sink,
-                                        init_image=init)
+                                        init_image=init, label_maps=label_maps)
     except client.JobCancelled:
         raise CancelledByUser from None
     except client.MagicError as e:
@@ -277,7 +338,14 @@ def _run_remote(args, image, source, guide, options, sink,
 def run(args: argparse.Namespace) -> int:
     paths = output_paths(args.output, args.samples)
     options = _options(args)
-    image, source, guide = _read_inputs(args)
+    label_maps = source = guide = None
+    if options.mode == "layout":
+        image = load_image(args.image)
+        label_maps = _read_label_maps(args, image)
+        if args.server is None:
+            _label_indices(label_maps)  # a bad map is told before the weights load
+    else:
+        image, source, guide = _read_inputs(args)
     init = _read_init(args, image)
     preview_dir = Path(args.preview_dir) if args.preview_dir else None
     bar = ProgressBar()
@@ -285,9 +353,11 @@ def run(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     try:
         if args.server:
-            images, label = _run_remote(args, image, source, guide, options, sink, init)
+            images, label = _run_remote(args, image, source, guide, options, sink, init,
+                                        label_maps)
         else:
-            images, label = _run_local(args, image, source, guide, options, sink, cancel, init)
+            images, label = _run_local(args, image, source, guide, options, sink, cancel, init,
+                                       label_maps)
     finally:
         bar.close()
     if len(images) != len(paths):
@@ -305,7 +375,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.kind = _edit_kind(args)
+    except CliError as e:
+        parser.error(str(e))  # a usage error: exit status 2, like argparse's own
     try:
         return run(args)
     except (CliError, ImageError) as e:

@@ -137,6 +137,25 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> n
     return mask.copy()
 
 
+def load_label_map(path: str | os.PathLike, what: str = "label map") -> np.ndarray:
+    """A label map as painted: uint8 HxWx3 flat colours, or HxW grey label indices (a
+    single-channel file). Not resized: a label map must have the photo's size. Transparent
+    pixels are refused: every pixel must carry a label."""
+    im = _open(path, what)
+    if im.mode in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
+        grey = np.asarray(im) if im.mode == "L" else _high_depth_to_8bit(im)
+        return grey.astype(np.uint8).copy()
+    if _has_alpha(im):
+        rgba = np.asarray(im.convert("RGBA"))
+        clear = rgba[..., 3] < 255
+        if clear.any():
+            ys, xs = np.nonzero(clear)
+            raise ImageError(f"{what} {path} has {int(clear.sum())} transparent pixels (e.g. at "
+                             f"x={xs[0]}, y={ys[0]}): paint every pixel with a label colour")
+        return rgba[..., :3].copy()
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
 def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Write uint8 HxWx3 (or HxW, or bool HxW) as PNG, atomically; parent folders are created."""
     path = Path(path)

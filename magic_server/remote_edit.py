@@ -23,16 +23,20 @@ from magic_server.engine.api import Progress, SynthesisOptions
 KEYS_ENV = "MAGIC_SERVER_KEYS"
 
 
-def run_remote(address: str, image: np.ndarray, source_mask: np.ndarray,
-               guide_mask: np.ndarray, options: SynthesisOptions,
+def run_remote(address: str, image: np.ndarray, source_mask: np.ndarray | None,
+               guide_mask: np.ndarray | None, options: SynthesisOptions,
                on_progress: Callable[[Progress], None] | None = None, *,
                init_image: np.ndarray | None = None,
+               label_maps: tuple[np.ndarray, np.ndarray] | None = None,
                keys_dir: str | os.PathLike[str] | None = None,
                timeout_s: float = 10.0, connect_timeout_s: float = 5.0) -> list[np.ndarray]:
     """Send the edit to the server at `address`; return the uint8 HxWx3 results.
 
     init_image: the artist's rough composite, uint8 HxWx4 (alpha 0 = take the photo's pixel)
     or HxWx3 (opaque), sent as the "init" frame; options.composite and options.refine go along.
+
+    label_maps: a layout edit's (source, target) maps as painted (uint8 HxWx3 colours or HxW
+    grey indices), sent as they are (the server reads them); the masks are then None.
 
     image: uint8 HxWx3 (or HxWx4); masks: bool (or uint8, nonzero = inside) HxW. Progress events
     become engine Progress objects (with previews when options.preview_every > 0). CurveZMQ keys:
@@ -46,10 +50,15 @@ def run_remote(address: str, image: np.ndarray, source_mask: np.ndarray,
     if keys:
         from magic_protocol.client import load_curve_keys
         curve = load_curve_keys(Path(keys))
+    masks = {}
+    if label_maps is not None:
+        masks = {"source_labels": _label_map(label_maps[0]),
+                 "target_labels": _label_map(label_maps[1])}
+    else:
+        masks = {"source_mask": RawImage(w, h, 1, _mask(source_mask).tobytes()),
+                 "guide_mask": RawImage(w, h, 1, _mask(guide_mask).tobytes())}
     request = JobRequest(
-        image=RawImage(w, h, 4, _rgba(image).tobytes()),
-        source_mask=RawImage(w, h, 1, _mask(source_mask).tobytes()),
-        guide_mask=RawImage(w, h, 1, _mask(guide_mask).tobytes()),
+        image=RawImage(w, h, 4, _rgba(image).tobytes()), **masks,
         mode=options.mode, samples=options.samples, preset=options.preset,
         iterations=options.iterations, seed=options.seed, resolution=options.resolution,
         preview=options.preview_every > 0, composite=options.composite,
@@ -103,3 +112,9 @@ def _rgba(image: np.ndarray) -> np.ndarray:
 def _mask(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     return np.where(mask.astype(bool), 255, 0).astype(np.uint8)
+
+
+def _label_map(labels: np.ndarray) -> RawImage:
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    channels = 1 if labels.ndim == 2 else labels.shape[2]
+    return RawImage(labels.shape[1], labels.shape[0], channels, labels.tobytes())

@@ -262,7 +262,7 @@ def test_server_mode_uses_run_remote(scene, stand_in, capsys, monkeypatch):
     calls = []
 
     def run_remote(address, image, source_mask, guide_mask, options, on_progress,
-                   init_image=None):
+                   init_image=None, label_maps=None):
         calls.append((address, options))
         on_progress(Progress(1, 2, 0.5))
         on_progress(Progress(2, 2, 1.0))
