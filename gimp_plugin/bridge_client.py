@@ -23,6 +23,7 @@ except ImportError:  # Python 2
     import Queue as queue
 
 _LEN = struct.Struct(">I")
+MODE_FRAMES = ("source_mask", "guide_mask", "source_labels", "target_labels")
 
 NO_PYTHON = ("MAGIC for GIMP 2.10 needs Python 3 with pyzmq to reach the server, and `%s` could "
              "not be started (%s). Install Python 3 and pyzmq, then run magic-installer again so "
@@ -153,7 +154,9 @@ class BridgeRunner(object):
 
     def submit(self, address, request, on_event, cancelled, timeout_s):
         w, h = request["width"], request["height"]
-        frames = [request["image"], request["source_mask"], request["guide_mask"]]
+        # The mode's frames in the protocol's order (a request holds only its mode's frames).
+        frames = [request["image"]] + [request[name] for name in MODE_FRAMES
+                                       if request.get(name) is not None]
         if request.get("init") is not None:
             frames.append(request["init"])
         self._send({"op": "submit", "address": address, "params": request["params"],
@@ -171,7 +174,7 @@ class BridgeRunner(object):
                 continue
             self._check(header)
             images = [(data, size[0], size[1]) for data, size in zip(frames, header["sizes"])]
-            return images, list(header.get("seeds") or [])
+            return images, list(header.get("seeds") or []), list(header.get("notes") or [])
 
     def close(self):
         if self.proc is None:

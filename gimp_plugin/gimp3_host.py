@@ -134,19 +134,43 @@ class Gimp3Host:
             if not image.insert_layer(group, parent, image.get_item_position(base)):
                 raise RuntimeError("GIMP refused to add the result layer group")
             for i, r in enumerate(results):
-                layer = Gimp.Layer.new(image, r.name, r.width, r.height,
-                                       Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
-                if not image.insert_layer(layer, group, i):
-                    raise RuntimeError(f"GIMP refused to add the result layer {r.name!r}")
-                layer.set_offsets(r.x, r.y)
-                buf = layer.get_buffer()
-                buf.set(Gegl.Rectangle.new(0, 0, r.width, r.height), RGBA, bytes(r.rgba))
-                buf.flush()
-                layer.update(0, 0, r.width, r.height)
+                _insert_layer(image, r, group, i)
         finally:
             image.undo_group_end()
         image.set_selected_layers([base])
         Gimp.displays_flush()
+
+    def insert_label_maps(self, image, base, layers) -> None:
+        """The label layers directly above the photo (the first on top), in one undo step; the
+        top one (the copy to paint on) becomes the selected layer."""
+        image.undo_group_start()
+        try:
+            parent, position = base.get_parent(), image.get_item_position(base)
+            for r in reversed(layers):  # each one at the photo's old place pushes the rest down
+                _insert_layer(image, r, parent, position)
+        finally:
+            image.undo_group_end()
+        image.set_selected_layers([layers[0].layer])
+        Gimp.displays_flush()
+
+    def tell(self, text: str) -> None:
+        Gimp.message(text)
+
+
+def _insert_layer(image, r, parent, position) -> None:
+    """One workflow.ResultLayer as a new RGBA layer; r.layer is then that layer."""
+    layer = Gimp.Layer.new(image, r.name, r.width, r.height, Gimp.ImageType.RGBA_IMAGE,
+                           r.opacity, Gimp.LayerMode.NORMAL)
+    if not image.insert_layer(layer, parent, position):
+        raise RuntimeError(f"GIMP refused to add the layer {r.name!r}")
+    layer.set_offsets(r.x, r.y)
+    if not r.visible:
+        layer.set_visible(False)
+    buf = layer.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, r.width, r.height), RGBA, bytes(r.rgba))
+    buf.flush()
+    layer.update(0, 0, r.width, r.height)
+    r.layer = layer
 
 
 def has_display() -> bool:
@@ -391,14 +415,16 @@ class DirectRunner:
         except c.MagicError as exc:
             raise self._translate(exc) from None
         return {"max_pixels": info.limits.max_pixels, "presets": list(info.presets),
-                "device": info.device}
+                "modes": list(info.modes), "device": info.device}
 
     def submit(self, address, request, on_event, cancelled, timeout_s):
         c = self.c
         keys = self._keys()
         job = c.JobRequest.from_params(
-            request["width"], request["height"], request["image"], request["source_mask"],
-            request["guide_mask"], request["params"], init_image=request.get("init"))
+            request["width"], request["height"], request["image"], request.get("source_mask"),
+            request.get("guide_mask"), request["params"], init_image=request.get("init"),
+            source_labels=request.get("source_labels"),
+            target_labels=request.get("target_labels"))
         guard = CancelGuard(address, keys or None) if self._guard else None
 
         def forward(ev):
@@ -421,4 +447,4 @@ class DirectRunner:
                 guard.done()
         images = [(bytes(im.data), im.width, im.height) for im in result.images
                   if im.channels == 3]
-        return images, list(result.seeds)
+        return images, list(result.seeds), list(result.notes)

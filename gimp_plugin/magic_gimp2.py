@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 # -*- coding: utf-8 -*-
 # ruff: noqa: UP004, UP009, UP024  (Python 2.7 compatible: GIMP 2.10's Python-Fu)
-"""MAGIC for GIMP 2.10 (Python-Fu / gimpfu): the same four procedures as the GIMP 3 plug-in.
+"""MAGIC for GIMP 2.10 (Python-Fu / gimpfu): the same procedures as the GIMP 3 plug-in.
 
 GIMP 2.10 runs this file with Python 2.7. The mask logic and the run are shared with GIMP 3
 (gimp_plugin.workflow); the server is reached through a Python 3 bridge process
 (gimp_plugin.bridge_client), because the shared client needs Python 3.
 
 gimpfu's layer pickers cannot say "none": for the optional layers (source-mask, guide-mask,
-moved-layer) picking the active layer itself means "none" (source-mask: use the selection).
+moved-layer, source-labels, target-labels) picking the active layer itself means "none"
+(source-mask: use the selection; the others are then missing, which the run explains).
 """
 
 import os
@@ -139,17 +140,39 @@ class Gimp2Host(object):
             pdb.gimp_image_insert_layer(image, group, parent,
                                         pdb.gimp_image_get_item_position(image, base))
             for i, r in enumerate(results):
-                layer = gimp.Layer(image, r.name, r.width, r.height, RGBA_IMAGE, 100.0,
-                                   NORMAL_MODE)
-                pdb.gimp_image_insert_layer(image, layer, group, i)
-                layer.set_offsets(r.x, r.y)
-                rgn = layer.get_pixel_rgn(0, 0, r.width, r.height, True, False)
-                rgn[0:r.width, 0:r.height] = bytes(r.rgba)
-                layer.flush()
-                layer.update(0, 0, r.width, r.height)
+                insert_layer(image, r, group, i)
         finally:
             pdb.gimp_image_undo_group_end(image)
         gimp.displays_flush()
+
+    def insert_label_maps(self, image, base, layers):
+        pdb.gimp_image_undo_group_start(image)
+        try:
+            parent = pdb.gimp_item_get_parent(base)
+            position = pdb.gimp_image_get_item_position(image, base)
+            for r in reversed(layers):  # each one at the photo's old place pushes the rest down
+                insert_layer(image, r, parent, position)
+        finally:
+            pdb.gimp_image_undo_group_end(image)
+        pdb.gimp_image_set_active_layer(image, layers[0].layer)  # the copy to paint on
+        gimp.displays_flush()
+
+    def tell(self, text):
+        gimp.message(text)
+
+
+def insert_layer(image, r, parent, position):
+    """One workflow.ResultLayer as a new RGBA layer; r.layer is then that layer."""
+    layer = gimp.Layer(image, r.name, r.width, r.height, RGBA_IMAGE, r.opacity, NORMAL_MODE)
+    pdb.gimp_image_insert_layer(image, layer, parent, position)
+    layer.set_offsets(r.x, r.y)
+    if not r.visible:
+        layer.visible = False
+    rgn = layer.get_pixel_rgn(0, 0, r.width, r.height, True, False)
+    rgn[0:r.width, 0:r.height] = bytes(r.rgba)
+    layer.flush()
+    layer.update(0, 0, r.width, r.height)
+    r.layer = layer
 
 
 def gimpfu_params(spec):

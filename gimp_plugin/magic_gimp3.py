@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""MAGIC for GIMP 3: mask-guided synthesis, move, copy and remove object (Filters > MAGIC).
+"""MAGIC for GIMP 3: mask-guided synthesis, move, copy and remove object, label maps and layout
+edits (Filters > MAGIC).
 
 Installed as <profile>/plug-ins/magic-gimp/magic-gimp.py next to the gimp_plugin and
 magic_protocol packages and magic_gimp.json. Imports only the standard library, gi, pyzmq (via
@@ -27,6 +28,7 @@ from gimp_plugin import memory, procedures, settings, workflow
 PLUG_IN_BINARY = "magic-gimp"
 MENU_PATH = "<Image>/" + procedures.MENU_ROOT
 PLUGIN_DIR = HERE
+LAYOUT_PROCEDURE = "python-fu-magic-layout"
 
 
 def add_argument(proc, arg) -> None:
@@ -110,9 +112,21 @@ def save_memory(image, spec, config) -> None:
             layers[a.name] = None if v is None else (v.get_id(), v.get_name())
         else:
             values[a.name] = v
-    store = memory.remember(load_memory(image), spec.name, values, layers)
+    store_memory(image, memory.remember(load_memory(image), spec.name, values, layers))
+
+
+def store_memory(image, store) -> None:
     # flags 0: neither persistent nor undoable (no undo step, the image stays clean)
     image.attach_parasite(Gimp.Parasite.new(memory.PARASITE_NAME, 0, memory.encode(store)))
+
+
+def suggest_label_layers(image, layers) -> None:
+    """After a label map: the Layout edit dialog on this image offers its two new layers."""
+    by_name = {r.name: r.layer for r in layers}
+    refs = {arg: (layer.get_id(), layer.get_name()) for arg, layer in (
+        ("source-labels", by_name[procedures.SOURCE_LABELS_LAYER]),
+        ("target-labels", by_name[procedures.TARGET_LABELS_LAYER]))}
+    store_memory(image, memory.suggest_layers(load_memory(image), LAYOUT_PROCEDURE, refs))
 
 
 def find_layer(image, ref):
@@ -124,7 +138,8 @@ def find_layer(image, ref):
 
 
 def restore_memory(image, spec, config) -> bool:
-    """Put the arguments remembered for this image back into config. True if there were any."""
+    """Put the arguments remembered for this image back into config. True if values other than
+    layers were remembered (layers alone may be a suggestion: see suggest_label_layers)."""
     found = memory.recall(load_memory(image), spec.name)
     if found is None:
         return False
@@ -138,12 +153,15 @@ def restore_memory(image, spec, config) -> bool:
                 config.set_property(a.name, values[a.name])
         except (TypeError, ValueError):
             continue  # a value this version no longer accepts: keep GIMP's
-    return True
+    return bool(values)
 
 
 def fit_defaults_to_server(spec, config, plugin_config) -> None:
     """First run on an image with the registered defaults: preset and samples that fit the
     server (draft, 1 sample on a CPU; quality, 3 on a GPU; draft when no server answers)."""
+    names = [a.name for a in spec.args]
+    if "preset" not in names or "samples" not in names:
+        return  # e.g. the label map: nothing to fit
     if any(config.get_property(k) != spec.arg(k).default for k in ("preset", "samples")):
         return
     from gimp_plugin.gimp3_host import DirectRunner
@@ -197,7 +215,13 @@ def run_procedure(procedure, run_mode, image, drawables, config, data):
         except ValueError as exc:
             raise workflow.UserError(str(exc)) from None
         runner = DirectRunner(curve=curve, guard=True)
-        workflow.run(host, runner, image, drawables[0], mode, args, plugin_config)
+        layers = workflow.run(host, runner, image, drawables[0], mode, args, plugin_config)
+        if mode == procedures.LABEL_MAP:
+            try:
+                suggest_label_layers(image, layers)
+            except Exception as exc:  # noqa: BLE001 - the layers are there; only a convenience
+                print(f"MAGIC: could not offer the label layers to Layout edit: {exc}",
+                      file=sys.stderr)
     except workflow.UserError as exc:
         return fail(procedure, run_mode, exc.message, exc.cancelled)
     except Exception as exc:  # noqa: BLE001 - never a bare traceback without a message

@@ -79,4 +79,6 @@ PROCEDURES = (
     "python-fu-magic-move-object",
     "python-fu-magic-copy-object",
     "python-fu-magic-remove-object",
+    "python-fu-magic-layout",
+    "python-fu-magic-label-map",
 )

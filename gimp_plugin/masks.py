@@ -15,6 +15,7 @@ ON = 255
 THRESHOLD = 128
 
 _THRESH_TABLE = bytes(bytearray(0 if i < THRESHOLD else ON for i in range(256)))
+_NONZERO_TABLE = bytes(bytearray(0 if i == 0 else ON for i in range(256)))
 
 
 class MaskError(ValueError):
@@ -111,6 +112,24 @@ def subtract(a, b):
         raise ValueError("masks differ in size")
     full = (1 << (8 * len(a))) - 1
     return _from_int(_to_int(a) & (full ^ _to_int(b)), len(a))
+
+
+def differ(a, b, channels=3):
+    """Mask of the pixels where two interleaved images of `channels` bytes per pixel differ in
+    any channel (whole-buffer integer XOR: no per-pixel Python loop)."""
+    if len(a) != len(b):
+        raise ValueError("images differ in size")
+    changed = _from_int(_to_int(a) ^ _to_int(b), len(a)).translate(_NONZERO_TABLE)
+    out = changed[0::channels]
+    for c in range(1, channels):
+        out = union(out, changed[c::channels])
+    return out
+
+
+def first_off(mask, width):
+    """(x, y) of the first pixel that is not set, or None when every pixel is."""
+    i = bytearray(mask).find(b"\x00")
+    return None if i < 0 else (i % width, i // width)
 
 
 def count(mask):

@@ -44,6 +44,16 @@ def remember(store, procedure, values, layers):
     return out
 
 
+def suggest_layers(store, procedure, layers):
+    """A new store in which the procedure's next dialog offers these layers ({name: (id, name)}),
+    its other remembered arguments kept: e.g. a new label map's two layers for the layout edit."""
+    found = recall(store, procedure)
+    values, known = found if found is not None else ({}, {})
+    known = dict(known)
+    known.update(layers)
+    return remember(store, procedure, values, known)
+
+
 def recall(store, procedure):
     """(values, layers) stored for the procedure, or None. layers: {name: (id, name) or None}."""
     entry = ((store or {}).get("procedures") or {}).get(procedure)

@@ -6,7 +6,13 @@ its own registration calls (GIMP 3: Gimp.Procedure.add_*_argument; 2.10: gimpfu 
 """
 
 MODES = ("synthesize", "move", "copy", "reshape", "remove")
+LAYOUT = "layout"  # an edit from two label maps instead of masks
+LABEL_MAP = "label-map"  # no edit: a first label map of the photo, to paint a layout on
 PRESETS = ("quality", "draft", "paper", "tiny")  # first one is the default
+MIN_LABELS, MAX_LABELS = 2, 16
+SOURCE_LABELS_LAYER = "MAGIC source labels"
+TARGET_LABELS_LAYER = "MAGIC target labels (paint here)"
+TARGET_LABELS_OPACITY = 50.0  # the photo shows through while the artist paints
 TEST_PRESETS = ("tiny",)  # accepted by the procedures (scripts, CI), not offered in dialogs
 REGIONS = ("edited-area", "whole-image")
 MAX_SAMPLES = 16
@@ -71,6 +77,18 @@ SEED_FROM_LAYER = Arg("seed-from-layer", "bool", "Start from the moved la_yer",
 MODE = Arg("mode", "choice", "_Mode", "What the synthesis should do with the object",
            default="reshape", choices=MODES)
 
+SOURCE_LABELS = Arg("source-labels", "layer", "Source la_bels layer",
+                    "The photo's label map: one flat colour per region (Filters > MAGIC > Label "
+                    "map makes a first one)", optional=True)
+TARGET_LABELS = Arg("target-labels", "layer", "Tar_get labels layer",
+                    "The wanted label map: a copy of the source map painted over with its own "
+                    "colours (pencil tool, no anti-aliasing)", optional=True)
+LABELS = Arg("labels", "int", "_Number of labels",
+             "How many regions (flat colours) the label map should have",
+             default=6, lo=MIN_LABELS, hi=MAX_LABELS)
+LABEL_MAP_SEED = Arg("seed", "int", "See_d", "Random seed of the clustering (another seed may "
+                     "draw other regions)", default=0, lo=0, hi=MAX_SEED)
+
 COMMON = [
     Arg("samples", "int", "Sam_ples", "How many different results to make (one layer each)",
         default=3, lo=1, hi=MAX_SAMPLES),
@@ -97,6 +115,9 @@ COMMON = [
         "(tcp://127.0.0.1:5591 by default)", default=""),
 ]
 
+# A label map is no edit: samples, preset, region, iterations and resolution mean nothing to it.
+LABEL_MAP_COMMON = [a for a in COMMON if a.name in ("timeout", "server-address")]
+
 PROCEDURES = [
     Procedure("python-fu-magic-synthesize", None, "Mask-guided _synthesis...",
               "Synthesize new versions of the active layer with the object (source mask: the "
@@ -112,6 +133,14 @@ PROCEDURES = [
               "Remove the selected object. Without a source mask layer the selection is the "
               "only object; with one (marking all objects) the others stay where they are.",
               [SOURCE_MASK] + COMMON),
+    Procedure("python-fu-magic-layout", LAYOUT, "La_yout edit...",
+              "Rearrange the photo after a painted label map: where the target labels layer "
+              "differs from the source labels layer, each pixel is synthesized from the photo's "
+              "regions of its wanted label.", [SOURCE_LABELS, TARGET_LABELS] + COMMON),
+    Procedure("python-fu-magic-label-map", LABEL_MAP, "_Label map...",
+              "Make a first label map of the photo (flat colours, one per region) as two layers: "
+              "the source labels and a copy to paint the wanted layout on.",
+              [LABELS, LABEL_MAP_SEED] + LABEL_MAP_COMMON),
 ]
 
 BY_NAME = dict((p.name, p) for p in PROCEDURES)
@@ -145,7 +174,7 @@ def group_name(mode):
 
 # What the server's progress stages are called in GIMP's progress bar.
 STAGE_LABELS = {"mask-net": "learning the object", "synthesis": "synthesizing",
-                "refine": "refining"}
+                "refine": "refining", "label-map": "finding the regions"}
 
 
 def stage_label(stage):

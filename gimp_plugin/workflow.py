@@ -12,12 +12,19 @@ host:   layer_geometry(layer) -> (width, height, x, y); layer_name(layer); same_
         wants_preview (bool); show_preview(image, base, rgb, w, h); clear_preview(image)
         insert_results(image, base, group_name, results)  # results: list of ResultLayer,
                                                           # one undo step, above `base`
-runner: handshake(address, timeout_s) -> {"max_pixels": int, "presets": [...]}
-        submit(address, request, on_event, cancelled, timeout_s) -> (images, seeds)
-            request: dict(width, height, image (RGBA), source_mask, guide_mask, params,
-                          init (RGBA rough composite, alpha 0 = the image's pixel) or None)
-            images: list of (rgb bytes, width, height); on_event(kind, info dict), where
-            info["previews"] may hold downscaled (rgb bytes, width, height) frames
+        insert_label_maps(image, base, layers)  # ResultLayers directly above `base`, the first
+                                                # on top and selected, one undo step
+        tell(text)  # a message the artist reads after the run (what to do next)
+        The insert methods set each ResultLayer's `layer` to the GIMP layer made from it.
+runner: handshake(address, timeout_s) -> {"max_pixels": int, "presets": [...], "modes": [...]}
+        submit(address, request, on_event, cancelled, timeout_s) -> (images, seeds[, notes])
+            request: dict(width, height, image (RGBA), params, init (RGBA rough composite,
+                          alpha 0 = the image's pixel) or None) plus the mode's frames:
+                     source_mask, guide_mask (binary edits: 1 channel each), or
+                     source_labels, target_labels (layout: RGB label maps), or none (label-map)
+            images: list of (rgb bytes, width, height); notes: sentences for the artist;
+            on_event(kind, info dict), where info["previews"] may hold downscaled
+            (rgb bytes, width, height) frames
         both raise RunnerError(kind, message), kind in RUNNER_ERROR_KINDS
 """
 
@@ -51,20 +58,23 @@ class RunnerError(Exception):
 
 
 class ResultLayer(object):
-    def __init__(self, name, width, height, x, y, rgba):
+    def __init__(self, name, width, height, x, y, rgba, opacity=100.0, visible=True):
         self.name = name
         self.width = width
         self.height = height
         self.x = x
         self.y = y
         self.rgba = rgba
+        self.opacity = opacity
+        self.visible = visible
+        self.layer = None  # the GIMP layer, once inserted
 
 
 class Job(object):
     """Everything computed from the image before talking to the server."""
 
     def __init__(self, mode, width, height, x, y, image_rgba, source, guide, edit_box, edit_alpha,
-                 init_rgba=None):
+                 init_rgba=None, source_labels=None, target_labels=None):
         self.mode = mode
         self.width = width
         self.height = height
@@ -76,6 +86,16 @@ class Job(object):
         self.edit_box = edit_box  # (x0, y0, x1, y1) in the base layer's frame
         self.edit_alpha = edit_alpha  # alpha of the result layers inside edit_box
         self.init_rgba = init_rgba  # the moved layer placed in the base frame (seed), or None
+        self.source_labels = source_labels  # layout edits: RGB label maps in the base frame
+        self.target_labels = target_labels
+
+    def frames(self):
+        """The request's frames of this job's mode (see the runner contract)."""
+        if self.mode == procedures.LAYOUT:
+            return {"source_labels": self.source_labels, "target_labels": self.target_labels}
+        if self.mode == procedures.LABEL_MAP:
+            return {}
+        return {"source_mask": self.source, "guide_mask": self.guide}
 
 
 def blend_margin(width, height):
@@ -106,20 +126,33 @@ def _source_mask(host, args, base_geometry, selection):
     return selection
 
 
-def collect(host, image, base, mode, args):
-    """Read the layers and build the masks for `mode`; raises UserError for anything wrong."""
+LAYER_ARGS = ("source-mask", "guide-mask", "moved-layer", "source-labels", "target-labels")
+
+
+def _base_geometry(host, base, args):
     if base is None:
         raise UserError("Select one layer (the photo) to work on.")
-    geometry = host.layer_geometry(base)
-    w, h, bx, by = geometry
+    w, h, bx, by = host.layer_geometry(base)
     if w > HARD_MAX_SIDE or h > HARD_MAX_SIDE:
         raise UserError("The image is too large (%dx%d); the largest side allowed is %d pixels: "
                         "scale it down or crop it first." % (w, h, HARD_MAX_SIDE))
-    for name in ("source-mask", "guide-mask", "moved-layer"):
+    for name in LAYER_ARGS:
         layer = args.get(name)
         if layer is not None and host.same_layer(layer, base):
-            raise UserError("The %s layer is the active layer itself: pick the mask layer there and "
-                            "make the photo the active layer." % name)
+            kind = "label" if name.endswith("labels") else "mask"
+            raise UserError("The %s layer is the active layer itself: pick the %s layer there and "
+                            "make the photo the active layer." % (name, kind))
+    return w, h, bx, by
+
+
+def collect(host, image, base, mode, args):
+    """Read the layers and build the masks for `mode`; raises UserError for anything wrong."""
+    geometry = _base_geometry(host, base, args)
+    if mode == procedures.LABEL_MAP:
+        return _label_map_job(host, base, geometry)
+    if mode == procedures.LAYOUT:
+        return _layout_job(host, base, geometry, args)
+    w, h, bx, by = geometry
     selection = host.read_selection(image, bx, by, w, h)
 
     init = None
@@ -161,14 +194,81 @@ def collect(host, image, base, mode, args):
             raise UserError("The %s mask covers the whole layer: it must mark one object, not "
                             "everything." % label)
 
-    if args.get("region", procedures.REGIONS[0]) == "whole-image":
-        box, alpha = (0, 0, w, h), bytearray(b"\xff") * (w * h)
-    else:
-        area = M.dilate(M.union(source, guide), w, h, blend_margin(w, h))
-        box = M.bbox(area, w, h)
-        alpha = M.crop(area, w, h, box)
+    box, alpha = _edit_area(geometry, args, M.union(source, guide))
     return Job(mode, w, h, bx, by, bytearray(host.read_rgba(base)), source, guide, box, alpha,
                init)
+
+
+def _edit_area(geometry, args, marked):
+    """(box, alpha) of the result layers: the marked pixels plus a blending border, or the
+    whole layer."""
+    w, h = geometry[:2]
+    if args.get("region", procedures.REGIONS[0]) == "whole-image":
+        return (0, 0, w, h), bytearray(b"\xff") * (w * h)
+    area = M.dilate(marked, w, h, blend_margin(w, h))
+    box = M.bbox(area, w, h)
+    return box, M.crop(area, w, h, box)
+
+
+PICK_LABELS = {
+    "source-labels": "Pick the source labels layer: the photo's label map, one flat colour per "
+                     "region (Filters > MAGIC > Label map makes a first one).",
+    "target-labels": "Pick the target labels layer: a copy of the source labels painted over "
+                     "with their own colours where the photo should change.",
+}
+
+
+def _layout_job(host, base, geometry, args):
+    """A layout edit: the two label maps (RGB, in the photo's frame); the result layers cover
+    where they differ plus a border."""
+    for name in ("source-labels", "target-labels"):
+        if args.get(name) is None:
+            raise UserError(PICK_LABELS[name])
+    source_layer, target_layer = args["source-labels"], args["target-labels"]
+    if host.same_layer(source_layer, target_layer):
+        raise UserError("The source and target labels are the same layer ('%s'): pick the photo's "
+                        "label map as source labels and the copy you painted on as target "
+                        "labels." % host.layer_name(source_layer))
+    source = _label_map(host, source_layer, "source labels", geometry)
+    target = _label_map(host, target_layer, "target labels", geometry)
+    changed = M.differ(source, target)
+    if M.is_empty(changed):
+        raise UserError("The target labels layer '%s' shows the same map as the source labels: "
+                        "paint the layout you want on it first (the pencil tool, with a colour "
+                        "picked from the map)." % host.layer_name(target_layer))
+    w, h, bx, by = geometry
+    box, alpha = _edit_area(geometry, args, changed)
+    return Job(procedures.LAYOUT, w, h, bx, by, bytearray(host.read_rgba(base)), None, None, box,
+               alpha, source_labels=source, target_labels=target)
+
+
+def _label_map(host, layer, what, geometry):
+    """A label layer's colours in the photo's frame (RGB). It must cover the photo (parts
+    outside it are cropped) and be opaque there: a transparent pixel is no label."""
+    w, h, bx, by = geometry
+    lw, lh, lx, ly = host.layer_geometry(layer)
+    name = host.layer_name(layer)
+    if lx > bx or ly > by or lx + lw < bx + w or ly + lh < by + h:
+        raise UserError("The %s layer '%s' (%dx%d at %d,%d) does not cover the photo layer "
+                        "(%dx%d at %d,%d): a label map needs the photo's size and position (make "
+                        "one with Filters > MAGIC > Label map, or use Layer > Layer to Image "
+                        "Size)." % (what, name, lw, lh, lx, ly, w, h, bx, by))
+    rgba = M.place(host.read_rgba(layer), lw, lh, lx - bx, ly - by, w, h, channels=4)
+    painted = M.threshold(rgba[3::4])
+    hole = M.first_off(painted, w)
+    if hole is not None:
+        raise UserError("The %s layer '%s' is transparent at %d pixel(s), e.g. at x=%d, y=%d: a "
+                        "label map must be opaque; paint them with a label colour (the pencil "
+                        "tool)." % (what, name, w * h - M.count(painted), bx + hole[0],
+                                    by + hole[1]))
+    return M.rgba_to_rgb(rgba)
+
+
+def _label_map_job(host, base, geometry):
+    """A label-map job sends the photo alone; its answer becomes two whole-photo layers."""
+    w, h, bx, by = geometry
+    return Job(procedures.LABEL_MAP, w, h, bx, by, bytearray(host.read_rgba(base)), None, None,
+               (0, 0, w, h), bytearray(b"\xff") * (w * h))
 
 
 def _placed_rgba(host, layer, base_geometry):
@@ -180,6 +280,10 @@ def _placed_rgba(host, layer, base_geometry):
 
 
 def job_params(job, args, preview=False):
+    if job.mode == procedures.LABEL_MAP:
+        # samples and preset mean nothing to a label map; the protocol still wants them
+        return {"mode": job.mode, "samples": 1, "preset": procedures.PRESETS[0],
+                "seed": int(args["seed"]), "labels": int(args["labels"])}
     params = {"mode": job.mode, "samples": int(args["samples"]), "preset": str(args["preset"]),
               "seed": int(args["seed"])}
     if preview:
@@ -326,19 +430,63 @@ def _progress_text(mode, kind, info):
     return JobProgress(mode).event(kind, info)[1]
 
 
+def _check_size(job, w, h):
+    if (w, h) != (job.width, job.height):
+        raise UserError("The server sent a %dx%d result for a %dx%d image; update the server."
+                        % (w, h, job.width, job.height))
+
+
 def build_results(job, images, seeds, first_seed):
     x0, y0, x1, y1 = job.edit_box
     out = []
     for i, (rgb, w, h) in enumerate(images):
-        if (w, h) != (job.width, job.height):
-            raise UserError("The server sent a %dx%d result for a %dx%d image; update the server."
-                            % (w, h, job.width, job.height))
+        _check_size(job, w, h)
         seed = seeds[i] if i < len(seeds) else first_seed + i
         cropped = M.crop(rgb, w, h, job.edit_box, channels=3)
         rgba = M.rgb_to_rgba(cropped, job.edit_alpha)
         out.append(ResultLayer(procedures.result_layer_name(job.mode, seed), x1 - x0, y1 - y0,
                                job.x + x0, job.y + y0, rgba))
     return out
+
+
+def label_map_layers(job, images):
+    """The label map twice, over the whole photo, top first: the copy to paint on (shown half
+    transparent over the photo) and the source map (hidden: it stays as the server made it)."""
+    rgb, w, h = images[0]
+    _check_size(job, w, h)
+    rgba = bytes(M.rgb_to_rgba(rgb, job.edit_alpha))
+    target = ResultLayer(procedures.TARGET_LABELS_LAYER, w, h, job.x, job.y, rgba,
+                         opacity=procedures.TARGET_LABELS_OPACITY)
+    source = ResultLayer(procedures.SOURCE_LABELS_LAYER, w, h, job.x, job.y, rgba, visible=False)
+    return [target, source]
+
+
+def label_map_next_steps(notes):
+    text = ("MAGIC made a label map of the photo: '%s' (hidden; leave it as it is) and a copy "
+            "above it, '%s'. Paint the layout you want on the copy: pick a label colour on it "
+            "with the Color Picker, paint with the Pencil tool (no anti-aliasing), then select "
+            "the photo layer and run Filters > MAGIC > Layout edit with these two layers."
+            % (procedures.SOURCE_LABELS_LAYER, procedures.TARGET_LABELS_LAYER))
+    if notes:
+        text += " Note: %s." % "; ".join(n.rstrip(".") for n in notes)
+    return text
+
+
+def _check_server(job, info, args, address):
+    """What the handshake says about this job: size, preset, mode."""
+    max_pixels = int(info.get("max_pixels") or 0)
+    if max_pixels and job.width * job.height > max_pixels:
+        raise UserError("The image is too large: %dx%d = %d pixels, the server accepts at most "
+                        "%d. Scale the layer down or crop it first."
+                        % (job.width, job.height, job.width * job.height, max_pixels))
+    presets = info.get("presets") or []
+    if presets and "preset" in args and args["preset"] not in presets:
+        raise UserError("The server does not know the preset '%s'; it offers: %s."
+                        % (args["preset"], ", ".join(presets)))
+    modes = info.get("modes") or []
+    if modes and job.mode not in modes:
+        raise UserError("The MAGIC server at %s is too old for %s jobs: update magic-server."
+                        % (address, job.mode))
 
 
 def run(host, runner, image, base, mode, args, config):
@@ -351,48 +499,55 @@ def run(host, runner, image, base, mode, args, config):
     # The first text stays as the cancel button's tooltip in GIMP 3: name the job, not a stage.
     host.progress_start("MAGIC %s" % mode)
     try:
-        host.progress_update(0.0, "MAGIC %s: connecting to %s" % (mode, address))
-        info = connect(host, runner, address, config)
-        max_pixels = int(info.get("max_pixels") or 0)
-        if max_pixels and job.width * job.height > max_pixels:
-            raise UserError("The image is too large: %dx%d = %d pixels, the server accepts at most "
-                            "%d. Scale the layer down or crop it first."
-                            % (job.width, job.height, job.width * job.height, max_pixels))
-        presets = info.get("presets") or []
-        if presets and args["preset"] not in presets:
-            raise UserError("The server does not know the preset '%s'; it offers: %s."
-                            % (args["preset"], ", ".join(presets)))
-        preview = bool(getattr(host, "wants_preview", False))
-        params = job_params(job, args, preview)
-        request = {"width": job.width, "height": job.height, "image": job.image_rgba,
-                   "source_mask": job.source, "guide_mask": job.guide, "params": params,
-                   "init": job.init_rgba}
-
-        bar = JobProgress(mode)
-
-        def on_event(kind, info):
-            fraction, text = bar.event(kind, info)
-            host.progress_update(fraction, text)
-            frames = info.get("previews") or []
-            if preview and frames:
-                rgb, w, h = frames[0]
-                host.show_preview(image, base, rgb, w, h)
-
-        timeout = int(args.get("timeout") or 0) or None
-        host.progress_update(0.0, "MAGIC %s: sending %dx%d image" % (mode, job.width, job.height))
-        try:
-            images, seeds = runner.submit(address, request, on_event, host.cancel_requested,
-                                          timeout)
-        except RunnerError as exc:
-            raise UserError(runner_message(exc, address), cancelled=exc.kind == "cancelled")
-        finally:
-            if preview:
-                host.clear_preview(image)
-        if not images:
-            raise UserError("The MAGIC server returned no images.")
-        results = build_results(job, images, seeds, params["seed"])
-        host.progress_update(1.0, "MAGIC %s: adding %d layer(s)" % (mode, len(results)))
-        host.insert_results(image, base, procedures.group_name(mode), results)
-        return results
+        layers, message = _run_job(host, runner, image, base, job, args, config, address)
     finally:
         host.progress_end()
+    if message:
+        host.tell(message)
+    return layers
+
+
+def _run_job(host, runner, image, base, job, args, config, address):
+    """Connect, submit, insert. Returns (ResultLayers, a message for the artist or None)."""
+    mode = job.mode
+    host.progress_update(0.0, "MAGIC %s: connecting to %s" % (mode, address))
+    info = connect(host, runner, address, config)
+    _check_server(job, info, args, address)
+    preview = bool(getattr(host, "wants_preview", False))
+    params = job_params(job, args, preview)
+    request = {"width": job.width, "height": job.height, "image": job.image_rgba,
+               "params": params, "init": job.init_rgba}
+    request.update(job.frames())
+
+    bar = JobProgress(mode)
+
+    def on_event(kind, info):
+        fraction, text = bar.event(kind, info)
+        host.progress_update(fraction, text)
+        frames = info.get("previews") or []
+        if preview and frames:
+            rgb, w, h = frames[0]
+            host.show_preview(image, base, rgb, w, h)
+
+    timeout = int(args.get("timeout") or 0) or None
+    host.progress_update(0.0, "MAGIC %s: sending %dx%d image" % (mode, job.width, job.height))
+    try:
+        answer = runner.submit(address, request, on_event, host.cancel_requested, timeout)
+    except RunnerError as exc:
+        raise UserError(runner_message(exc, address), cancelled=exc.kind == "cancelled")
+    finally:
+        if preview:
+            host.clear_preview(image)
+    images, seeds = answer[0], answer[1]
+    notes = list(answer[2]) if len(answer) > 2 else []
+    if not images:
+        raise UserError("The MAGIC server returned no images.")
+    if mode == procedures.LABEL_MAP:
+        layers = label_map_layers(job, images)
+        host.progress_update(1.0, "MAGIC %s: adding the label layers" % mode)
+        host.insert_label_maps(image, base, layers)
+        return layers, label_map_next_steps(notes)
+    results = build_results(job, images, seeds, params["seed"])
+    host.progress_update(1.0, "MAGIC %s: adding %d layer(s)" % (mode, len(results)))
+    host.insert_results(image, base, procedures.group_name(mode), results)
+    return results, None

@@ -3,18 +3,22 @@
 GIMP 2.10 runs Python-Fu plug-ins with Python 2.7, which cannot import this package's client.
 The plug-in starts `python3 -m magic_protocol.bridge` (from its own folder, with the Python 3
 recorded in magic_gimp.json) and talks to it over stdin/stdout; the bridge uses
-magic_protocol.client for everything else. Standard library + the client only.
+magic_protocol.client for everything else. Standard library + this package only.
 
 Framing, both ways: a message is a JSON header frame followed by header["nframes"] binary
 frames; every frame is a 4-byte big-endian length and that many bytes.
 
 Requests (plug-in -> bridge):
   {"op": "handshake", "address", "timeout_s"}
-      -> {"ok": true, "info": {"max_pixels", "presets", "device"}}
-  {"op": "submit", "address", "params", "width", "height", "timeout_s" | null, "nframes": 3|4}
-      + image (RGBA), source mask, guide mask (1 channel each) [+ init (RGBA rough composite)]
+      -> {"ok": true, "info": {"max_pixels", "presets", "modes", "device"}}
+  {"op": "submit", "address", "params", "width", "height", "timeout_s" | null, "nframes"}
+      + the frames params["mode"] submits (protocol.submit_frame_names), in that order:
+        image (RGBA), source mask, guide mask (1 channel each) [+ init (RGBA rough composite)];
+        mode "layout": image, source labels, target labels (RGB label maps) [+ init];
+        mode "label-map": image alone (params["labels"]: how many regions)
       -> any number of {"event": kind, "position", "iteration", "total", "eta_s", "stage"}
-      -> {"ok": true, "seeds": [...], "sizes": [[w, h], ...], "nframes": n} + n RGB frames
+      -> {"ok": true, "seeds": [...], "sizes": [[w, h], ...], "notes": [...], "nframes": n}
+         + n RGB frames
   {"op": "cancel"}  while a submit runs: cancels the job on the server
   {"op": "quit"}
 Failures: {"ok": false, "kind": one of unreachable mismatch failed cancelled timeout missing,
@@ -31,6 +35,8 @@ import struct
 import sys
 import threading
 from typing import Any, BinaryIO
+
+from magic_protocol import protocol as P
 
 _LEN = struct.Struct(">I")
 MAX_FRAME = 2**31 - 1
@@ -81,6 +87,27 @@ def read_message(inp: BinaryIO) -> tuple[dict[str, Any], list[bytes]] | None:
             raise ValueError("stream ended before all frames")
         frames.append(data)
     return header, frames
+
+
+def job_request(c: Any, h: dict[str, Any], frames: list[bytes]) -> Any:
+    """The client's JobRequest for a submit: the mode's frames by name, then an optional init
+    (not for label maps)."""
+    params = h["params"]
+    mode = params.get("mode", "synthesize") if isinstance(params, dict) else None
+    if mode not in P.MODES:
+        raise ValueError(f"unknown mode {mode!r}")
+    names = P.submit_frame_names(mode)
+    counts = (len(names),) if mode == P.LABEL_MAP else (len(names), len(names) + 1)
+    if len(frames) not in counts:
+        raise ValueError(f"a {mode} submit needs the frames {names}"
+                         + ("" if mode == P.LABEL_MAP else " (plus an init composite)"))
+    given = dict(zip(names, frames))
+    return c.JobRequest.from_params(
+        int(h["width"]), int(h["height"]), given[P.FRAME_IMAGE],
+        given.get(P.FRAME_SOURCE_MASK), given.get(P.FRAME_GUIDE_MASK), params,
+        init_image=frames[len(names)] if len(frames) > len(names) else None,
+        source_labels=given.get(P.FRAME_SOURCE_LABELS),
+        target_labels=given.get(P.FRAME_TARGET_LABELS))
 
 
 PYZMQ_HINT = ("pyzmq is missing in the Python 3 that GIMP 2.10's MAGIC plug-in uses ({python}): "
@@ -139,15 +166,11 @@ class Bridge:
             info = client.handshake()
         write_message(self.out, {"ok": True, "info": {
             "max_pixels": info.limits.max_pixels, "presets": list(info.presets),
-            "device": info.device}})
+            "modes": list(info.modes), "device": info.device}})
 
     def submit(self, h: dict[str, Any], frames: list[bytes]) -> None:
         c = self.c
-        if len(frames) not in (3, 4):
-            raise ValueError("submit needs 3 frames (4 with an init composite)")
-        job = c.JobRequest.from_params(int(h["width"]), int(h["height"]), *frames[:3],
-                                       h["params"], init_image=frames[3] if len(frames) == 4
-                                       else None)
+        job = job_request(c, h, frames)
         self.cancel.clear()
 
         def on_event(ev: Any) -> None:
@@ -161,7 +184,8 @@ class Bridge:
                                    job_timeout_s=h.get("timeout_s"))
         images = [im for im in result.images if im.channels == 3]
         write_message(self.out, {"ok": True, "seeds": list(result.seeds),
-                                 "sizes": [[im.width, im.height] for im in images]},
+                                 "sizes": [[im.width, im.height] for im in images],
+                                 "notes": list(result.notes)},
                       [im.data for im in images])
 
     def serve(self) -> int:

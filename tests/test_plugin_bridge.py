@@ -163,3 +163,65 @@ def test_bridge_passes_the_init_frame_and_new_params_to_the_server():
     got = call["init_image"].reshape(-1, 3).tolist()
     assert got == [[10, 20, 30]] * (W * H - 4) + [[7, 8, 9]] * 4
     assert call["options"].composite is False and call["options"].refine is False
+
+
+LABELS = bytes([200, 0, 0] * (W * H // 2) + [0, 0, 200] * (W * H // 2))  # top half red
+
+
+def test_bridge_names_each_modes_frames():
+    from magic_protocol import client
+
+    image = bytes(W * H * 4)
+    layout = dict(submit_header("tcp://x", mode="layout"))
+    painted = bytes([0, 0, 200]) * 2 + LABELS[6:]
+    job = bridge.job_request(client, layout, [image, LABELS, painted])
+    assert [spec.name for spec, _ in job.frames()] == ["image", "source_labels", "target_labels"]
+    assert job.source_labels.channels == 3 and job.source_mask is None
+    job = bridge.job_request(client, layout, [image, LABELS, painted, image])
+    assert job.init_image is not None
+    label_map = submit_header("tcp://x", mode="label-map", labels=5)
+    job = bridge.job_request(client, label_map, [image])
+    assert [spec.name for spec, _ in job.frames()] == ["image"] and job.labels == 5
+    for header, frames in ((layout, [image, LABELS]), (label_map, [image, image]),
+                           (submit_header("tcp://x"), [image, MASK])):
+        try:
+            bridge.job_request(client, header, frames)
+        except ValueError as exc:
+            assert "submit needs the frames" in str(exc)
+        else:
+            raise AssertionError(f"{len(frames)} frames accepted for {header['params']}")
+
+
+def test_bridge_runner_sends_label_maps_and_returns_the_notes(monkeypatch):
+    import numpy as np
+
+    from magic_server import jobs
+
+    def label_map(image, labels, seed, on_progress, cancel):
+        return jobs.LabelMapResult([np.full(image.shape, 7, np.uint8)], [seed], 0.0,
+                                   notes=["the photo gave 1 regions, not 2"])
+
+    monkeypatch.setattr(jobs, "label_map_result", label_map)
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    painted = bytes([0, 0, 200]) * 2 + LABELS[6:]  # the first two pixels turn blue
+    with ThreadedServer(engine) as srv:
+        runner = bridge_client.BridgeRunner(str(ROOT), python=sys.executable)
+        try:
+            assert "layout" in runner.handshake(srv.address, 5)["modes"]
+            req = {"width": W, "height": H, "image": bytes(W * H * 4), "source_labels": LABELS,
+                   "target_labels": painted, "init": None,
+                   "params": {"mode": "layout", "samples": 1, "preset": "tiny", "seed": 3}}
+            images, seeds, notes = runner.submit(srv.address, req, lambda k, i: None,
+                                                 lambda: False, None)
+            assert seeds == [3] and len(images) == 1 and notes == []
+            changed = engine.last_call["source_labels"] != engine.last_call["target_labels"]
+            assert changed.sum() == 2 and changed[0, :2].all()
+            req = {"width": W, "height": H, "image": bytes(W * H * 4), "init": None,
+                   "params": {"mode": "label-map", "samples": 1, "preset": "quality",
+                              "seed": 0, "labels": 2}}
+            images, seeds, notes = runner.submit(srv.address, req, lambda k, i: None,
+                                                 lambda: False, None)
+            assert images == [(bytes([7]) * (W * H * 3), W, H)]
+            assert notes == ["the photo gave 1 regions, not 2"]
+        finally:
+            runner.close()

@@ -24,6 +24,7 @@ sys.path.insert(0, str(HERE))
 from test_server_support import FakeEngine, ThreadedServer, address
 
 W, H = 24, 16
+LAYOUT, LABEL_MAP = "python-fu-magic-layout", "python-fu-magic-label-map"
 
 
 @pytest.fixture
@@ -83,11 +84,19 @@ def test_registers_the_documented_procedures_with_gimpfu_params(gimpfu, tmp_path
     load_plugin(install_210(tmp_path, "tcp://127.0.0.1:1"))
     regs = gimpfu._registered_plugins_
     assert sorted(regs) == sorted(p.name for p in procedures.PROCEDURES)
-    for reg in regs.values():
+    for name, reg in regs.items():
         assert reg["menu"] == "<Image>/Filters/MAGIC"
         names = [p[1] for p in reg["params"]]
         assert names[:2] == ["image", "drawable"]
-        assert {"samples", "preset", "seed", "server-address", "source-mask"} <= set(names)
+        assert {"seed", "server-address"} <= set(names)
+        if name not in (LAYOUT, LABEL_MAP):
+            assert {"samples", "preset", "source-mask"} <= set(names)
+    layout = [p[1] for p in regs[LAYOUT]["params"]]
+    assert layout[2:4] == ["source-labels", "target-labels"] and "preset" in layout
+    assert [p[1] for p in regs[LABEL_MAP]["params"]] == ["image", "drawable", "labels", "seed",
+                                                         "timeout", "server-address"]
+    labels = regs[LABEL_MAP]["params"][2]
+    assert labels[0] == gimpfu.PF_SPINNER and labels[3:] == (6, (2, 16, 1))
     assert "guide-mask" in [p[1] for p in regs["python-fu-magic-synthesize"]["params"]]
     assert "moved-layer" in [p[1] for p in regs["python-fu-magic-move-object"]["params"]]
     preset = next(p for p in regs["python-fu-magic-copy-object"]["params"] if p[1] == "preset")
@@ -219,3 +228,152 @@ def test_layer_sticking_out_of_the_canvas_reads_the_selection_it_overlaps(gimpfu
     assert host.read_selection(image, 20, 20, 3, 3) == bytearray(9)
     image.selection.data[:] = bytes(80)
     assert host.read_selection(image, 0, 0, 10, 8) is None
+
+
+# ------------------------------------------------------------------------ layout and label map
+
+RED, BLUE = b"\xc8\x00\x00\xff", b"\x00\x00\xc8\xff"
+
+
+def label_layer(stub, image, name, paint=None, colour=BLUE):
+    """A label map on the scene's photo (W x H at 3, 2): red left half, blue right half;
+    `paint`: a photo-local box painted with `colour`."""
+    layer = stub.Layer(image, name, W, H, stub.RGBA_IMAGE)
+    for y in range(H):
+        for x in range(W):
+            px = RED if x < W // 2 else BLUE
+            if paint and paint[0] <= x < paint[2] and paint[1] <= y < paint[3]:
+                px = colour
+            layer.data[(y * W + x) * 4:(y * W + x) * 4 + 4] = px
+    return image.stub_add(layer, 3, 2)
+
+
+def run_layout_210(stub, srv, tmp_path, colour=BLUE):
+    load_plugin(install_210(tmp_path, srv.address))
+    image, base, _moved, _guide = scene(stub)
+    source = label_layer(stub, image, "labels")
+    target = label_layer(stub, image, "wanted", paint=(2, 3, 8, 9), colour=colour)
+    result = stub.stub_run(LAYOUT, *values(LAYOUT, image, base, **{
+        "source-labels": source, "target-labels": target, "samples": 1, "seed": 4,
+        "preset": "tiny"}))
+    return result, image
+
+
+def test_layout_through_the_bridge_sends_the_label_maps(gimpfu, tmp_path):
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    with ThreadedServer(engine) as srv:
+        (status, message), image = run_layout_210(gimpfu, srv, tmp_path)
+    assert (status, message) == (gimpfu.PDB_SUCCESS, None)
+    call = engine.last_call
+    changed = np.zeros((H, W), bool)
+    changed[3:9, 2:8] = True
+    assert np.array_equal(call["source_labels"] != call["target_labels"], changed)
+    assert call["options"].mode == "layout"
+    names = [la.name for la in image.layers]
+    assert names == ["wanted", "labels", "guide", "moved", "MAGIC layout", "photo"]
+    assert [c.name for c in image.layers[4].children] == ["MAGIC layout seed 4"]
+    assert image.undo_groups == 1 and image.undo_depth == 0
+
+
+def test_layout_foreign_colour_through_the_bridge_is_the_servers_message(gimpfu, tmp_path):
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    with ThreadedServer(engine) as srv:
+        (status, message), image = run_layout_210(gimpfu, srv, tmp_path,
+                                                  colour=b"\xfa\xfa\x00\xff")
+    assert status == gimpfu.PDB_EXECUTION_ERROR
+    assert "#fafa00" in message and "not a label colour of the source map" in message
+    assert ("message", message) in gimpfu.stub_calls
+    assert engine.calls == 0 and "MAGIC layout" not in [la.name for la in image.layers]
+
+
+def test_layout_without_a_target_layer_says_so(gimpfu, tmp_path):
+    load_plugin(install_210(tmp_path, "tcp://127.0.0.1:1"))
+    image, base, _moved, _guide = scene(gimpfu)
+    source = label_layer(gimpfu, image, "labels")
+    # gimpfu cannot pass "no layer": the photo itself means none
+    status, message = gimpfu.stub_run(LAYOUT, *values(LAYOUT, image, base, **{
+        "source-labels": source, "target-labels": base}))
+    assert status == gimpfu.PDB_EXECUTION_ERROR and "Pick the target labels layer" in message
+
+
+def stand_in_label_map(image, labels, seed, on_progress, cancel):
+    """The server's label-map step without magic_server.label_clustering: two halves."""
+    from magic_server.jobs import LabelMapResult
+
+    out = np.zeros(image.shape, np.uint8)
+    out[:, image.shape[1] // 2:] = (0, 0, 200)
+    return LabelMapResult([out], [seed], 0.0, notes=[f"the photo gave 2 regions, not {labels}"])
+
+
+def test_label_map_through_the_bridge_adds_the_two_label_layers(gimpfu, tmp_path,
+                                                                monkeypatch):
+    from magic_server import jobs
+
+    monkeypatch.setattr(jobs, "label_map_result", stand_in_label_map)
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        load_plugin(install_210(tmp_path, srv.address))
+        image, base, _moved, _guide = scene(gimpfu)
+        status, message = gimpfu.stub_run(LABEL_MAP, *values(LABEL_MAP, image, base, labels=3,
+                                                             seed=1))
+    assert (status, message) == (gimpfu.PDB_SUCCESS, None)
+    names = [la.name for la in image.layers]
+    assert names == ["guide", "moved", "MAGIC target labels (paint here)", "MAGIC source labels",
+                     "photo"]
+    target, source = image.layers[2], image.layers[3]
+    for layer in (target, source):
+        assert layer.offsets == base.offsets and (layer.width, layer.height) == (W, H)
+        px = layer.get_pixel_rgn(0, 0, W, H, False)
+        assert px[0:1, 0:1] == b"\x00\x00\x00\xff" and px[W - 1:W, 0:1] == b"\x00\x00\xc8\xff"
+    assert (target.visible, target.opacity, source.visible) == (True, 50.0, False)
+    assert image.active_layer is target
+    assert image.undo_groups == 1 and image.undo_depth == 0 and image.log == []
+    told = [c[1] for c in gimpfu.stub_calls if c[0] == "message"]
+    assert len(told) == 1 and "Filters > MAGIC > Layout edit" in told[0]
+    assert told[0].endswith("Note: the photo gave 2 regions, not 3.")
+
+
+@pytest.mark.skipif(not _python27_works(), reason="no Python 2.7 on this machine")
+def test_label_map_and_layout_run_under_python_2_7(tmp_path, monkeypatch):
+    from magic_server import jobs
+
+    monkeypatch.setattr(jobs, "label_map_result", stand_in_label_map)
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    with ThreadedServer(engine) as srv:
+        entry = install_210(tmp_path, srv.address)
+        script = tmp_path / "drive.py"
+        script.write_text(textwrap.dedent("""
+            import sys
+            sys.path.insert(0, @STUBS@)
+            import gimpfu as g
+            import imp
+            imp.load_source("magic_gimp2_py27", @ENTRY@)
+            image = g.Image(40, 30)
+            base = image.stub_add(g.Layer(image, "photo", 24, 16, g.RGB_IMAGE)
+                                  .stub_fill(b"\\x50\\x60\\x70"), 3, 2)
+            # image, drawable, labels, seed, timeout, server-address
+            print(g.stub_run("python-fu-magic-label-map", image, base, 2, 0, 0, ""))
+            print([la.name for la in image.layers])
+            target = image.layers[0]
+            rgn = target.get_pixel_rgn(0, 0, 24, 16, True)
+            rgn[2:6, 3:7] = b"\\x00\\x00\\xc8\\xff" * 16  # paint blue into the black half
+            # image, drawable, source-labels, target-labels, samples, preset, seed, region,
+            # iterations, resolution, timeout, server-address
+            print(g.stub_run("python-fu-magic-layout", image, base, image.layers[1], target, 1,
+                             3, 6, 0, 0, 0, 0, ""))
+            print([la.name for la in image.layers])
+        """).replace("@STUBS@", repr(str(STUBS))).replace("@ENTRY@", repr(str(entry))))
+        env = dict(os.environ, PYENV_VERSION="2.7.18")
+        env.pop("PYTHONPATH", None)
+        r = subprocess.run([PY27, str(script)], env=env, capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "('SUCCESS', None)", r.stdout + r.stderr
+    assert lines[1] == "['MAGIC target labels (paint here)', 'MAGIC source labels', 'photo']"
+    assert lines[2] == "('SUCCESS', None)", r.stdout + r.stderr
+    assert lines[3] == ("['MAGIC target labels (paint here)', 'MAGIC source labels', "
+                        "'MAGIC layout', 'photo']")
+    changed = np.zeros((H, W), bool)
+    changed[3:7, 2:6] = True
+    assert np.array_equal(engine.last_call["source_labels"] != engine.last_call["target_labels"],
+                          changed)

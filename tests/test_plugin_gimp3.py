@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fakes import gimp3 as fake
 
@@ -52,17 +53,21 @@ def config_for(proc, **over):
     return fake.Config(values)
 
 
-def test_registers_four_procedures_with_the_documented_arguments(plugin):
+def test_registers_the_procedures_with_the_documented_arguments(plugin):
     module, _ = plugin
     names = module.MagicPlugIn().do_query_procedures()
-    assert names == ["python-fu-magic-synthesize", "python-fu-magic-move-object",
-                     "python-fu-magic-copy-object", "python-fu-magic-remove-object"]
+    binary = ["python-fu-magic-synthesize", "python-fu-magic-move-object",
+              "python-fu-magic-copy-object", "python-fu-magic-remove-object"]
+    assert names == binary + ["python-fu-magic-layout", "python-fu-magic-label-map"]
     assert names == list(manifest.PROCEDURES)
     for name in names:
         proc = create(module, name)
         assert proc.menu_paths == ["<Image>/Filters/MAGIC"]
         assert proc.image_types == "RGB*"
-        assert {"source-mask", "samples", "preset", "seed", "server-address"} <= set(proc.args)
+        assert {"seed", "timeout", "server-address"} <= set(proc.args)
+    for name in binary:
+        proc = create(module, name)
+        assert {"source-mask", "samples", "preset", "region"} <= set(proc.args)
         assert proc.args["source-mask"][0] == "layer" and proc.args["source-mask"][3] is True
         assert proc.args["preset"][3] == procedures.PRESETS
     synth = create(module, "python-fu-magic-synthesize")
@@ -70,6 +75,17 @@ def test_registers_four_procedures_with_the_documented_arguments(plugin):
     assert synth.args["mode"][3] == ("synthesize", "move", "copy", "reshape", "remove")
     assert create(module, "python-fu-magic-move-object").args["moved-layer"][0] == "layer"
     assert create(module, "python-fu-magic-copy-object").args["moved-layer"][0] == "layer"
+    layout = create(module, "python-fu-magic-layout")
+    assert list(layout.args)[:2] == ["source-labels", "target-labels"]
+    assert all(layout.args[a][0] == "layer" for a in ("source-labels", "target-labels"))
+    assert layout.args["preset"][3] == procedures.PRESETS
+    assert {"samples", "region", "iterations"} <= set(layout.args)
+    assert layout.label == "La_yout edit..."
+    label_map = create(module, "python-fu-magic-label-map")
+    assert list(label_map.args) == ["labels", "seed", "timeout", "server-address"]
+    assert label_map.args["labels"] == ("int", "_Number of labels", label_map.args["labels"][2],
+                                        2, 16, 6)
+    assert label_map.label == "_Label map..."
 
 
 def test_run_against_a_real_server_adds_result_layers(plugin, tmp_path, monkeypatch):
@@ -303,8 +319,6 @@ def test_seed_from_layer_is_a_boolean_argument_of_move_and_copy(plugin):
 
 def test_move_seeds_the_server_job_with_the_moved_layer_over_the_photo(plugin, tmp_path,
                                                                        monkeypatch):
-    import numpy as np
-
     module, Gimp = plugin
     engine = FakeEngine(step_s=0.0, iterations=2)
     with ThreadedServer(engine) as srv:
@@ -340,3 +354,110 @@ def test_remove_the_only_object_through_a_real_server(plugin, tmp_path, monkeypa
     assert call["source_mask"][3:7, 3:7].all() and call["source_mask"].sum() == 16
     group = image.layers[1]
     assert group.name == "MAGIC remove" and image.layers[2] is base
+
+
+# ------------------------------------------------------------------------ layout and label map
+
+RED, BLUE = (200, 0, 0, 255), (0, 0, 200, 255)
+
+
+def label_layer(Gimp, image, name, paint=None, colour=BLUE):
+    """A 32x24 label map on the scene's photo (at 2, 3): red left half, blue right half;
+    `paint`: a photo-local box (x0, y0, x1, y1) painted with `colour`."""
+    layer = Gimp.Layer(image, name, 32, 24, 4)
+    for y in range(24):
+        for x in range(32):
+            px = RED if x < 16 else BLUE
+            if paint and paint[0] <= x < paint[2] and paint[1] <= y < paint[3]:
+                px = colour
+            layer.data[(y * 32 + x) * 4:(y * 32 + x) * 4 + 4] = bytes(px)
+    return image.add(layer, 2, 3)
+
+
+def run_layout(module, Gimp, srv, target_colour=BLUE):
+    proc = create(module, "python-fu-magic-layout")
+    image, base, _moved = scene(Gimp)
+    source = label_layer(Gimp, image, "labels")
+    target = label_layer(Gimp, image, "wanted", paint=(4, 6, 10, 12), colour=target_colour)
+    cfg = config_for(proc, **{"source-labels": source, "target-labels": target, "samples": 1,
+                              "seed": 5, "preset": "tiny", "server-address": srv.address})
+    result = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base], cfg, None)
+    return result, image, base
+
+
+def test_layout_through_a_real_server_reaches_the_engine_as_label_indices(plugin, tmp_path,
+                                                                          monkeypatch):
+    module, Gimp = plugin
+    monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    with ThreadedServer(engine) as srv:
+        (status, message), image, base = run_layout(module, Gimp, srv)
+    assert (status, message) == ("SUCCESS", None)
+    call = engine.last_call
+    source, target = call["source_labels"], call["target_labels"]
+    assert source.shape == target.shape == (24, 32)
+    assert len(np.unique(source)) == 2  # red and blue: two labels
+    changed = np.zeros((24, 32), bool)
+    changed[6:12, 4:10] = True
+    assert np.array_equal(source != target, changed)
+    assert call["options"].mode == "layout" and call["options"].preset == "tiny"
+    group = image.layers[image.layers.index(base) - 1]
+    assert group.name == "MAGIC layout"
+    assert [c.name for c in group.children] == ["MAGIC layout seed 5"]
+    assert image.undo_groups == 1
+
+
+def test_a_foreign_target_colour_is_named_to_the_artist(plugin, tmp_path, monkeypatch):
+    module, Gimp = plugin
+    monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))
+    engine = FakeEngine(step_s=0.0, iterations=2)
+    with ThreadedServer(engine) as srv:
+        (status, message), image, _base = run_layout(module, Gimp, srv,
+                                                     target_colour=(250, 250, 0, 255))
+    assert status == "EXECUTION_ERROR"
+    assert "#fafa00" in message and "not a label colour of the source map" in message
+    assert "36 pixels" in message and "\n" not in message and "Traceback" not in message
+    assert engine.calls == 0 and not any(la.is_group() for la in image.layers)
+
+
+def stand_in_label_map(image, labels, seed, on_progress, cancel):
+    """The server's label-map step without magic_server.label_clustering: two halves."""
+    from magic_server.engine.api import Progress
+    from magic_server.jobs import LabelMapResult
+
+    on_progress(Progress(1, 1, 0.0, stage="label-map"))
+    out = np.zeros(image.shape, np.uint8)
+    out[:, : image.shape[1] // 2] = RED[:3]
+    out[:, image.shape[1] // 2:] = BLUE[:3]
+    return LabelMapResult([out], [seed], 0.0, notes=[f"the photo gave 2 regions, not {labels}"])
+
+
+def test_label_map_through_a_real_server_then_layout_edit_offers_its_layers(plugin, tmp_path,
+                                                                            monkeypatch):
+    from magic_server import jobs
+
+    module, Gimp = plugin
+    monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))
+    monkeypatch.setattr(jobs, "label_map_result", stand_in_label_map)
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        proc = create(module, "python-fu-magic-label-map")
+        image, base, _moved = scene(Gimp)
+        cfg = config_for(proc, **{"labels": 4, "seed": 2, "server-address": srv.address})
+        status, message = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base],
+                                               cfg, None)
+    assert (status, message) == ("SUCCESS", None)
+    target, source = image.layers[1], image.layers[2]
+    assert (target.name, source.name) == ("MAGIC target labels (paint here)",
+                                          "MAGIC source labels")
+    assert image.layers[3] is base and image.get_selected_layers() == [target]
+    assert target.pixel(0, 0) == bytes(RED) and target.pixel(31, 23) == bytes(BLUE)
+    assert bytes(source.data) == bytes(target.data)
+    assert image.undo_groups == 1
+    told = [c[1] for c in fake.PROGRESS.calls if c[0] == "message"]
+    assert len(told) == 1 and "Layout edit" in told[0]
+    assert told[0].endswith("Note: the photo gave 2 regions, not 4.")
+    # Layout edit's dialog on this image starts with the two new layers
+    layout = procedures.BY_NAME["python-fu-magic-layout"]
+    cfg = fake.Config(procedures.defaults(layout))
+    assert module.restore_memory(image, layout, cfg) is False  # layers only: no values yet
+    assert cfg.values["source-labels"] is source and cfg.values["target-labels"] is target

@@ -144,3 +144,18 @@ def test_large_masks_stay_fast():
     M.crop(area, w, h, box)
     assert box == (400 - 47, 300 - 47, 1100 + 47, 750 + 47)
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_differ_marks_pixels_that_change_in_any_channel():
+    a = bytes([1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0])
+    b = bytes([1, 2, 3, 4, 5, 7, 0, 8, 9, 0, 0, 0])
+    assert M.differ(a, b) == bytearray([0, 255, 255, 0])
+    assert M.differ(a, a) == bytearray(4)
+    assert M.differ(b"\x00\x01", b"\x00\x00", channels=1) == bytearray([0, 255])
+    with pytest.raises(ValueError):
+        M.differ(a, a[:-3])
+
+
+def test_first_off_finds_the_first_unset_pixel():
+    assert M.first_off(bytearray([255, 255, 255, 0, 255, 0]), 3) == (0, 1)
+    assert M.first_off(bytearray(b"\xff" * 6), 3) is None

@@ -436,3 +436,225 @@ def test_progress_names_the_server_stages(gimp):
     assert bar == sorted(bar)
     assert bar[2:6] == pytest.approx([0.05, 0.05 + 0.95 * 3 / 12, 0.05 + 0.95 * 9 / 12,
                                       0.05 + 0.95 * 9 / 12])
+
+
+# ------------------------------------------------------------------------ layout and label map
+
+RED, BLUE, GREY = (200, 0, 0), (0, 0, 200), (128, 128, 128)
+PAINTED = (4, 8, 10, 14)  # photo-local x0, y0, x1, y1 where the target map turns red into blue
+
+
+def painted_layer(Gimp, image, name, w, h, colour_at, alpha=255):
+    """A layer whose pixel (x, y) (layer-local) is colour_at(x, y)."""
+    layer = Gimp.Layer(image, name, w, h, 4)
+    for y in range(h):
+        for x in range(w):
+            layer.data[(y * w + x) * 4:(y * w + x) * 4 + 4] = bytes(colour_at(x, y) + (alpha,))
+    return layer
+
+
+def label_colour(x, y, painted=None):
+    """The scene's label maps in photo-local coordinates: red left half, blue right half,
+    grey outside the photo; `painted`: a box turned blue."""
+    if not (0 <= x < W and 0 <= y < H):
+        return GREY
+    if painted is not None:
+        x0, y0, x1, y1 = painted
+        if x0 <= x < x1 and y0 <= y < y1:
+            return BLUE
+    return RED if x < W // 2 else BLUE
+
+
+def label_scene(Gimp):
+    """The photo plus two label layers larger than it (2 px around it: cropped)."""
+    image, base, _src, _moved = scene(Gimp)
+    at = (BASE_AT[0] - 2, BASE_AT[1] - 2)
+    source = image.add(painted_layer(Gimp, image, "labels", W + 4, H + 4,
+                                     lambda x, y: label_colour(x - 2, y - 2)), *at)
+    target = image.add(painted_layer(Gimp, image, "wanted", W + 4, H + 4,
+                                     lambda x, y: label_colour(x - 2, y - 2, PAINTED)), *at)
+    return image, base, source, target
+
+
+def rgb_frame(colour_at):
+    return bytearray(b"".join(bytes(colour_at(x, y)) for y in range(H) for x in range(W)))
+
+
+LAYOUT, LABEL_MAP = "python-fu-magic-layout", "python-fu-magic-label-map"
+
+
+def test_layout_sends_both_label_maps_in_the_photo_frame_and_adds_cropped_layers(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, source, target = label_scene(Gimp)
+    runner = ScriptedRunner()
+    args = args_for(LAYOUT, **{"source-labels": source, "target-labels": target, "samples": 2,
+                               "seed": 8, "preset": "draft"})
+    run(Gimp3Host, runner, image, base, "layout", args)
+
+    req = runner.requests[0]
+    assert req["source_labels"] == rgb_frame(label_colour)
+    assert req["target_labels"] == rgb_frame(lambda x, y: label_colour(x, y, PAINTED))
+    assert "source_mask" not in req and "guide_mask" not in req and req["init"] is None
+    assert req["params"] == {"mode": "layout", "samples": 2, "preset": "draft", "seed": 8}
+    assert bytes(req["image"]) == bytes([100, 110, 120, 255]) * (W * H)
+
+    group = image.layers[image.layers.index(base) - 1]
+    assert group.name == "MAGIC layout"
+    assert [c.name for c in group.children] == ["MAGIC layout seed 8", "MAGIC layout seed 9"]
+    # the result covers where the maps differ (red turned blue), plus the blending border
+    changed = rect_mask(PAINTED[0], PAINTED[1], PAINTED[2], PAINTED[3])
+    margin = workflow.blend_margin(W, H)
+    area = M.dilate(changed, W, H, margin)
+    x0, y0, x1, y1 = M.bbox(area, W, H)
+    layer = group.children[0]
+    assert (layer.x, layer.y, layer.width, layer.height) == (BASE_AT[0] + x0, BASE_AT[1] + y0,
+                                                             x1 - x0, y1 - y0)
+    assert bytes(layer.data[3::4]) == bytes(M.crop(area, W, H, (x0, y0, x1, y1)))
+    assert image.undo_groups == 1 and image.get_selected_layers() == [base]
+
+
+def test_label_layers_exactly_on_the_photo_and_painted_colours_only(gimp):
+    """A label layer of the photo's own size and place; the request carries RGB, 3 bytes a
+    pixel, whatever the layer's alpha (opaque)."""
+    Gimp, Gimp3Host = gimp
+    image, base, _src, _moved = scene(Gimp)
+    source = image.add(painted_layer(Gimp, image, "s", W, H, label_colour), *BASE_AT)
+    target = image.add(painted_layer(Gimp, image, "t", W, H,
+                                     lambda x, y: label_colour(x, y, PAINTED)), *BASE_AT)
+    runner = ScriptedRunner()
+    run(Gimp3Host, runner, image, base, "layout",
+        args_for(LAYOUT, **{"source-labels": source, "target-labels": target, "samples": 1}))
+    req = runner.requests[0]
+    assert len(req["source_labels"]) == len(req["target_labels"]) == W * H * 3
+    assert req["source_labels"] == rgb_frame(label_colour)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-source", "Pick the source labels layer"),
+    ("no-target", "Pick the target labels layer"),
+    ("same-layer", "are the same layer ('labels')"),
+    ("photo-as-labels", "The target-labels layer is the active layer itself"),
+    ("smaller", "'small' (10x10 at 5,7) does not cover the photo layer (40x30 at 5,7)"),
+    ("shifted", "'shifted' (40x30 at 6,7) does not cover the photo layer"),
+    ("transparent", "'holey' is transparent at 6 pixel(s), e.g. at x=7, y=8"),
+    ("unchanged", "'copy' shows the same map as the source labels"),
+])
+def test_label_layer_problems_are_user_errors_and_change_nothing(gimp, case, message):
+    Gimp, Gimp3Host = gimp
+    image, base, source, target = label_scene(Gimp)
+    small = image.add(painted_layer(Gimp, image, "small", 10, 10, lambda x, y: RED), *BASE_AT)
+    shifted = image.add(painted_layer(Gimp, image, "shifted", W, H, label_colour),
+                        BASE_AT[0] + 1, BASE_AT[1])
+    holey = painted_layer(Gimp, image, "holey", W, H, label_colour)
+    for x, y in ((2, 1), (3, 1), (4, 1), (2, 2), (3, 2), (4, 2)):  # 6 transparent pixels
+        holey.data[(y * W + x) * 4 + 3] = 0
+    image.add(holey, *BASE_AT)
+    copy = image.add(painted_layer(Gimp, image, "copy", W, H, label_colour), *BASE_AT)
+    over = {
+        "no-source": {"target-labels": target},
+        "no-target": {"source-labels": source},
+        "same-layer": {"source-labels": source, "target-labels": source},
+        "photo-as-labels": {"source-labels": source, "target-labels": base},
+        "smaller": {"source-labels": source, "target-labels": small},
+        "shifted": {"source-labels": shifted, "target-labels": target},
+        "transparent": {"source-labels": source, "target-labels": holey},
+        "unchanged": {"source-labels": source, "target-labels": copy},
+    }[case]
+    before = [(la.name, la.x, la.y, bytes(la.data)) for la in image.layers]
+    runner = ScriptedRunner()
+    with pytest.raises(UserError) as err:
+        run(Gimp3Host, runner, image, base, "layout", args_for(LAYOUT, **over))
+    assert message in err.value.message and "\n" not in err.value.message
+    assert runner.requests == [] and runner.handshakes == 0
+    assert [(la.name, la.x, la.y, bytes(la.data)) for la in image.layers] == before
+    assert image.undo_groups == 0
+
+
+def test_the_servers_foreign_colour_message_reaches_the_artist_as_is(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, source, target = label_scene(Gimp)
+    said = ("the target label map uses #fafa00, which is not a label colour of the source map "
+            "(50 pixels, e.g. at x=20, y=20)")
+    runner = ScriptedRunner(error=RunnerError("failed", said))
+    with pytest.raises(UserError) as err:
+        run(Gimp3Host, runner, image, base, "layout",
+            args_for(LAYOUT, **{"source-labels": source, "target-labels": target}))
+    assert said in err.value.message and not err.value.cancelled
+    assert image.undo_groups == 0
+
+
+def test_a_server_without_layout_edits_is_named_too_old(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, source, target = label_scene(Gimp)
+    runner = ScriptedRunner(info={"max_pixels": 0, "presets": ["quality"],
+                                  "modes": ["synthesize", "move", "copy", "reshape", "remove"]})
+    with pytest.raises(UserError, match="too old for layout jobs: update magic-server"):
+        run(Gimp3Host, runner, image, base, "layout",
+            args_for(LAYOUT, **{"source-labels": source, "target-labels": target}))
+    assert runner.requests == []
+
+
+class LabelMapRunner(ScriptedRunner):
+    """Answers a label-map job with one map (left half red, right half blue) and notes."""
+
+    def __init__(self, notes=()):
+        ScriptedRunner.__init__(self)
+        self.notes = list(notes)
+
+    def submit(self, address, request, on_event, cancelled, timeout_s):
+        self.requests.append(dict(request, address=address, timeout_s=timeout_s))
+        on_event("progress", {"iteration": 2, "total": 4, "stage": "label-map"})
+        return ([(bytes(rgb_frame(label_colour)), request["width"], request["height"])],
+                [request["params"]["seed"]], self.notes)
+
+
+def test_label_map_sends_the_photo_alone_and_adds_the_two_label_layers(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, _src, _moved = scene(Gimp)
+    runner = LabelMapRunner(notes=["the photo gave 2 regions, not 5"])
+    layers = run(Gimp3Host, runner, image, base, "label-map",
+                 args_for(LABEL_MAP, labels=5, seed=3, timeout=9))
+    req = runner.requests[0]
+    assert req["params"] == {"mode": "label-map", "samples": 1, "preset": "quality", "seed": 3,
+                             "labels": 5}
+    assert not set(req) & {"source_mask", "guide_mask", "source_labels", "target_labels"}
+    assert req["init"] is None and req["timeout_s"] == 9
+
+    names = [la.name for la in image.layers]
+    i = names.index("photo")
+    assert names[i - 2:i + 1] == ["MAGIC target labels (paint here)", "MAGIC source labels",
+                                  "photo"]
+    target, source = image.layers[i - 2], image.layers[i - 1]
+    assert [r.layer for r in layers] == [target, source]
+    expected = bytes(M.rgb_to_rgba(rgb_frame(label_colour), b"\xff" * (W * H)))
+    for layer in (target, source):
+        assert (layer.x, layer.y, layer.width, layer.height) == (*BASE_AT, W, H)
+        assert bytes(layer.data) == expected
+    assert (target.visible, target.opacity) == (True, 50.0)
+    assert (source.visible, source.opacity) == (False, 100.0)
+    assert image.undo_groups == 1 and image.undo_depth == 0 and image.log == []
+    assert image.get_selected_layers() == [target]  # ready to paint on
+    texts = [c[1] for c in fake.PROGRESS.calls if c[0] == "text"]
+    assert "MAGIC label-map: finding the regions 2/4" in texts
+    messages = [c[1] for c in fake.PROGRESS.calls if c[0] == "message"]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    told = messages[0]
+    assert "Color Picker" in told and "Pencil tool" in told
+    assert "Filters > MAGIC > Layout edit" in told
+    assert told.endswith("Note: the photo gave 2 regions, not 5.")
+    # told after the progress ended (GIMP 3 shows it in its own dialog)
+    calls = [c[0] for c in fake.PROGRESS.calls]
+    assert calls.index("message") > calls.index("end")
+
+
+def test_label_map_of_another_size_is_refused(gimp):
+    Gimp, Gimp3Host = gimp
+    image, base, _src, _moved = scene(Gimp)
+
+    class WrongSize(LabelMapRunner):
+        def submit(self, address, request, on_event, cancelled, timeout_s):
+            return [(bytes(3 * 4), 2, 2)], [0]
+
+    with pytest.raises(UserError, match="sent a 2x2 result for a 40x30 image"):
+        run(Gimp3Host, WrongSize(), image, base, "label-map", args_for(LABEL_MAP))
+    assert image.undo_groups == 0

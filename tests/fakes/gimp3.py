@@ -96,6 +96,8 @@ class Item:
         self.parent = None
         self.id = next(_ids)
         self.updates = []
+        self.visible = True
+        self.opacity = 100.0
         _items[self.id] = self
 
     def pixel(self, x, y):
@@ -133,6 +135,16 @@ class Item:
     def is_group(self):
         return False
 
+    def get_visible(self):
+        return self.visible
+
+    def set_visible(self, visible):
+        self.visible = bool(visible)
+        return True
+
+    def get_opacity(self):
+        return self.opacity
+
     def update(self, x, y, w, h):
         self.updates.append((x, y, w, h))
         return True
@@ -146,8 +158,10 @@ class Layer(Item):
 
     @classmethod
     def new(cls, image, name, width, height, image_type, opacity, mode):
-        assert image_type == ImageType.RGBA_IMAGE and opacity == 100.0
-        return cls(image, name, width, height, 4)
+        assert image_type == ImageType.RGBA_IMAGE and 0.0 <= opacity <= 100.0
+        layer = cls(image, name, width, height, 4)
+        layer.opacity = float(opacity)
+        return layer
 
     def scale(self, new_width, new_height, local_origin):
         """Nearest-neighbour resize (GIMP interpolates; the tests only look at flat colours)."""

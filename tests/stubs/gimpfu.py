@@ -110,6 +110,8 @@ class Layer(Drawable):
                  mode=NORMAL_MODE):
         Drawable.__init__(self, image, name, width, height, _BPP[type])
         self.type = type
+        self.opacity = float(opacity)
+        self.visible = True
         self.has_alpha = type in (RGBA_IMAGE, GRAYA_IMAGE)
         self.parent = None
         self.children = []
@@ -142,6 +144,7 @@ class Image(object):
         self.selection = Channel(self, "Selection Mask", width, height)
         self.undo_depth = self.undo_groups = 0
         self.log = []
+        self.active_layer = None
 
     def stub_add(self, layer, x=0, y=0):
         layer.set_offsets(x, y)
@@ -174,6 +177,12 @@ class _Pdb(object):
     def gimp_image_get_item_position(self, image, item):
         siblings = item.parent.children if item.parent is not None else image.layers
         return siblings.index(item)
+
+    def gimp_image_set_active_layer(self, image, layer):
+        if layer not in image.layers and layer.parent is None:
+            raise RuntimeError("Procedure 'gimp-image-set-active-layer' has been called with an "
+                               "invalid ID for argument 'active-layer'")
+        image.active_layer = layer
 
     def gimp_item_get_parent(self, item):
         return item.parent
