@@ -44,7 +44,6 @@ def dilate(mask: np.ndarray, r: int) -> np.ndarray:
 
 
 def expected_mask(work: Path, spec: dict, desc: dict, shape: tuple[int, int]) -> np.ndarray:
-    h, w = shape
     if "union" in desc:
         out = np.zeros(shape, bool)
         for d in desc["union"]:
@@ -55,34 +54,56 @@ def expected_mask(work: Path, spec: dict, desc: dict, shape: tuple[int, int]) ->
         x0, y0, x1, y1 = desc["rect"]
         out[y0:y1, x0:x1] = True
         return out
+    if "differ" in desc:  # two label map layers: where their colours differ
+        a, b = (placed(work, spec, name, shape)[..., :3] for name in desc["differ"])
+        return (a != b).any(-1)
     meta = spec["layers"][desc["layer"]]
-    rgba = np.asarray(Image.open(work / meta["file"]).convert("RGBA"))
     if desc["rule"] == "alpha":
-        m = rgba[..., 3] >= 128
-    else:
-        m = np.asarray(Image.open(work / meta["file"]).convert("L")) >= 128
-    ox, oy = meta["offset"]
-    mh, mw = m.shape
+        return placed(work, spec, desc["layer"], shape)[..., 3] >= 128
+    grey = np.asarray(Image.open(work / meta["file"]).convert("L"))
+    return placed_array(grey, meta["offset"], shape) >= 128
+
+
+def placed(work: Path, spec: dict, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """An input layer's RGBA pixels in the photo's frame (transparent where it does not reach)."""
+    meta = spec["layers"][name]
+    rgba = np.asarray(Image.open(work / meta["file"]).convert("RGBA"))
+    return placed_array(rgba, meta["offset"], shape)
+
+
+def placed_array(a: np.ndarray, offset, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    ox, oy = offset
+    out = np.zeros((h, w) + a.shape[2:], a.dtype)
+    mh, mw = a.shape[:2]
     ys, xs = slice(max(0, oy), min(h, oy + mh)), slice(max(0, ox), min(w, ox + mw))
-    out[ys, xs] = m[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox]
+    out[ys, xs] = a[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox]
     return out
 
 
 def check_success(c: Checker, work: Path, spec: dict, case: dict, rec: dict) -> None:
-    cid, exp = case["id"], case["expect"]
+    exp = case["expect"]
+    shape = np.asarray(Image.open(work / spec["photo"])).shape[:2]
+    marked = (expected_mask(work, spec, exp["source"], shape)
+              | expected_mask(work, spec, exp["guide"], shape))
+    check_edit(c, work, spec, case["id"], exp, rec, rec["before"], marked)
+
+
+def check_edit(c: Checker, work: Path, spec: dict, cid: str, exp: dict, rec: dict,
+               before: list[dict], marked: np.ndarray) -> None:
+    """An edit's result group above the photo, its layers opaque exactly on the marked area
+    plus the blending border, nothing else changed. `before`: the layers before the edit."""
     photo = np.asarray(Image.open(work / spec["photo"]).convert("RGB"))
     h, w = photo.shape[:2]
     bx, by = spec["base_offset"]
-    source = expected_mask(work, spec, exp["source"], (h, w))
-    guide = expected_mask(work, spec, exp["guide"], (h, w))
     if exp.get("whole"):
         area = np.ones((h, w), bool)
     else:
-        area = dilate(source | guide, blend_margin(w, h))
+        area = dilate(marked, blend_margin(w, h))
     ys, xs = np.nonzero(area)
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
 
-    before, after = rec["before"], rec["after"]
+    after = rec["after"]
     group_name = f"MAGIC {exp['mode']}"
     names = [f"MAGIC {exp['mode']} seed {s}" for s in exp["seeds"]]
     top = [d for d in after if d["parent"] is None]
@@ -131,6 +152,73 @@ def check_success(c: Checker, work: Path, spec: dict, case: dict, rec: dict) -> 
              f"{cid}: the object's own area {exp['changed']} changed")
 
 
+SOURCE_LABELS, TARGET_LABELS = "MAGIC source labels", "MAGIC target labels (paint here)"
+
+
+def result_pixels(work: Path, cid: str, d: dict) -> np.ndarray:
+    raw = (work / "results" / cid / f"{d['name']}.rgba").read_bytes()
+    return np.frombuffer(raw, np.uint8).reshape(d["h"], d["w"], 4)
+
+
+def check_label_map(c: Checker, work: Path, spec: dict, cid: str, exp: dict,
+                    before: list[dict], after: list[dict]) -> np.ndarray | None:
+    """Two label layers directly above the photo, its size and place: the copy to paint on
+    (visible, half transparent) on top, the source map (hidden) below; flat colours, at most
+    `labels` of them. Returns the source map (RGB) or None."""
+    bx, by = spec["base_offset"]
+    photo = next(d for d in before if d["name"] == "photo")
+    names = [d["name"] for d in before if d["parent"] is None]
+    i = names.index("photo")
+    wanted = names[:i] + [TARGET_LABELS, SOURCE_LABELS] + names[i:]
+    got = [d["name"] for d in after if d["parent"] is None]
+    if not c.ok(got == wanted, f"{cid}: the two label layers sit directly above the photo "
+                               f"(got {got})"):
+        return None
+    target, source = (next(d for d in after if d["name"] == n)
+                      for n in (TARGET_LABELS, SOURCE_LABELS))
+    for d in (target, source):
+        c.ok((d["x"], d["y"], d["w"], d["h"]) == (photo["x"], photo["y"], photo["w"], photo["h"])
+             and (d["x"], d["y"]) == (bx, by),
+             f"{cid}: {d['name']!r} has the photo's size and place")
+    c.ok((target["visible"], target["opacity"], source["visible"]) == (True, 50.0, False),
+         f"{cid}: the copy to paint on is shown at 50 %, the source map hidden (got "
+         f"{target['visible']}, {target['opacity']}, {source['visible']})")
+    kept = [{k: v for k, v in d.items() if k != "index"} for d in after
+            if d["name"] not in (TARGET_LABELS, SOURCE_LABELS)]
+    c.ok(kept == [{k: v for k, v in d.items() if k != "index"} for d in before],
+         f"{cid}: the other layers are unchanged")
+    px = result_pixels(work, cid, source)
+    colours = np.unique(px[..., :3].reshape(-1, 3), axis=0)
+    c.ok((px[..., 3] == 255).all(), f"{cid}: the label map is opaque")
+    c.ok(2 <= len(colours) <= exp["labels"],
+         f"{cid}: 2..{exp['labels']} flat label colours (got {len(colours)})")
+    same_right = (px[:, 1:, :3] == px[:, :-1, :3]).all(-1).mean()
+    c.ok(same_right >= 0.8, f"{cid}: flat regions ({same_right:.0%} of pixels have their right "
+                            "neighbour's colour)")
+    return px[..., :3]
+
+
+def check_then_layout(c: Checker, work: Path, spec: dict, case: dict, rec: dict) -> None:
+    """The layout edit after a label map and a painted box: the copy differs from the map
+    exactly there, and the edit covers it."""
+    cid, then = case["id"], rec["then"]
+    exp = case["expect"]["then"]
+    if not c.ok(then["status"] == exp["status"], f"{cid}: the layout edit's status "
+                                                 f"{then['status']} ({then['message']})"):
+        return
+    source, target = (result_pixels(work, cid, next(d for d in rec["after"] if d["name"] == n))
+                      for n in (SOURCE_LABELS, TARGET_LABELS))
+    x0, y0, x1, y1 = case["then"]["paint"]["box"]
+    painted = np.zeros(source.shape[:2], bool)
+    painted[y0:y1, x0:x1] = True
+    c.ok((target[painted] == then["painted"]).all() and
+         np.array_equal(target[~painted], source[~painted]),
+         f"{cid}: the copy is the map with the box painted in the picked colour {then['painted']}")
+    marked = (source[..., :3] != target[..., :3]).any(-1)
+    c.ok(marked.any(), f"{cid}: the picked label differs from the box's own")
+    check_edit(c, work, spec, cid, exp, rec, then["before"], marked)
+
+
 def main(argv: list[str]) -> int:
     work = Path(argv[1])
     spec = json.loads((work / "cases.json").read_text())
@@ -148,7 +236,12 @@ def main(argv: list[str]) -> int:
                     f"{cid}: status {rec['status']} (expected {exp['status']}; message: "
                     f"{rec.get('message')})"):
             continue
-        if exp["status"] == "SUCCESS":
+        if "label_map" in exp:
+            after = rec["then"]["before"] if "then" in rec else rec["after"]
+            check_label_map(c, work, spec, cid, exp["label_map"], rec["before"], after)
+            if "then" in exp:
+                check_then_layout(c, work, spec, case, rec)
+        elif exp["status"] == "SUCCESS":
             check_success(c, work, spec, case, rec)
         else:
             msg = rec.get("message") or ""

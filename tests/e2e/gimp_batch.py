@@ -35,7 +35,7 @@ def e2e_describe(image):
             _ok, x, y = layer.get_offsets()
             d = {"name": layer.get_name(), "parent": parent, "index": i, "x": x, "y": y,
                  "w": layer.get_width(), "h": layer.get_height(), "group": layer.is_group(),
-                 "visible": layer.get_visible()}
+                 "visible": layer.get_visible(), "opacity": round(layer.get_opacity(), 1)}
             if not d["group"]:
                 d["md5"] = hashlib.md5(e2e_pixels(layer)).hexdigest()
             out.append(d)
@@ -72,36 +72,75 @@ def e2e_build(spec, case):
     return image, base, layers
 
 
-def e2e_run_case(spec, case, pdb):
-    image, base, layers = e2e_build(spec, case)
-    before = e2e_describe(image)
-    proc = pdb.lookup_procedure(case["procedure"])
+E2E_LAYER_ARGS = ("source-mask", "guide-mask", "moved-layer", "source-labels", "target-labels")
+
+
+def e2e_call(pdb, name, image, base, args, layers):
+    """Run a procedure non-interactively: (status, message, seconds). A layer argument names an
+    input layer, or "@NAME" a layer the plug-in made (found by name)."""
+    proc = pdb.lookup_procedure(name)
     if proc is None:
-        return {"id": case["id"], "status": "NOT_REGISTERED", "message": case["procedure"]}
+        return "NOT_REGISTERED", name, 0.0
     cfg = proc.create_config()
     cfg.set_property("run-mode", NI)
     cfg.set_property("image", image)
     cfg.set_core_object_array("drawables", [base])
-    for key, value in case["args"].items():
-        cfg.set_property(key, layers[value] if key in ("source-mask", "guide-mask",
-                                                       "moved-layer") else value)
+    for key, value in args.items():
+        if key in E2E_LAYER_ARGS:
+            value = (image.get_layer_by_name(value[1:]) if value.startswith("@")
+                     else layers[value])
+        cfg.set_property(key, value)
     t0 = time.time()
     res = proc.run(cfg)
-    rec = {"id": case["id"], "seconds": round(time.time() - t0, 2),
-           "status": STATUS.get(res.index(0), str(res.index(0))),
-           "message": res.index(1) if res.length() > 1 else None,
-           "before": before, "after": e2e_describe(image)}
-    if rec["status"] == "SUCCESS":
+    return (STATUS.get(res.index(0), str(res.index(0))),
+            res.index(1) if res.length() > 1 else None, round(time.time() - t0, 2))
+
+
+def e2e_paint(image, base, paint):
+    """What the artist does with the colour picker and the pencil: the colour at `pick`
+    (photo-local) filled into `box` on the named layer."""
+    layer = image.get_layer_by_name(paint["layer"])
+    _ok, bx, by = base.get_offsets()
+    _ok, lx, ly = layer.get_offsets()
+    px, py = paint["pick"]
+    buf = layer.get_buffer()
+    colour = bytes(buf.get(Gegl.Rectangle.new(bx + px - lx, by + py - ly, 1, 1), 1.0,
+                           "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP))
+    x0, y0, x1, y1 = paint["box"]
+    w, h = x1 - x0, y1 - y0
+    buf.set(Gegl.Rectangle.new(bx + x0 - lx, by + y0 - ly, w, h), "R'G'B'A u8", colour * (w * h))
+    buf.flush()
+    layer.update(bx + x0 - lx, by + y0 - ly, w, h)
+    return list(colour)
+
+
+def e2e_run_case(spec, case, pdb):
+    image, base, layers = e2e_build(spec, case)
+    before = e2e_describe(image)
+    status, message, seconds = e2e_call(pdb, case["procedure"], image, base, case["args"], layers)
+    if status == "NOT_REGISTERED":
+        return {"id": case["id"], "status": status, "message": message}
+    rec = {"id": case["id"], "seconds": seconds, "status": status, "message": message,
+           "before": before}
+    then = case.get("then")
+    if then and status == "SUCCESS":
+        rec["then"] = {"painted": e2e_paint(image, base, then["paint"]),
+                       "before": e2e_describe(image)}
+        status, message, seconds = e2e_call(pdb, then["procedure"], image, base, then["args"],
+                                            layers)
+        rec["then"].update(status=status, message=message, seconds=seconds)
+    rec["after"] = e2e_describe(image)
+    if status == "SUCCESS":
         outdir = e2e_path("results/" + case["id"])
         os.makedirs(outdir, exist_ok=True)
         for layer in image.get_layers():
-            if layer.is_group():
-                for child in layer.get_children():
-                    with open(os.path.join(outdir, child.get_name() + ".rgba"), "wb") as f:
-                        f.write(e2e_pixels(child))
+            made = [] if layer.get_name() in layers or layer.get_id() == base.get_id() else [layer]
+            for item in layer.get_children() if layer.is_group() else made:
+                with open(os.path.join(outdir, item.get_name() + ".rgba"), "wb") as f:
+                    f.write(e2e_pixels(item))
         dup = image.duplicate()
-        for layer in dup.get_layers():
-            if layer.get_name() in layers:
+        for layer in dup.get_layers():  # the photo and the results only
+            if not layer.is_group() and layer.get_name() != "photo":
                 layer.set_visible(False)
         dup.flatten()
         png = os.path.join(outdir, "composite.png")

@@ -56,6 +56,41 @@ def layers(img: np.ndarray) -> dict[str, dict]:
     out["objects"] = {"pixels": np.stack([both] * 3, -1), "offset": (0, 0)}
     # A mask layer that marks nothing (all black, opaque).
     out["empty"] = {"pixels": np.zeros((20, 20, 3), np.uint8), "offset": (0, 0)}
+    # Label maps, flat colours as GIMP's pencil paints them: the photo's (the canvas' size,
+    # offset: cropped to the photo), the wanted one (a second red object), one painted with a
+    # colour the photo's map lacks, and one too small to cover the photo.
+    labels = label_map()
+    canvas = np.zeros((CANVAS[1], CANVAS[0], 3), np.uint8)
+    canvas[:] = LABEL_BACKGROUND
+    bx, by = BASE_OFFSET
+    canvas[by:by + PHOTO_H, bx:bx + PHOTO_W] = labels
+    out["labels-source"] = {"pixels": canvas, "offset": (-bx, -by)}
+    out["labels-target"] = {"pixels": painted(labels, NEW_OBJECT, LABEL_A), "offset": (0, 0)}
+    out["labels-foreign"] = {"pixels": painted(labels, FOREIGN_PATCH, FOREIGN), "offset": (0, 0)}
+    out["labels-small"] = {"pixels": labels[:40, :40].copy(), "offset": (0, 0)}
+    return out
+
+
+LABEL_BACKGROUND, LABEL_A, LABEL_B = (40, 160, 40), (220, 30, 30), (30, 30, 220)
+NEW_OBJECT = (50, 36, 66, 52)  # where the target map wants a second object A
+FOREIGN_PATCH, FOREIGN = (50, 36, 58, 44), (250, 250, 0)  # #fafa00: no label of the photo
+PAINT_AT = (56, 40, 72, 56)  # label-map-then-layout: a box painted with object A's label
+PICK_AT = (26, 30)  # inside object A: where that label colour is picked
+
+
+def label_map() -> np.ndarray:
+    """The photo's label map: background, object A, object B."""
+    out = np.zeros((PHOTO_H, PHOTO_W, 3), np.uint8)
+    out[:] = LABEL_BACKGROUND
+    for (x0, y0, x1, y1), colour in ((OBJ_A, LABEL_A), (OBJ_B, LABEL_B)):
+        out[y0:y1, x0:x1] = colour
+    return out
+
+
+def painted(labels: np.ndarray, box: tuple[int, int, int, int], colour) -> np.ndarray:
+    out = labels.copy()
+    x0, y0, x1, y1 = box
+    out[y0:y1, x0:x1] = colour
     return out
 
 
@@ -104,6 +139,36 @@ def cases(closed_port: int) -> list[dict]:
         {"id": "too-large", "procedure": "python-fu-magic-move-object", "selection": sel_a,
          "big": True, "args": {"moved-layer": "moved", **fast},
          "expect": {"status": "EXECUTION_ERROR", "message": "too large"}},
+        # Layout edit from two painted label maps: the result covers where they differ.
+        {"id": "layout", "procedure": "python-fu-magic-layout", "selection": None,
+         "args": {"source-labels": "labels-source", "target-labels": "labels-target",
+                  "samples": 1, "seed": 17, **fast},
+         "expect": {"status": "SUCCESS", "mode": "layout", "seeds": [17],
+                    "source": {"differ": ["labels-source", "labels-target"]},
+                    "guide": {"differ": ["labels-source", "labels-target"]}}},
+        {"id": "layout-foreign-colour", "procedure": "python-fu-magic-layout", "selection": None,
+         "args": {"source-labels": "labels-source", "target-labels": "labels-foreign", **fast},
+         "expect": {"status": "EXECUTION_ERROR",
+                    "message": "uses #fafa00, which is not a label colour of the source map"}},
+        {"id": "layout-small-labels", "procedure": "python-fu-magic-layout", "selection": None,
+         "args": {"source-labels": "labels-source", "target-labels": "labels-small", **fast},
+         "expect": {"status": "EXECUTION_ERROR", "message": "does not cover the photo layer"}},
+        # A first label map of the photo: two layers of flat colours above it.
+        {"id": "label-map", "procedure": "python-fu-magic-label-map", "selection": None,
+         "args": {"labels": 3, "seed": 1},
+         "expect": {"status": "SUCCESS", "label_map": {"labels": 3}}},
+        # The artist's whole way: a label map, object A's label painted elsewhere on the copy
+        # (picked inside object A), then a layout edit with the two new layers.
+        {"id": "label-map-then-layout", "procedure": "python-fu-magic-label-map",
+         "selection": None, "args": {"labels": 3, "seed": 1},
+         "then": {"paint": {"layer": "MAGIC target labels (paint here)", "pick": list(PICK_AT),
+                            "box": list(PAINT_AT)},
+                  "procedure": "python-fu-magic-layout",
+                  "args": {"source-labels": "@MAGIC source labels",
+                           "target-labels": "@MAGIC target labels (paint here)",
+                           "samples": 1, "seed": 19, **fast}},
+         "expect": {"status": "SUCCESS", "label_map": {"labels": 3},
+                    "then": {"status": "SUCCESS", "mode": "layout", "seeds": [19]}}},
     ]
 
 

@@ -130,7 +130,9 @@ grep "^E2E case" "$WORK/gimp.log" >&2 || true
 [[ $gimp_rc -eq 0 ]] || { tail -40 "$WORK/gimp.log" >&2; die "gimp-console exited $gimp_rc"; }
 grep -q "magic-server --bind tcp://127.0.0.1:$CLOSED_PORT" "$WORK/gimp.log" || \
     die "GIMP did not show the server-down message"
-log "GIMP showed the error messages (gimp.log)"
+grep -q "then select the photo layer and run Filters > MAGIC > Layout edit" "$WORK/gimp.log" || \
+    die "GIMP did not tell what to do after the label map"
+log "GIMP showed the error messages and the label map's next steps (gimp.log)"
 previews=$(grep -c "MAGIC preview frames received" "$WORK/gimp.log" || true)
 [[ "$previews" -ge 4 ]] || die "preview frames arrived in $previews run(s), expected 4"
 log "preview frames arrived in $previews runs (headless: no preview window)"
