@@ -368,6 +368,13 @@ def main(argv: list[str] | None = None) -> None:
             preview(photo, source, guides).save(args.preview / f"{name}.png")
         print(f"{name}: source {source.mean():.1%} of the photo, "
               + ", ".join(f"{m} {g.mean():.1%}" for m, g in guides.items()))
+    # the layout-edit label maps are make_label_maps.py's: kept as they are
+    committed = HERE / "index.json"
+    if committed.is_file():
+        before = json.loads(committed.read_text(encoding="utf-8"))["scenes"]
+        for name, entry in index["scenes"].items():
+            if "layouts" in before.get(name, {}):
+                entry["layouts"] = before[name]["layouts"]
     (args.out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 

@@ -96,3 +96,61 @@ def test_make_masks_reproduces_the_committed_masks_and_index(tmp_path):
             fresh = np.asarray(Image.open(tmp_path / rel))
             committed = np.asarray(Image.open(SAMPLES / rel))
             assert np.array_equal(fresh, committed), rel
+
+
+# ---------------------------------------------------------------------------- layout edits
+
+LAYOUT_SCENES = sorted(n for n, e in SCENES.items() if "layouts" in e)
+LAYOUT_EDITS = ("rearrange", "paint", "remove")
+
+
+def load_label_map(rel: str) -> np.ndarray:
+    im = Image.open(SAMPLES / rel)
+    assert im.mode == "RGB", f"{rel} is {im.mode}, expected flat RGB colours"
+    return np.asarray(im)
+
+
+def test_at_least_two_scenes_have_layout_edits():
+    assert len(LAYOUT_SCENES) >= 2
+
+
+@pytest.mark.parametrize("name", LAYOUT_SCENES)
+def test_layout_entry_follows_the_schema(name):
+    lay = SCENES[name]["layouts"]
+    assert {"source", "targets", "edits", "labels"} <= set(lay)
+    assert set(lay["targets"]) == set(LAYOUT_EDITS) == set(lay["edits"])
+    assert all(lay["edits"][m].strip() for m in LAYOUT_EDITS)
+    for rel in [lay["source"], *lay["targets"].values()]:
+        assert not Path(rel).is_absolute() and (SAMPLES / rel).is_file(), rel
+
+
+@pytest.mark.parametrize("name", LAYOUT_SCENES)
+def test_every_target_map_reads_with_its_source_and_asks_for_a_change(name):
+    from magic_server.labelmaps import read_label_maps
+
+    e = SCENES[name]
+    lay = e["layouts"]
+    photo = Image.open(SAMPLES / e["image"])
+    source = load_label_map(lay["source"])
+    assert source.shape[:2] == (photo.height, photo.width)
+    colours = {c.split(":")[0] for c in lay["labels"].values()}
+    for edit, rel in lay["targets"].items():
+        maps = read_label_maps(source, load_label_map(rel))
+        assert maps.count == len(lay["labels"]), (edit, maps.count)
+        assert {"#" + bytes(c.tolist()).hex() for c in maps.palette} == colours
+        changed = (maps.source != maps.target).mean()
+        assert 0.002 < changed < 0.2, (edit, changed)  # an edit, not a new photo
+
+
+def test_make_label_maps_reproduces_the_committed_maps_and_index(tmp_path):
+    subprocess.run([sys.executable, str(SAMPLES / "make_label_maps.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    fresh_index = json.loads((tmp_path / "index.json").read_text())
+    assert fresh_index == INDEX
+    for name in LAYOUT_SCENES:
+        lay = SCENES[name]["layouts"]
+        for rel in [lay["source"], *lay["targets"].values()]:
+            fresh = np.asarray(Image.open(tmp_path / rel))
+            committed = np.asarray(Image.open(SAMPLES / rel))
+            # k-means sums in float32 (BLAS): another CPU may flip a few boundary pixels
+            assert np.all(fresh == committed, axis=-1).mean() > 0.995, rel
