@@ -61,7 +61,10 @@ def e2e_build(spec, case):
     base = e2e_load_layer(image, spec["big"] if case.get("big") else spec["photo"], "photo",
                           bx, by)
     layers = {}
+    used = set(case["args"].values())
     for name, meta in spec["layers"].items():
+        if meta.get("when_used") and name not in used:
+            continue
         ox, oy = meta["offset"]
         layers[name] = e2e_load_layer(image, meta["file"], name, bx + ox, by + oy)
     if case["selection"]:

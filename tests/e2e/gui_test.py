@@ -1,5 +1,5 @@
 """The artist's session in a REAL GIMP 3 window (GUI binary under Xvfb, in the trixie chroot),
-driven with xdotool through Filters > MAGIC and the plug-in's dialog, against a real magic-server
+driven with xdotool through Filters > MAGIC and the plug-in's dialogs, against a real magic-server
 (CPU, untrained weights). Every check reads GIMP's own state of the image (gui_batch.py dumps
 the layer tree, the selected layers and whether undo is enabled on request) or the server's.
 
@@ -35,6 +35,7 @@ DISPLAY = ":97"
 SCREEN = (1600, 1000)
 MAIN = (1400, 900)  # the image window, at (0, 0)
 DIALOG = "MAGIC - Mask-guided synthesis"
+LAYOUT_DIALOG = "MAGIC - Layout edit"
 GROUP = "MAGIC reshape"
 CANCEL_LIMIT_S = 2.0
 T0 = time.monotonic()
@@ -415,6 +416,14 @@ def main() -> int:
         s.key("ctrl+z", window=main_win)
         st = s.wait_state(lambda st: GROUP not in groups(st), 10)
         ck.ok(top_level(st) == top_level(before), "Undo still works after the cancel")
+
+        # 5. Filters > MAGIC > Layout edit...: its dialog has the two label layer choosers
+        (work / "requests" / "select-photo").write_text("")
+        s.wait_state(lambda st: st["selected"] == ["photo"], 5)
+        check_layout_dialog(s, ck, main_win)
+        st = s.state()
+        ck.ok(top_level(st) == top_level(before) and st["undo_enabled"],
+              f"closing the Layout edit dialog changes nothing ({top_level(st)})")
         (work / "requests" / "quit").write_text("")
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
         ck.ok(False, f"GUI session: {exc}")
@@ -431,6 +440,30 @@ def main() -> int:
     for f in ck.failed:
         log(f"FAILED: {f}")
     return 1 if ck.failed else 0
+
+
+def check_layout_dialog(s: Session, ck: Checks, main_win: str) -> None:
+    """Open Layout edit from the menu, open and close both label layer choosers through their
+    mnemonics, then cancel the dialog."""
+    log_lines = len((s.work / "gimp.log").read_text(errors="replace").splitlines())
+    s.key("alt+r", "Up", "Right", "y", window=main_win)  # La_yout edit...
+    d = s.wait_window(LAYOUT_DIALOG, 15)
+    if not ck.ok(d is not None, f"the dialog '{LAYOUT_DIALOG}' opens"):
+        return
+    time.sleep(0.8)
+    for mnemonic, what in (("alt+b", "source labels"), ("alt+g", "target labels")):
+        s.key(mnemonic, window=d)
+        c = s.wait_window("Choose drawable", 8)
+        if not ck.ok(c is not None, f"the {what} layer chooser opens ({mnemonic})"):
+            return
+        time.sleep(0.5)
+        s.key("Tab", "Down", "Return", "alt+o")
+        ck.ok(s.wait_gone("Choose drawable", 5), f"the {what} layer chooser closes")
+    dupes = [ln for ln in (s.work / "gimp.log").read_text(errors="replace").splitlines()
+             [log_lines:] if "duplicate mnemonic" in ln]
+    ck.ok(not dupes, f"every Layout edit mnemonic is unique ({dupes[:1]})")
+    s.key("alt+c", window=d)
+    ck.ok(s.wait_gone(LAYOUT_DIALOG, 5), "Cancel closes the Layout edit dialog")
 
 
 def fmt_s(seconds: float | None) -> str:

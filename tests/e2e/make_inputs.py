@@ -183,7 +183,9 @@ def main(argv: list[str]) -> int:
     for name, d in layers(img).items():
         Image.fromarray(d["pixels"]).save(work / "inputs" / f"{name}.png")
         meta[name] = {"file": f"inputs/{name}.png", "offset": list(d["offset"]),
-                      "size": [d["pixels"].shape[1], d["pixels"].shape[0]]}
+                      "size": [d["pixels"].shape[1], d["pixels"].shape[0]],
+                      # label maps go only into the cases that use them (fewer loads)
+                      "when_used": name.startswith("labels-")}
     spec = {"canvas": list(CANVAS), "base_offset": list(BASE_OFFSET), "photo": "inputs/photo.png",
             "big": "inputs/big.png", "layers": meta, "cases": cases(closed_port)}
     (work / "cases.json").write_text(json.dumps(spec, indent=1))
