@@ -24,6 +24,7 @@ from test_server_support import FakeEngine, ThreadedServer, address
 
 ENTRY = Path(manifest.REPO_ROOT) / manifest.GIMP3.entry
 SYNTH = "python-fu-magic-synthesize"
+LAYOUT, LABEL_MAP = "python-fu-magic-layout", "python-fu-magic-label-map"
 
 
 @pytest.fixture
@@ -352,3 +353,55 @@ def test_a_killed_plugin_has_its_job_cancelled_on_the_server_within_2_s():
             child.wait()
         assert client is not None and took < 2.0, f"the job ran on for {took:.1f} s"
         assert "cancelled on the server" in child.stderr.read()
+
+
+# ------------------------------------------------------------------------ label map and layout
+
+def test_label_map_and_layout_remember_their_arguments(plugin, monkeypatch):
+    import numpy as np
+
+    from magic_server import jobs
+    from magic_server.jobs import LabelMapResult
+
+    def two_halves(image, labels, seed, on_progress, cancel):
+        out = np.zeros(image.shape, np.uint8)
+        out[:, 20:] = (0, 0, 200)
+        return LabelMapResult([out], [seed], 0.0)
+
+    module, Gimp = plugin
+    monkeypatch.setattr(jobs, "label_map_result", two_halves)
+    dialogs = []
+
+    def dialog(procedure, cfg, spec):
+        dialogs.append((spec.name, dict(cfg.values)))
+        if spec.name == LABEL_MAP and len(dialogs) == 1:
+            cfg.set_property("labels", 4)
+        return True
+
+    monkeypatch.setattr(module, "show_dialog", dialog)
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        image, base, _src, _guide = scene(Gimp)
+        cfg = config(LABEL_MAP, **{"server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, cfg,
+                   LABEL_MAP) == ("SUCCESS", None)
+        target = image.get_layer_by_name("MAGIC target labels (paint here)")
+        source = image.get_layer_by_name("MAGIC source labels")
+        target.data[:4] = bytes([0, 0, 200, 255])  # paint one pixel blue
+        # Layout edit's first dialog: the label map's layers, the server-fitting defaults
+        empty = config(LAYOUT, **{"server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, empty,
+                   LAYOUT) == ("SUCCESS", None)
+        # Repeat of the layout edit (GIMP 3.0 hands it no layers) and Re-show of the label map
+        again = config(LAYOUT, **{"server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.WITH_LAST_VALS, image, base, again,
+                   LAYOUT) == ("SUCCESS", None)
+        assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, config(LABEL_MAP),
+                   LABEL_MAP)[0] == "SUCCESS"
+    layout_dialog = dialogs[1][1]
+    assert dialogs[1][0] == LAYOUT
+    assert layout_dialog["source-labels"] is source and layout_dialog["target-labels"] is target
+    assert (layout_dialog["preset"], layout_dialog["samples"]) == ("draft", 1)  # a CPU server
+    assert again.values["source-labels"] is source and again.values["target-labels"] is target
+    assert dialogs[2][0] == LABEL_MAP and dialogs[2][1]["labels"] == 4
+    assert dialogs[2][1]["server-address"] == srv.address
+    assert [la.name for la in image.layers if la.is_group()] == ["MAGIC layout"] * 2
