@@ -191,7 +191,13 @@ def coins_source(photo: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     labels[(base == bright) & make_masks._grow(any_coin, 2)] = COIN
     labels[any_coin] = COIN
     labels = merge_specks(labels, round(0.002 * labels.size))
-    return labels, coins
+    # each coin as the source map has it: its whole region, not only the drawn disc
+    regions, _ = connected_regions(labels)
+    whole = {}
+    for name, disc_mask in coins.items():
+        ids = np.unique(regions[disc_mask & (labels == COIN)])
+        whole[name] = np.isin(regions, ids) & (labels == COIN)
+    return labels, whole
 
 
 def coins_rearrange(source: np.ndarray, parts: dict[str, np.ndarray]) -> np.ndarray:
