@@ -13,6 +13,11 @@ objective reports that are LossWeights fields; `--no-terms` skips this). Terms t
 computation (the classifier and feature-statistics terms share one classifier forward) show
 only their own extra cost.
 
+`--capture eager|compile|auto` chooses how the classifier's judgement runs (engine/capture.py;
+default: the engine's, `auto`). `--compare-eager` times the same iterations eager and captured
+(torch.compile) in one run: seconds per iteration of each, the speed-up, and the wall time the
+first captured run spent compiling.
+
 `--preset` also times a whole edit with that preset: time to the first preview (previews every
 PREVIEW_EVERY iterations, as the server asks for them), time to the result, seconds per
 iteration of each stage; `--via-server` runs that edit through a loopback magic-server and
@@ -46,7 +51,6 @@ from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import CRITIC_WARM_START_STEPS, Engine, LossWeights
 from magic_server.jobs import PREVIEW_EVERY
 
-CAPTURE_NOT_IMPLEMENTED = "capture not implemented yet"
 NOT_TERMS = ("total", "wasserstein")  # reported with the losses, but not loss terms
 # The engine sums its terms as weight * term, by name: a loss term is a LossWeights field.
 WEIGHT_FIELDS = frozenset(f.name for f in dataclasses.fields(LossWeights))
@@ -122,11 +126,42 @@ def time_classifier_forward(engine: Engine, batch: int, h: int, w: int, repeats:
 def load_engine(args) -> Engine:
     device = torch.device(args.device)
     if args.weights == "untrained":
-        return Engine(untrained_resnet50(), device, "untrained (random weights)")
+        return Engine(untrained_resnet50(), device, "untrained (random weights)",
+                      capture_mode=args.capture)
     from magic_server.classifier import load_classifier
 
     model, label = load_classifier(args.weights, device, allow_download=False)
-    return Engine(model, device, label)
+    return Engine(model, device, label, capture_mode=args.capture)
+
+
+def compare_eager(engine: Engine, inputs, args) -> dict:
+    """The paper's iterations eager, then captured, on the same engine and inputs."""
+    saved = engine.capture_mode
+    runs = {}
+    try:
+        for mode in ("eager", "compile"):
+            engine.capture_mode = mode
+            sync(engine.device)
+            t0 = time.perf_counter()
+            per_iter, _ = timed_iterations(engine, inputs, args)
+            sync(engine.device)
+            runs[mode] = {"sec_per_iteration": round(statistics.median(per_iter), 4),
+                          "wall_s": round(time.perf_counter() - t0, 2)}
+    finally:
+        engine.capture_mode = saved
+    state = engine.last_capture or {}
+    captured = bool(state.get("captured"))
+    eager, compiled = runs["eager"], runs["compile"]
+    return {
+        "eager": eager,
+        "captured": compiled,
+        "capture_worked": captured,
+        "capture_failure": state.get("failure"),
+        "speedup": round(eager["sec_per_iteration"] / compiled["sec_per_iteration"], 2)
+        if captured and compiled["sec_per_iteration"] else None,
+        "compile_overhead_s": round(compiled["wall_s"] - eager["wall_s"], 2),
+        "backend": engine.capture_backend,
+    }
 
 
 # ---------------------------------------------------------------------------- iterations
@@ -242,7 +277,7 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
                 "last_progress": progress, "stages": stage_speeds(stamps),
                 "time_to_result_s": None,
                 "first_preview_s": round(first_preview[0], 3) if first_preview else None,
-                "peak_gpu_mb": peak_gpu_mb(engine.device)}
+                "peak_gpu_mb": peak_gpu_mb(engine.device), "capture": engine.last_capture}
     return {
         **out,
         "preset_iterations": result.iterations,
@@ -253,6 +288,7 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
         "stages": stage_speeds(stamps),
         "terms_seen": sorted(n for n in names if n in WEIGHT_FIELDS),
         "peak_gpu_mb": peak_gpu_mb(engine.device),
+        "capture": engine.last_capture,
     }
 
 
@@ -334,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-iterations", action="store_true",
                     help="only the preset edit (no per-iteration timing)")
     ap.add_argument("--compare-eager", action="store_true",
-                    help="captured vs eager iteration speed (" + CAPTURE_NOT_IMPLEMENTED + ")")
+                    help="captured (torch.compile) vs eager seconds per iteration")
+    ap.add_argument("--capture", choices=("auto", "eager", "compile"), default=None,
+                    help="how the classifier's judgement runs (default: auto = compiled on "
+                         "CUDA for runs of 2000+ iterations)")
     ap.add_argument("--weights", default="untrained")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--json", "--out", dest="out", type=Path,
@@ -395,8 +434,8 @@ def main(argv: list[str] | None = None) -> None:
         report.update({"classifier_forward_sec": round(fwd, 4), "bf16": engine.use_bf16})
         iteration_peak = None
     if args.compare_eager:
-        print(f"bench_engine: --compare-eager: {CAPTURE_NOT_IMPLEMENTED}", file=sys.stderr)
-        report["compare_eager"] = CAPTURE_NOT_IMPLEMENTED
+        report["compare_eager"] = compare_eager(engine, inputs, args)
+        save(report, args.out)
     if args.preset:
         save(report, args.out)
         edit = preset_edit(engine, inputs, args)

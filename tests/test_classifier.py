@@ -222,6 +222,7 @@ def test_auto_prefers_cuda_then_mps(monkeypatch):
 
 
 @pytest.mark.gpu  # run on a GPU machine with: pytest -m gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_classifier_on_a_real_gpu(weights_file):
     path, x, expected = weights_file
     device = resolve_device("auto")

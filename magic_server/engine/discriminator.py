@@ -48,9 +48,9 @@ def random_crops(images: torch.Tensor, count: int, size: int, gen: torch.Generat
     ys = torch.randint(0, h - size + 1, (count,), generator=gen).tolist()
     xs = torch.randint(0, w - size + 1, (count,), generator=gen).tolist()
     crops = torch.stack([images[i, :, y : y + size, x : x + size] for i, y, x in zip(idx, ys, xs)])
-    flip = (torch.rand(count, generator=gen) < 0.5).to(crops.device)
-    crops[flip] = crops[flip].flip(-1)
-    return crops
+    # torch.where, not boolean indexing: indexing by a mask waits for the GPU to count it
+    flip = (torch.rand(count, 1, 1, 1, generator=gen) < 0.5).to(crops.device)
+    return torch.where(flip, crops.flip(-1), crops)
 
 
 class CriticTrainer:

@@ -63,9 +63,9 @@ def _augment(
     xs = torch.randint(0, w - cw + 1, (batch,), generator=gen).tolist()
     imgs = torch.stack([image[0, :, y : y + ch, x : x + cw] for y, x in zip(ys, xs)])
     masks = torch.stack([mask[0, :, y : y + ch, x : x + cw] for y, x in zip(ys, xs)])
-    flip = (torch.rand(batch, generator=gen) < 0.5).to(imgs.device)
-    imgs[flip] = imgs[flip].flip(-1)
-    masks[flip] = masks[flip].flip(-1)
+    flip = (torch.rand(batch, 1, 1, 1, generator=gen) < 0.5).to(imgs.device)
+    imgs = torch.where(flip, imgs.flip(-1), imgs)  # no boolean indexing: no device sync
+    masks = torch.where(flip, masks.flip(-1), masks)
     gain = 1.0 + 0.1 * (torch.rand(batch, 1, 1, 1, generator=gen) - 0.5)
     bias = 0.1 * (torch.rand(batch, 1, 1, 1, generator=gen) - 0.5)
     return imgs * gain.to(imgs) + bias.to(imgs), masks

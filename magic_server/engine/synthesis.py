@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from magic_server.engine import losses
+from magic_server.engine import capture, losses
 from magic_server.engine.api import (
     Cancelled,
     EngineInputError,
@@ -41,6 +41,7 @@ from magic_server.engine.presets import (
     learning_rate,
     resolve_preset,
 )
+from magic_server.engine.previews import PreviewCopies
 from magic_server.engine.pyramid import level_sizes, split_iterations
 from magic_server.engine.regions import (
     Box,
@@ -246,9 +247,22 @@ def composite_repair(changed: np.ndarray, source: np.ndarray, guide: np.ndarray,
 
 class Engine:
     def __init__(self, classifier: torch.nn.Module, device: torch.device | str = "cpu",
-                 weights_label: str = "untrained") -> None:
+                 weights_label: str = "untrained", *, capture_mode: str | None = None,
+                 capture_backend: str = "inductor") -> None:
+        """capture_mode: "auto" (default, or $MAGIC_CAPTURE): the classifier's judgement is
+        compiled on CUDA for long runs; "eager"; "compile" (always, any device).
+        capture_backend: torch.compile's backend ("inductor"; tests use "aot_eager")."""
         self.device = torch.device(device)
+        self.capture_mode = capture.resolve_mode(capture_mode)
+        self.capture_backend = capture_backend
+        self.last_capture: dict | None = None  # how the latest edit ran (benchmarks, logs)
         self.classifier = classifier.to(self.device).eval()
+        if self.device.type == "cuda":  # convolutions run fastest on NHWC there
+            self.classifier = self.classifier.to(memory_format=torch.channels_last)
+            # same seed, same GPU, same pixels: cuDNN may otherwise pick algorithms whose
+            # backward sums in a different order on every run (the critic, the mask network)
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         self.weights_label = weights_label
@@ -264,6 +278,7 @@ class Engine:
             "weights": self.weights_label,
             "weights_loaded": self.trained,
             "bf16": self.use_bf16,
+            "capture": self.capture_mode,
             "presets": {name: p.iterations for name, p in PRESETS.items()},
         }
         if self.device.type == "cuda":
@@ -349,6 +364,8 @@ class Engine:
                       if pyramid else self._paper_levels(judge, schedule))
             job.total = sum(level.schedule.iterations for level in levels)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
+            self._judge = self._judge_runner(job.total)
+            self._note_capture()
             job.t0 = time.monotonic()
             z = self._initial(levels[0], init, job, pyramid)
             report: dict[str, float] = {}
@@ -361,6 +378,7 @@ class Engine:
                         field = upscale_field(field, level.bank.grid, level.bank.grid)
                 z, report, field = self._optimise(z, level, mask_net, job, field)
             x = self._compose(z, levels[-1])
+            self._note_capture()
 
         patches = tensor_to_images(self.norm.pixels(x), size=(box.height, box.width))
         if plan is not None:
@@ -571,6 +589,7 @@ class Engine:
         options = job.options
         h, w = z.shape[-2:]
         matches = None
+        copies = PreviewCopies(self.device)
         for it in range(schedule.iterations):
             job.check_cancel()
             for group in opt.param_groups:
@@ -585,13 +604,17 @@ class Engine:
                 matches = level.bank.match(x.detach(), level.labels, level.centres,
                                            blurred=True, prior=field)
                 field = matches.field
-            terms = self._objective(x, level, mask_net, critic if critic_on else None,
-                                   job.weights)
+            terms, surrogate = self._objective(x, level, mask_net,
+                                               critic if critic_on else None, job.weights)
             if matches is not None:
                 terms["patch"] = patch_loss(x, matches, level.free)
-            loss = sum(getattr(job.weights, k) * v for k, v in terms.items())
+            live = [getattr(job.weights, k) * v for k, v in terms.items() if v.requires_grad]
+            if surrogate is not None:
+                live.append(surrogate)
+            loss = sum(getattr(job.weights, k) * v.detach().float() for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if live:
+                sum(live).backward()
             opt.step()
             with torch.no_grad():
                 self.norm.clamp_(z)
@@ -605,30 +628,34 @@ class Engine:
                     fresh["wasserstein"] = float(wasserstein)
                 report = fresh
             if job.on_progress is not None:
-                previews = None
                 if options.preview_every and (job.done % options.preview_every == 0 or last):
-                    previews = tensor_to_images(self.norm.pixels(self._compose(z, level)),
-                                                size=preview_size(h, w, options.preview_size))
+                    copies.start(self.norm.pixels(self._compose(z, level)),
+                                 preview_size(h, w, options.preview_size))
+                previews = copies.collect(wait=it + 1 == schedule.iterations)
                 job.on_progress(Progress(job.done, job.total, time.monotonic() - job.t0,
                                          fresh, previews, stage=level.stage))
         return z.detach(), report, field
 
     def _objective(self, x: torch.Tensor, level: Level, mask_net: MaskNet | None,
-                   critic: CriticTrainer | None, jw: LossWeights) -> dict[str, torch.Tensor]:
-        """The weighted terms of this level; terms whose weight is 0 are not computed."""
+                   critic: CriticTrainer | None, jw: LossWeights
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The terms of this level (terms whose weight is 0 are not computed) and the judged
+        part's surrogate: the classifier and mask network judge x' through `self._judge`, which
+        returns their values (detached, for the report) and their weighted gradient with respect
+        to what they saw; (seen * gradient).sum() carries that gradient back to x'."""
         judge = level.judge
-        seen = x
-        if x.shape[-2:] != judge.z.shape[-2:]:
-            seen = F.interpolate(x, size=judge.z.shape[-2:], mode="bilinear",
-                                 antialias=x.shape[-1] > judge.z.shape[-1], align_corners=False)
         terms: dict[str, torch.Tensor] = {}
+        surrogate = None
+        if jw.classifier or jw.feature_stats or jw.mask:
+            seen = x
+            if x.shape[-2:] != judge.z.shape[-2:]:
+                seen = F.interpolate(x, size=judge.z.shape[-2:], mode="bilinear",
+                                     antialias=x.shape[-1] > judge.z.shape[-1],
+                                     align_corners=False)
+            judged, gradient = self._judge(seen.detach(), judge, mask_net, jw)
+            terms.update(judged)
+            surrogate = (seen * gradient).sum()
         with self._autocast():
-            if jw.classifier or jw.feature_stats:
-                logits, feats = self.classifier.forward_with_features(self.norm.pixels(seen))
-                terms["classifier"] = losses.class_loss(logits, judge.target_class)
-                terms["feature_stats"] = losses.feature_stats_loss(feats, judge.feature_targets)
-            if jw.mask:
-                terms["mask"] = losses.mask_loss(mask_net(seen), judge.target_labels)
             if jw.tv_l1:
                 terms["tv_l1"] = losses.total_variation_l1(x)
             if jw.tv_l2:
@@ -639,4 +666,42 @@ class Engine:
                 terms["keep"] = losses.keep_loss(x, level.ref.z, level.ref.keep)
             if critic is not None:
                 terms["critic"] = critic.generator_loss(x)
-        return terms
+        return terms, surrogate
+
+    def _judged_gradient(self, seen: torch.Tensor, judge: Reference, mask_net: MaskNet | None,
+                         jw: LossWeights) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The classifier's and the mask network's terms on x' at the working resolution and
+        the gradient of their weighted sum with respect to x'. Its shapes are fixed for a
+        whole edit: this is the part that is captured (engine/capture.py)."""
+        seen = seen.detach().requires_grad_(True)
+        if self.device.type == "cuda":
+            seen = seen.contiguous(memory_format=torch.channels_last)
+        terms: dict[str, torch.Tensor] = {}
+        with torch.enable_grad(), self._autocast():
+            if jw.classifier or jw.feature_stats:
+                logits, feats = self.classifier.forward_with_features(self.norm.pixels(seen))
+                terms["classifier"] = losses.class_loss(logits, judge.target_class)
+                terms["feature_stats"] = losses.feature_stats_loss(feats, judge.feature_targets)
+            if jw.mask:
+                terms["mask"] = losses.mask_loss(mask_net(seen), judge.target_labels)
+            total = sum(getattr(jw, k) * v.float() for k, v in terms.items())
+            (gradient,) = torch.autograd.grad(total, seen)
+        return {k: v.detach() for k, v in terms.items()}, gradient
+
+    def _judge_runner(self, iterations: int):
+        """The judged part for this edit: captured when the capture mode asks for it."""
+        if capture.wants_capture(self.capture_mode, self.device, iterations):
+            cached = getattr(self, "_captured", None)
+            if cached is None or not cached.active:
+                cached = self._captured = capture.Captured(self._judged_gradient,
+                                                           backend=self.capture_backend)
+            return cached
+        return self._judged_gradient
+
+    def _note_capture(self) -> None:
+        runner = self._judge
+        if isinstance(runner, capture.Captured):
+            self.last_capture = {"captured": runner.active, "failure": runner.failure,
+                                 "mode": self.capture_mode}
+        else:
+            self.last_capture = {"captured": False, "failure": None, "mode": self.capture_mode}

@@ -1,0 +1,96 @@
+"""The captured judgement (the GPU fast path, engine/capture.py), checked on the CPU: the
+compiled classifier step gives the eager result, a failed capture falls back and says so,
+and `auto` leaves short runs and CPUs eager."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from magic_server.engine import capture
+from magic_server.engine.api import SynthesisOptions
+from magic_server.engine.previews import PreviewCopies
+from magic_server.engine.resnet import untrained_resnet50
+from magic_server.engine.synthesis import Engine
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.manual_seed(0)
+    return untrained_resnet50()
+
+
+def scene():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    source = np.zeros((48, 48), bool)
+    source[10:25, 10:25] = True
+    return img, source, np.roll(source, 15, axis=1)
+
+
+OPTIONS = SynthesisOptions(samples=1, preset="paper", iterations=4, resolution=32, seed=1)
+
+
+def test_the_captured_step_gives_the_eager_result(classifier):
+    """torch.compile traces the classifier and mask network with their gradient (AOTAutograd;
+    the 'aot_eager' backend runs the traced graphs without generating kernels, which a CPU
+    test can afford): same seed, same pixels as the eager step."""
+    eager = Engine(classifier, "cpu", "untrained", capture_mode="eager")
+    expected = eager.synthesize(*scene(), OPTIONS)
+    assert eager.last_capture == {"captured": False, "failure": None, "mode": "eager"}
+    captured = Engine(classifier, "cpu", "untrained", capture_mode="compile",
+                      capture_backend="aot_eager")
+    got = captured.synthesize(*scene(), OPTIONS)
+    assert captured.last_capture["captured"] is True and captured._captured.calls == 4
+    assert np.abs(got.images[0].astype(int) - expected.images[0].astype(int)).max() <= 1
+    assert set(got.losses) == set(expected.losses)
+
+
+def test_a_failed_capture_runs_eager_and_logs_why(classifier, monkeypatch, caplog):
+    def broken_compile(fn, **options):
+        def compiled(*args):
+            raise RuntimeError("graph capture is not supported here\nmore detail")
+        return compiled
+
+    monkeypatch.setattr(capture.torch, "compile", broken_compile)
+    eager = Engine(classifier, "cpu", "untrained", capture_mode="eager")
+    expected = eager.synthesize(*scene(), OPTIONS)
+    engine = Engine(classifier, "cpu", "untrained", capture_mode="compile")
+    with caplog.at_level(logging.WARNING, logger="magic_server"):
+        got = engine.synthesize(*scene(), OPTIONS)
+    assert np.array_equal(got.images[0], expected.images[0])
+    assert engine.last_capture["captured"] is False
+    assert engine.last_capture["failure"] == "RuntimeError: graph capture is not supported here"
+    warnings = [r.getMessage() for r in caplog.records if "capture failed" in r.getMessage()]
+    assert len(warnings) == 1 and "runs eager" in warnings[0]
+
+
+def test_auto_captures_only_long_runs_on_a_gpu():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert capture.wants_capture("auto", cuda, capture.AUTO_MIN_ITERATIONS)
+    assert not capture.wants_capture("auto", cuda, 240)
+    assert not capture.wants_capture("auto", cpu, 18_000)
+    assert not capture.wants_capture("eager", cuda, 18_000)
+    assert capture.wants_capture("compile", cpu, 1)
+
+
+def test_the_capture_mode_comes_from_the_environment_and_is_checked(monkeypatch):
+    monkeypatch.setenv(capture.CAPTURE_ENV, "eager")
+    assert capture.resolve_mode(None) == "eager"
+    assert capture.resolve_mode("compile") == "compile"
+    monkeypatch.setenv(capture.CAPTURE_ENV, "fast")
+    with pytest.raises(ValueError, match="'fast' is not one of auto, eager, compile"):
+        capture.resolve_mode(None)
+
+
+def test_preview_copies_hand_out_the_latest_frames():
+    copies = PreviewCopies(torch.device("cpu"))
+    assert copies.collect() is None
+    pixels = torch.linspace(0, 1, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
+    copies.start(pixels, (4, 4))
+    frames = copies.collect()
+    assert [f.shape for f in frames] == [(4, 4, 3), (4, 4, 3)] and frames[0].dtype == np.uint8
+    assert copies.collect() is None  # handed out once
