@@ -153,12 +153,9 @@ def cases(closed_port: int) -> list[dict]:
         {"id": "layout-small-labels", "procedure": "python-fu-magic-layout", "selection": None,
          "args": {"source-labels": "labels-source", "target-labels": "labels-small", **fast},
          "expect": {"status": "EXECUTION_ERROR", "message": "does not cover the photo layer"}},
-        # A first label map of the photo: two layers of flat colours above it.
-        {"id": "label-map", "procedure": "python-fu-magic-label-map", "selection": None,
-         "args": {"labels": 3, "seed": 1},
-         "expect": {"status": "SUCCESS", "label_map": {"labels": 3}}},
-        # The artist's whole way: a label map, object A's label painted elsewhere on the copy
-        # (picked inside object A), then a layout edit with the two new layers.
+        # The artist's whole way: a first label map of the photo (two layers of flat colours
+        # above it), object A's label painted elsewhere on the copy (picked inside object A),
+        # then a layout edit with the two new layers.
         {"id": "label-map-then-layout", "procedure": "python-fu-magic-label-map",
          "selection": None, "args": {"labels": 3, "seed": 1},
          "then": {"paint": {"layer": "MAGIC target labels (paint here)", "pick": list(PICK_AT),
