@@ -267,6 +267,43 @@ def markdown(payload: dict, licences: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def marked_section(text: str, name: str) -> str | None:
+    """The section of `text` between <!-- name:start --> and <!-- name:end -->, markers
+    included (None when it has none)."""
+    start, end = _markers(name)
+    i = text.find(start)
+    j = text.find(end, i + len(start)) if i >= 0 else -1
+    return text[i:j + len(end)] if j >= 0 else None
+
+
+def with_marked_section(text: str, name: str, body: str) -> str:
+    """`text` with its marked section `name` replaced by `body` (markers added), or with it
+    appended at the end when it has none."""
+    start, end = _markers(name)
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    old = marked_section(text, name)
+    if old is not None:
+        return text.replace(old, block, 1)
+    return (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
+
+
+KEPT_SECTIONS = ("layout-edits",)  # written by other benchmark scripts (benchmarks/layouts.py)
+
+
+def keep_sections(old: str, new: str, names: tuple[str, ...] = KEPT_SECTIONS) -> str:
+    """The regenerated report `new` with the marked sections of the previous one kept."""
+    for name in names:
+        kept = marked_section(old, name)
+        if kept is not None and marked_section(new, name) is None:
+            start, end = _markers(name)
+            new = with_marked_section(new, name, kept[len(start):-len(end)].strip("\n"))
+    return new
+
+
 def main(argv: list[str] | None = None) -> int:
     """Re-render a report from a results.json: python benchmarks/report.py RESULTS REPORT.md"""
     import json
@@ -282,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     scenes = json.loads(index.read_text(encoding="utf-8"))["scenes"]
     names = dict.fromkeys(r["scene"] for r in payload["records"])
     licences = {n: scenes.get(n, {}).get("licence", "") for n in names}
-    Path(args[1]).write_text(markdown(payload, licences), encoding="utf-8")
+    out = Path(args[1])
+    old = out.read_text(encoding="utf-8") if out.is_file() else ""
+    out.write_text(keep_sections(old, markdown(payload, licences)), encoding="utf-8")
     return 0
 
 

@@ -660,7 +660,9 @@ def write_outputs(records: list[EditRecord], scenes: list[Scene], args: argparse
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")
     done = {r.scene for r in records}
     licences = {s.name: s.licence for s in scenes if s.name in done}
-    report_path.write_text(report.markdown(payload, licences), encoding="utf-8")
+    previous = report_path.read_text(encoding="utf-8") if report_path.is_file() else ""
+    report_path.write_text(report.keep_sections(previous, report.markdown(payload, licences)),
+                           encoding="utf-8")
     return info
 
 
