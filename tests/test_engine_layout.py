@@ -8,9 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from magic_server.engine.api import EngineInputError, SynthesisOptions
+from magic_server.engine.donors import VOID, donor_windows
+from magic_server.engine.donors import canvas as donor_canvas
 from magic_server.engine.mask_net import train_mask_net
 from magic_server.engine.resnet import untrained_resnet50
-from magic_server.engine.synthesis import Engine
+from magic_server.engine.regions import region_of_interest
+from magic_server.engine.synthesis import Engine, grow_edit
 from magic_server.engine.tensors import Normaliser, image_to_tensor, mask_to_tensor
 
 
@@ -101,3 +104,39 @@ def test_the_paper_preset_runs_a_layout_edit_with_the_k_label_mask_network(engin
     out = result.images[0]
     assert out.shape == img.shape
     assert np.array_equal(out[~result.touched], img[~result.touched])
+
+
+def test_a_label_painted_far_from_where_the_photo_has_it_is_followed(engine):
+    """"Paint more of a concept": a tree painted into the grass at the far right, where the
+    edit's own region holds no tree at all. Its patches come from a donor window around the
+    photo's tree (engine/donors.py), and only the tree's pixels vote for the painted ones."""
+    img, source, _, colours = three_label_scene(72, 220)
+    target = source.copy()
+    target[44:64, 190:206] = 2
+    differ = source != target
+    box = region_of_interest(grow_edit(differ))
+    assert not (box.crop(source) == 2).any()  # no tree in the region of interest
+    windows = donor_windows(source, target, grow_edit(differ), box)
+    assert len(windows) == 1 and (windows[0].crop(source) == 2).any()
+    options = SynthesisOptions(samples=2, preset="draft", iterations=90, resolution=64)
+    result = engine.synthesize_layout(img, source, target, options)
+    for out in result.images:
+        seen = judge(out, colours)
+        tree = iou(seen[40:68, 186:210] == 2, target[40:68, 186:210] == 2)
+        print("\npainted tree IoU:", round(tree, 3))
+        assert tree >= 0.8
+        assert np.array_equal(out[~result.touched], img[~result.touched])
+
+
+def test_the_patch_bank_canvas_keeps_pieces_apart_with_a_void_label():
+    a = torch.ones(1, 3, 10, 12)
+    b = torch.full((1, 3, 6, 5), 2.0)
+    la = torch.zeros(1, 2, 10, 12)
+    la[:, 0] = 1
+    lb = torch.zeros(1, 2, 6, 5)
+    lb[:, 1] = 1
+    image, labels = donor_canvas([(a, la), (b, lb)], gap=7)
+    assert image.shape == (1, 3, 10, 24) and labels.shape == (1, 3, 10, 24)
+    assert torch.equal(image[..., :10, :12], a) and torch.equal(image[..., :6, 19:], b)
+    assert (labels[0, 2, :, 12:19] == VOID).all() and (labels[0, 2, 6:, 19:] == VOID).all()
+    assert (labels[0, 1, :6, 19:] == 1).all() and (labels[0, 2, :10, :12] == 0).all()

@@ -57,16 +57,17 @@ class Matches:
     distance: torch.Tensor  # (N,): mean nearest-patch distance (descriptor units)
 
 
-def upscale_field(field: torch.Tensor, grid: tuple[int, int], scale_to: tuple[int, int]
-                  ) -> torch.Tensor:
-    """A coarser level's match field, as a prior for a level whose patch grid is `grid` and
-    whose reference grid is `scale_to` (both (rows, cols))."""
-    gh, gw = field.shape[-2:]
+def upscale_field(field: torch.Tensor, grid: tuple[int, int], refs_from: tuple[int, int],
+                  refs_to: tuple[int, int]) -> torch.Tensor:
+    """A coarser level's match field (positions in a reference grid `refs_from`), as a prior
+    for a level whose patch grid is `grid` and whose reference grid is `refs_to` (all (rows,
+    cols))."""
     up = F.interpolate(field, size=grid, mode="nearest")
-    scale = torch.tensor([scale_to[0] / gh, scale_to[1] / gw], device=field.device)
+    scale = torch.tensor([refs_to[0] / refs_from[0], refs_to[1] / refs_from[1]],
+                         device=field.device)
     up = up * scale.view(1, 2, 1, 1)
-    up[:, 0].clamp_(0, scale_to[0] - 1)
-    up[:, 1].clamp_(0, scale_to[1] - 1)
+    up[:, 0].clamp_(0, refs_to[0] - 1)
+    up[:, 1].clamp_(0, refs_to[1] - 1)
     return up.round()
 
 
@@ -99,6 +100,9 @@ class PatchBank:
         cov = centred.T @ centred / max(1, centred.shape[0] - 1)
         self.basis = torch.linalg.eigh(cov)[1][:, -k:].flip(-1).contiguous()  # (D, k)
         self.layout = LABEL_WEIGHT * label_layout(labels.float(), patch).T  # (L, 9K)
+        # each patch pixel's label, for votes that only count where the labels agree
+        self.pixel_labels = F.unfold(labels.argmax(1, keepdim=True).float(), patch)[0].T.to(
+            torch.int8 if labels.shape[1] < 127 else torch.int16)  # (L, patch*patch)
         self.keys = self._keys(photo)
         self.blurred_keys = self._keys(blurred) if blurred is not None else self.keys
 
@@ -152,15 +156,24 @@ class PatchBank:
 
     @torch.no_grad()
     def match(self, images: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor,
-              blurred: bool = False, prior: torch.Tensor | None = None) -> Matches:
+              blurred: bool = False, prior: torch.Tensor | None = None,
+              agree: bool = False) -> Matches:
         """Match the patches of `images` whose centre lies in `centres` ((H, W) bool) and vote
         their nearest photo patches into a target image.
 
-        prior: (N, 2, gh, gw) match field from the previous round or the coarser level
-        (upscale_field); with one, large levels search only around it."""
+        agree: a matched patch votes for a pixel only with its own pixels of the label that
+        pixel should carry (where no vote agrees, all votes count). A layout edit can ask for
+        label neighbours the photo never shows side by side (coffee on the saucer): the
+        nearest patches then straddle other edges, and without this their wrong side would
+        be blended in.
+
+        prior: (N, 2, qh, qw) match field (bank positions of the query grid's patches) from
+        the previous round or the coarser level (upscale_field); with one, large levels search
+        only around it."""
         n = images.shape[0]
         h, w = images.shape[-2:]
         gh, gw = self.grid
+        qh, qw = h - self.patch + 1, w - self.patch + 1  # the query grid (the bank's may differ)
         r = self.patch // 2
         where = centres[r : h - r, r : w - r].flatten().nonzero().squeeze(1)
         descriptors = self.describe(images, labels)
@@ -168,8 +181,13 @@ class PatchBank:
         use_local = prior is not None and where.numel() * self.sample.numel() > EXHAUSTIVE_LIMIT
         votes = torch.zeros(n, descriptors.shape[1], self.values.shape[1], device=images.device)
         weights = torch.zeros(n, descriptors.shape[1], device=images.device)
-        field = torch.stack(torch.meshgrid(torch.arange(gh, device=images.device),
-                                           torch.arange(gw, device=images.device),
+        pp = self.patch * self.patch
+        agreement = None
+        if agree:
+            wanted = F.unfold(labels.argmax(1, keepdim=True).float(), self.patch)[0].T
+            agreement = torch.zeros(n, descriptors.shape[1], pp, device=images.device)
+        field = torch.stack(torch.meshgrid(torch.arange(qh, device=images.device).clamp(max=gh - 1),
+                                           torch.arange(qw, device=images.device).clamp(max=gw - 1),
                                            indexing="ij")).float().expand(n, -1, -1, -1).clone()
         distances = []
         for i in range(n):
@@ -183,14 +201,23 @@ class PatchBank:
             scale = dist.median().clamp(min=1e-6) if dist.numel() else dist.new_ones(())
             weights[i, where] = torch.exp(-(dist / (2 * scale)).clamp(max=VOTE_FLOOR))
             votes[i, where] = self.values[index] * weights[i, where, None]
+            if agreement is not None:
+                agreement[i, where] = (self.pixel_labels[index].float()
+                                       == wanted[where]).float()
             field[i, 0].view(-1)[where] = (index // gw).float()
             field[i, 1].view(-1)[where] = (index % gw).float()
             distances.append(dist.sqrt().mean() if dist.numel() else dist.new_zeros(()))
         size = (h, w)
         total = F.fold(votes.transpose(1, 2), size, self.patch)
-        count = F.fold(weights[:, None].expand(-1, self.patch * self.patch, -1), size, self.patch)
+        count = F.fold(weights[:, None].expand(-1, pp, -1), size, self.patch)
         covered = (count > 1e-8).float()
-        return Matches(total / count.clamp(min=1e-8), covered, field, torch.stack(distances))
+        target = total / count.clamp(min=1e-8)
+        if agreement is not None:
+            gate = agreement.transpose(1, 2)  # (N, pp, L)
+            agreeing = F.fold(votes.transpose(1, 2) * gate.repeat(1, 3, 1), size, self.patch)
+            agreed = F.fold(weights[:, None] * gate, size, self.patch)
+            target = torch.where(agreed > 1e-8, agreeing / agreed.clamp(min=1e-8), target)
+        return Matches(target, covered, field, torch.stack(distances))
 
 
 def patch_loss(x: torch.Tensor, matches: Matches, region: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from magic_server.engine import capture, losses
+from magic_server.engine import capture, donors, losses
 from magic_server.engine.api import (
     Cancelled,
     EngineInputError,
@@ -139,6 +139,8 @@ class Level:
     labels: torch.Tensor | None = None  # (1, K, h, w): the labels x' should carry
     refresh_every: int = 1
     photo_labels: torch.Tensor | None = None  # (1, K, h, w): the photo's labels
+    label_colours: torch.Tensor | None = None  # (K, 3): mean colours in the patch bank
+    agree: bool = False  # votes count only with pixels of the wanted label (PatchBank.match)
 
 
 @dataclass
@@ -343,6 +345,10 @@ class Engine:
         init = box.crop(init_image) if init_image is not None else None
         layout = tuple(box.crop(m) for m in label_maps) if label_maps is not None else None
         pyramid = preset.pyramid and options.composite
+        donated = []
+        if label_maps is not None and pyramid:
+            donated = [(w.crop(image), w.crop(label_maps[0]))
+                       for w in donors.donor_windows(*label_maps, edit, box)]
         notes: list[str] = []
 
         devices = [self.device] if self.device.type == "cuda" else []
@@ -360,7 +366,8 @@ class Engine:
                       on_progress, total=0)
             judge_size = working_size(box.height, box.width, options.resolution)
             judge = self._reference(*crops, judge_size, layout=layout)
-            levels = (self._pyramid_levels(crops, judge, preset, schedule, options, init, layout)
+            levels = (self._pyramid_levels(crops, judge, preset, schedule, options, init, layout,
+                                           donated)
                       if pyramid else self._paper_levels(judge, schedule))
             job.total = sum(level.schedule.iterations for level in levels)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
@@ -375,7 +382,9 @@ class Engine:
                     z = F.interpolate(z, size=level.ref.z.shape[-2:], mode="bicubic",
                                       align_corners=False)
                     if field is not None:
-                        field = upscale_field(field, level.bank.grid, level.bank.grid)
+                        h_i, w_i = level.ref.z.shape[-2:]
+                        field = upscale_field(field, (h_i - PATCH + 1, w_i - PATCH + 1),
+                                              levels[i - 1].bank.grid, level.bank.grid)
                 z, report, field = self._optimise(z, level, mask_net, job, field)
             x = self._compose(z, levels[-1])
             self._note_capture()
@@ -404,7 +413,10 @@ class Engine:
 
     def _pyramid_levels(self, crops, judge: Reference, preset: Preset, schedule: Schedule,
                         options: SynthesisOptions, init: np.ndarray | None,
-                        layout: tuple[np.ndarray, np.ndarray] | None = None) -> list[Level]:
+                        layout: tuple[np.ndarray, np.ndarray] | None = None,
+                        donated: list[tuple[np.ndarray, np.ndarray]] = ()) -> list[Level]:
+        """donated: (photo, source labels) windows from outside the region whose patches a
+        layout edit may use too (engine/donors.py)."""
         box_h, box_w = crops[0].shape[:2]
         held = repair = None
         if init is not None:
@@ -442,13 +454,53 @@ class Engine:
                 labels = ref.target_labels * edit + photo_labels * (1 - edit)
             else:
                 photo_labels, labels = edit_labels(ref.source, ref.guide, edit, options.mode)
-            bank = PatchBank(ref.z, photo_labels, blurred=blurred,
+            bank_z, bank_labels, bank_blurred = ref.z, photo_labels, blurred
+            if donated:
+                previous = sizes[i - 1] if i else None
+                pieces = [self._donor_piece(p, m, size, (box_h, box_w), previous, layout)
+                          for p, m in donated]
+                gap = PATCH
+                bank_z, bank_labels = donors.canvas(
+                    [(ref.z, photo_labels)] + [(z, m) for z, m, _ in pieces], gap)
+                if blurred is not None:
+                    bank_blurred, _ = donors.canvas(
+                        [(blurred, photo_labels)] + [(b, m) for _, m, b in pieces], gap)
+                photo_labels, labels = donors.with_void(photo_labels), donors.with_void(labels)
+            bank = PatchBank(bank_z, bank_labels, blurred=bank_blurred,
                              gen=torch.Generator().manual_seed(options.seed))
             stage = "synthesis" if max(size) <= 1.25 * options.resolution else "refine"
             levels.append(Level(ref, judge, Schedule(count, 1, count, 0), PRODUCT_LEARNING_RATE,
                                 stage, free, base, bank, centres, labels, preset.refresh_every,
-                                photo_labels))
+                                photo_labels, self._label_colours(bank_z, bank_labels),
+                                agree=layout is not None))
         return levels
+
+    def _donor_piece(self, photo: np.ndarray, labels: np.ndarray, size: tuple[int, int],
+                     box: tuple[int, int], previous: tuple[int, int] | None,
+                     layout: tuple[np.ndarray, np.ndarray]
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A donor window at the level's scale (the region's `box` (h, w) shown at `size`):
+        normalised pixels, label fractions and, after the first level, its blurred keys."""
+        scale = (size[0] / box[0], size[1] / box[1])
+        piece = (max(PATCH, round(photo.shape[0] * scale[0])),
+                 max(PATCH, round(photo.shape[1] * scale[1])))
+        z = self.norm.normalise(image_to_tensor(photo, piece, self.device))
+        blurred = None
+        if previous is not None:
+            down = (max(1, round(piece[0] * previous[0] / size[0])),
+                    max(1, round(piece[1] * previous[1] / size[1])))
+            small = F.interpolate(z, size=down, mode="bilinear", antialias=True,
+                                  align_corners=False)
+            blurred = F.interpolate(small, size=piece, mode="bicubic", align_corners=False)
+        return z, self._label_fractions(labels, piece, layout), blurred
+
+    @staticmethod
+    def _label_colours(image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(K, 3): each label's mean colour in the patch bank's image (NaN: label absent)."""
+        weight = (labels == labels.max(1, keepdim=True).values).float() * (labels > 0.5)
+        total = weight.sum(dim=(2, 3))[0]  # (K,)
+        colours = torch.einsum("nkhw,nchw->kc", weight, image) / total[:, None]
+        return colours
 
     def _label_fractions(self, labels: np.ndarray, size: tuple[int, int],
                          layout: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
@@ -550,7 +602,13 @@ class Engine:
             source = level.base
             if float(known.sum()) == 0:  # a label only the free pixels carry: the photo's
                 known, source = (photo_labels == k).float(), level.ref.z
-            fill = smooth_fill(source, known)
+            if float(known.sum()) == 0:  # nowhere in the region: the donors' mean colour
+                colour = level.label_colours[k] if level.label_colours is not None else None
+                if colour is None or not bool(torch.isfinite(colour).all()):
+                    continue
+                fill = colour.view(1, 3, 1, 1).expand_as(start)
+            else:
+                fill = smooth_fill(source, known)
             here = (target == k).float() * free
             start = start * (1 - here) + fill * here
         return start
@@ -602,7 +660,7 @@ class Engine:
             x = self._compose(z, level)
             if level.bank is not None and it % level.refresh_every == 0:
                 matches = level.bank.match(x.detach(), level.labels, level.centres,
-                                           blurred=True, prior=field)
+                                           blurred=True, prior=field, agree=level.agree)
                 field = matches.field
             terms, surrogate = self._objective(x, level, mask_net,
                                                critic if critic_on else None, job.weights)
