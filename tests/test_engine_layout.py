@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from magic_server.engine.api import EngineInputError, SynthesisOptions
 from magic_server.engine.donors import VOID, donor_windows
 from magic_server.engine.donors import canvas as donor_canvas
+from magic_server.engine.layout_start import layout_composite
 from magic_server.engine.mask_net import train_mask_net
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.regions import region_of_interest
@@ -140,3 +141,18 @@ def test_the_patch_bank_canvas_keeps_pieces_apart_with_a_void_label():
     assert torch.equal(image[..., :10, :12], a) and torch.equal(image[..., :6, 19:], b)
     assert (labels[0, 2, :, 12:19] == VOID).all() and (labels[0, 2, 6:, 19:] == VOID).all()
     assert (labels[0, 1, :6, 19:] == 1).all() and (labels[0, 2, :10, :12] == 0).all()
+
+
+def test_a_moved_region_starts_from_the_photo_pixels_of_its_old_place():
+    """The layout's cut-and-paste start (engine/layout_start.py): the tree moved right is
+    pasted from its old place (whose outline fits it), the regions that only grow or shrink
+    are left to the synthesis, and a target with nothing moved gives no composite."""
+    img, source, target, _ = three_label_scene()
+    composite = layout_composite(img, source, target)
+    assert composite is not None
+    assert np.array_equal(composite[14:50, 62:78], img[14:50, 14:30])  # the tree, moved
+    changed = np.any(composite != img, axis=-1)
+    assert not changed[:, :60].any()  # its old place is not pasted over: synthesized later
+    grown = source.copy()
+    grown[30:36] = 1  # the grass grows up a little: nothing moves
+    assert layout_composite(img, source, grown) is None

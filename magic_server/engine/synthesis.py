@@ -32,6 +32,7 @@ from magic_server.engine.api import (
     check_inputs,
 )
 from magic_server.engine.discriminator import CriticTrainer
+from magic_server.engine.layout_start import layout_composite
 from magic_server.engine.mask_net import MaskNet, binary_fractions, train_mask_net
 from magic_server.engine.patch_nn import PATCH, PatchBank, patch_loss, upscale_field
 from magic_server.engine.presets import (
@@ -331,7 +332,11 @@ class Engine:
         started = time.monotonic()
         h, w = image.shape[:2]
         if label_maps is not None:
-            edit = grow_edit(label_maps[0] != label_maps[1])
+            differ = label_maps[0] != label_maps[1]
+            if init_image is None and preset.pyramid and options.composite:
+                init_image = layout_composite(image, *label_maps)
+            changed = changed_pixels(image, init_image)
+            edit = grow_edit(differ if changed is None else differ | changed)
             plan = EditPlan(region_of_interest(edit), edit)
             box = plan.box
         elif options.composite:
@@ -425,7 +430,9 @@ class Engine:
             side = min(extent.height, extent.width) if extent else max(box_h, box_w)
             # the rim of a thin object (a rocket, a spoon's handle) must not eat its inside
             band = max(2, round(HELD_BAND * min(max(box_h, box_w), 4 * side)))
-            held, repair = composite_repair(changed, crops[1], crops[2], band)
+            # a layout's masks are both "where the maps differ": all of it is to repair
+            guide = crops[2] if layout is None else np.zeros_like(crops[2])
+            held, repair = composite_repair(changed, crops[1], guide, band)
         finest = preset.finest_side if options.refine else max(judge.z.shape[-2:])
         # From a composite too the pyramid starts small: measured on the sample scenes,
         # starting at the finer levels only left more of the paste's seams (coherence 0.60
