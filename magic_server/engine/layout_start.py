@@ -64,7 +64,7 @@ def layout_composite(image: np.ndarray, source: np.ndarray, target: np.ndarray
     out = image.copy()
     pasted = False
     gained = target != source
-    regions, count = connected_regions(target)
+    regions, _ = connected_regions(target)
     for r in np.unique(regions[gained]).tolist():
         region = regions == r
         k = int(target[region][0])
