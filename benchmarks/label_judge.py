@@ -65,18 +65,8 @@ class LabelJudge:
         (the features reach quality.FEATURE_REACH pixels)."""
         if image.shape != self.photo.shape:
             raise ValueError(f"image is {image.shape}, the judge's photo {self.photo.shape}")
-        proba = self._photo_proba.copy()
-        differ = np.any(image != self.photo, axis=-1)
-        if differ.any():
-            reach = quality.FEATURE_REACH
-            near = quality.dilate(differ, reach)
-            ys, xs = np.nonzero(near)
-            h, w = differ.shape
-            y0, y1 = max(0, ys.min() - reach), min(h, ys.max() + 1 + reach)
-            x0, x1 = max(0, xs.min() - reach), min(w, xs.max() + 1 + reach)
-            crop_near = near[y0:y1, x0:x1]
-            crop = self._proba(image[y0:y1, x0:x1], crop_near)
-            proba[y0:y1, x0:x1][crop_near] = crop[crop_near]
+        proba = quality.recompute_near_changes(self.photo, image, self._photo_proba,
+                                               self._proba)
         return quality.box_mean(proba, self.smooth)
 
     def labels(self, image: np.ndarray) -> np.ndarray:

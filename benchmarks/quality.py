@@ -299,19 +299,9 @@ class ObjectSegmenter:
         if image.shape != self.photo.shape:
             raise ValueError(f"image is {image.shape}, the segmenter's photo "
                              f"{self.photo.shape}")
-        differ = np.any(image != self.photo, axis=-1)
-        if not differ.any():
+        if not np.any(image != self.photo):
             return self._photo_score.copy()
-        raw = self._photo_raw.copy()
-        near = dilate(differ, FEATURE_REACH)  # pixels whose features may have changed
-        ys, xs = np.nonzero(near)
-        h, w = differ.shape
-        # features on a crop with room for their own reach; evidence only where it changed
-        y0, y1 = max(0, ys.min() - FEATURE_REACH), min(h, ys.max() + 1 + FEATURE_REACH)
-        x0, x1 = max(0, xs.min() - FEATURE_REACH), min(w, xs.max() + 1 + FEATURE_REACH)
-        crop_near = near[y0:y1, x0:x1]
-        crop = self._raw(image[y0:y1, x0:x1], crop_near)
-        raw[y0:y1, x0:x1][crop_near] = crop[crop_near]
+        raw = recompute_near_changes(self.photo, image, self._photo_raw, self._raw)
         return box_mean(raw, self.smooth)
 
     def predict_labels(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -490,6 +480,25 @@ def sharpness(source: np.ndarray, edited: np.ndarray, region: np.ndarray) -> Sha
 
 
 # ---------------------------------------------------------------------------- removal
+
+
+def recompute_near_changes(photo: np.ndarray, image: np.ndarray, values: np.ndarray,
+                           compute) -> np.ndarray:
+    """The photo's per-pixel `values` (H, W, ...) with those of the pixels whose features
+    (FEATURE_REACH px) may differ in `image` recomputed: compute(crop, near) on a crop with room
+    for the features' own reach, taken only where `near`."""
+    out = values.copy()
+    differ = np.any(image != photo, axis=-1)
+    if not differ.any():
+        return out
+    near = dilate(differ, FEATURE_REACH)
+    ys, xs = np.nonzero(near)
+    h, w = differ.shape
+    y0, y1 = max(0, ys.min() - FEATURE_REACH), min(h, ys.max() + 1 + FEATURE_REACH)
+    x0, x1 = max(0, xs.min() - FEATURE_REACH), min(w, xs.max() + 1 + FEATURE_REACH)
+    crop_near = near[y0:y1, x0:x1]
+    out[y0:y1, x0:x1][crop_near] = compute(image[y0:y1, x0:x1], crop_near)[crop_near]
+    return out
 
 
 def removed_core(source_mask: np.ndarray, guide_mask: np.ndarray) -> np.ndarray:
