@@ -156,3 +156,26 @@ def test_a_moved_region_starts_from_the_photo_pixels_of_its_old_place():
     grown = source.copy()
     grown[30:36] = 1  # the grass grows up a little: nothing moves
     assert layout_composite(img, source, grown) is None
+
+
+def test_a_swap_moves_both_regions_even_the_one_inside_the_others_old_place():
+    """Two coins of one label swapped: the big one gains pixels and is moved; the small one's
+    new place lies inside the big one's old place, so none of its pixels changes label, yet it
+    has become another shape than the region under it and fits a whole region elsewhere: it is
+    moved from its own old place too (engine/layout_start.py)."""
+    h, w = 60, 120
+    yy, xx = np.mgrid[:h, :w]
+    rng = np.random.default_rng(1)
+    img = np.full((h, w, 3), 40, np.uint8)
+    big = (yy - 30) ** 2 + (xx - 85) ** 2 <= 20**2
+    small = (yy - 30) ** 2 + (xx - 30) ** 2 <= 12**2
+    img[big] = rng.integers(150, 255, (big.sum(), 3))
+    img[small] = rng.integers(90, 140, (small.sum(), 3))
+    source = (big | small).astype(np.uint8)
+    big_there = (yy - 30) ** 2 + (xx - 30) ** 2 <= 20**2
+    small_there = (yy - 30) ** 2 + (xx - 85) ** 2 <= 12**2
+    target = (big_there | small_there).astype(np.uint8)
+    composite = layout_composite(img, source, target)
+    assert composite is not None
+    assert np.array_equal(composite[small_there], img[small])  # the small coin, moved
+    assert np.array_equal(composite[big_there], img[big])  # the big one

@@ -22,6 +22,10 @@ MIN_REGION_PX = 64
 # A region is moved only when it fits elsewhere by this much better than where it is: a label
 # grown into its neighbour fits best (nearly) where it already is and is left alone.
 MOVE_MARGIN = 0.2
+# A region that keeps its label but not its shape (IoU with the photo's region under it at
+# most RESHAPED) is moved from a place where it fits a whole region of the photo this well.
+RESHAPED = 0.6
+WHOLE_FIT = 0.9
 
 
 def _shrink(mask: np.ndarray, factor: int) -> np.ndarray:
@@ -53,19 +57,41 @@ def _best_offset(region: np.ndarray, label: np.ndarray) -> tuple[int, int]:
     return int(y - top), int(x - left)
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def _regions_under(regions: np.ndarray, labels: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                   k: int) -> np.ndarray:
+    """The whole regions of label k (of `regions`, the map's regions) under the pixels."""
+    ids = np.unique(regions[ys, xs][labels[ys, xs] == k])
+    return np.isin(regions, ids) & (labels == k)
+
+
 def layout_composite(image: np.ndarray, source: np.ndarray, target: np.ndarray
                      ) -> np.ndarray | None:
-    """The photo with each region of the target map that gains pixels of its label pasted
-    over, whole, from the best-fitting place of that label (uint8 HxWx3), or None when no
-    region found a place. A region that fits best where it already is (a label grown into
-    its neighbour, a removal's background) is left to the synthesis."""
+    """The photo with each region of the target map that was moved pasted over, whole, from
+    the best-fitting place of its label (uint8 HxWx3), or None when no region was moved.
+
+    A target region next to a change counts as moved when it fits elsewhere clearly better
+    than where it is (a region gaining its label), or when it has become another shape than
+    the photo's region under it and the place it fits is a whole region of that shape (the
+    small coin of a swap, inside the big coin's old place). A region that fits best where it
+    already is (a label grown into its neighbour, a removal's background) is left to the
+    synthesis."""
     h, w = source.shape
     factor = max(1, -(-max(h, w) // SEARCH_SIDE))
     out = image.copy()
     pasted = False
     gained = target != source
     regions, _ = connected_regions(target)
-    for r in np.unique(regions[gained]).tolist():
+    photo_regions, _ = connected_regions(source)
+    near = np.zeros_like(gained)
+    near[1:] |= gained[:-1]
+    near[:-1] |= gained[1:]
+    near[:, 1:] |= gained[:, :-1]
+    near[:, :-1] |= gained[:, 1:]
+    for r in np.unique(regions[near | gained]).tolist():
         region = regions == r
         k = int(target[region][0])
         if region.sum() < MIN_REGION_PX:
@@ -81,7 +107,14 @@ def layout_composite(image: np.ndarray, source: np.ndarray, target: np.ndarray
         fits = np.zeros(len(ys), bool)
         fits[inside] = source[sy[inside], sx[inside]] == k
         stays = float((source[ys, xs] == k).mean())  # how well it fits where it is
-        if fits.mean() < max(MIN_FIT, stays + MOVE_MARGIN):
+        moved = fits.mean() >= max(MIN_FIT, stays + MOVE_MARGIN)
+        if not moved and fits.mean() >= WHOLE_FIT and inside.all():
+            own = _regions_under(photo_regions, source, ys, xs, k)
+            there = _regions_under(photo_regions, source, sy, sx, k)
+            shifted = np.zeros_like(region)
+            shifted[sy, sx] = True
+            moved = _iou(region, own) <= RESHAPED and _iou(shifted, there) >= WHOLE_FIT
+        if not moved:
             continue
         out[ys[inside], xs[inside]] = image[sy[inside], sx[inside]]
         pasted = True
