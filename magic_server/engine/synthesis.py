@@ -327,6 +327,8 @@ class Engine:
         if init_image is not None and init_image.shape != image.shape:
             raise EngineInputError("the starting composite must have the image's size")
         preset = resolve_preset(options.preset)
+        # decided before a layout's own cut-and-paste start: its old places, which nothing
+        # pastes over, need the whole budget
         schedule = schedule or preset.schedule(options.iterations,
                                                from_composite=init_image is not None)
         started = time.monotonic()
