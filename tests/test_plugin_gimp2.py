@@ -178,21 +178,33 @@ def _python27_works() -> bool:
     return r.stdout.strip() == "2"
 
 
+def run_under_python_2_7(tmp_path, entry, body: str) -> subprocess.CompletedProcess:
+    """Run `body` with Python 2.7 after loading the installed plug-in `entry` with the stand-in
+    gimpfu as `g`, on a 40x30 image `image` with a 24x16 photo layer `base` at (3, 2)."""
+    preamble = textwrap.dedent("""
+        import sys
+        sys.path.insert(0, @STUBS@)
+        import gimpfu as g
+        import imp
+        imp.load_source("magic_gimp2_py27", @ENTRY@)
+        image = g.Image(40, 30)
+        base = image.stub_add(g.Layer(image, "photo", 24, 16, g.RGB_IMAGE)
+                              .stub_fill(b"\\x50\\x60\\x70"), 3, 2)
+    """).replace("@STUBS@", repr(str(STUBS))).replace("@ENTRY@", repr(str(entry)))
+    script = tmp_path / "drive.py"
+    script.write_text(preamble + textwrap.dedent(body))
+    env = dict(os.environ, PYENV_VERSION="2.7.18")
+    env.pop("PYTHONPATH", None)
+    return subprocess.run([PY27, str(script)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
 @pytest.mark.skipif(not _python27_works(), reason="no Python 2.7 on this machine")
 def test_the_plugin_runs_under_python_2_7(tmp_path):
     """GIMP 2.10's Python-Fu is Python 2.7: run the installed plug-in with it, for real."""
     with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
         entry = install_210(tmp_path, srv.address)
-        script = tmp_path / "drive.py"
-        script.write_text(textwrap.dedent("""
-            import sys
-            sys.path.insert(0, @STUBS@)
-            import gimpfu as g
-            import imp
-            imp.load_source("magic_gimp2_py27", @ENTRY@)
-            image = g.Image(40, 30)
-            base = image.stub_add(g.Layer(image, "photo", 24, 16, g.RGB_IMAGE)
-                                  .stub_fill(b"\\x50\\x60\\x70"), 3, 2)
+        r = run_under_python_2_7(tmp_path, entry, """
             moved = image.stub_add(g.Layer(image, "moved", 4, 4, g.RGBA_IMAGE)
                                    .stub_fill(b"\\x01\\x02\\x03\\xff"), 19, 10)
             image.stub_select(5, 4, 9, 8)
@@ -202,11 +214,7 @@ def test_the_plugin_runs_under_python_2_7(tmp_path):
                              0, 0, 0, "", 1))
             print([la.name for la in image.layers])
             print(sys.version_info[0])
-        """).replace("@STUBS@", repr(str(STUBS))).replace("@ENTRY@", repr(str(entry))))
-        env = dict(os.environ, PYENV_VERSION="2.7.18")
-        env.pop("PYTHONPATH", None)
-        r = subprocess.run([PY27, str(script)], env=env, capture_output=True, text=True,
-                           timeout=120, check=False)
+        """)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0] == "('SUCCESS', None)", r.stdout + r.stderr
@@ -340,16 +348,7 @@ def test_label_map_and_layout_run_under_python_2_7(tmp_path, monkeypatch):
     engine = FakeEngine(step_s=0.0, iterations=2)
     with ThreadedServer(engine) as srv:
         entry = install_210(tmp_path, srv.address)
-        script = tmp_path / "drive.py"
-        script.write_text(textwrap.dedent("""
-            import sys
-            sys.path.insert(0, @STUBS@)
-            import gimpfu as g
-            import imp
-            imp.load_source("magic_gimp2_py27", @ENTRY@)
-            image = g.Image(40, 30)
-            base = image.stub_add(g.Layer(image, "photo", 24, 16, g.RGB_IMAGE)
-                                  .stub_fill(b"\\x50\\x60\\x70"), 3, 2)
+        r = run_under_python_2_7(tmp_path, entry, """
             # image, drawable, labels, seed, timeout, server-address
             print(g.stub_run("python-fu-magic-label-map", image, base, 2, 0, 0, ""))
             print([la.name for la in image.layers])
@@ -361,11 +360,7 @@ def test_label_map_and_layout_run_under_python_2_7(tmp_path, monkeypatch):
             print(g.stub_run("python-fu-magic-layout", image, base, image.layers[1], target, 1,
                              3, 6, 0, 0, 0, 0, ""))
             print([la.name for la in image.layers])
-        """).replace("@STUBS@", repr(str(STUBS))).replace("@ENTRY@", repr(str(entry))))
-        env = dict(os.environ, PYENV_VERSION="2.7.18")
-        env.pop("PYTHONPATH", None)
-        r = subprocess.run([PY27, str(script)], env=env, capture_output=True, text=True,
-                           timeout=120, check=False)
+        """)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0] == "('SUCCESS', None)", r.stdout + r.stderr
