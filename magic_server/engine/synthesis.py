@@ -140,7 +140,7 @@ class Level:
     labels: torch.Tensor | None = None  # (1, K, h, w): the labels x' should carry
     refresh_every: int = 1
     photo_labels: torch.Tensor | None = None  # (1, K, h, w): the photo's labels
-    label_colours: torch.Tensor | None = None  # (K, 3): mean colours in the patch bank
+    label_colours: torch.Tensor | None = None  # (K, 3): mean colours of a donor canvas
     agree: bool = False  # votes count only with pixels of the wanted label (PatchBank.match)
 
 
@@ -258,7 +258,8 @@ class Engine:
         self.device = torch.device(device)
         self.capture_mode = capture.resolve_mode(capture_mode)
         self.capture_backend = capture_backend
-        self.last_capture: dict | None = None  # how the latest edit ran (benchmarks, logs)
+        self._judge = None  # the latest edit's judged step: _judged_gradient or its capture
+        self._judge_mode = self.capture_mode
         self.classifier = classifier.to(self.device).eval()
         if self.device.type == "cuda":  # convolutions run fastest on NHWC there
             self.classifier = self.classifier.to(memory_format=torch.channels_last)
@@ -378,8 +379,7 @@ class Engine:
                       if pyramid else self._paper_levels(judge, schedule))
             job.total = sum(level.schedule.iterations for level in levels)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
-            self._judge = self._judge_runner(job.total)
-            self._note_capture()
+            self._judge, self._judge_mode = self._judge_runner(job.total), self.capture_mode
             job.t0 = time.monotonic()
             z = self._initial(levels[0], init, job, pyramid)
             report: dict[str, float] = {}
@@ -394,7 +394,6 @@ class Engine:
                                               levels[i - 1].bank.grid, level.bank.grid)
                 z, report, field = self._optimise(z, level, mask_net, job, field)
             x = self._compose(z, levels[-1])
-            self._note_capture()
 
         patches = tensor_to_images(self.norm.pixels(x), size=(box.height, box.width))
         if plan is not None:
@@ -480,7 +479,8 @@ class Engine:
             stage = "synthesis" if max(size) <= 1.25 * options.resolution else "refine"
             levels.append(Level(ref, judge, Schedule(count, 1, count, 0), PRODUCT_LEARNING_RATE,
                                 stage, free, base, bank, centres, labels, preset.refresh_every,
-                                photo_labels, self._label_colours(bank_z, bank_labels),
+                                photo_labels,
+                                self._label_colours(bank_z, bank_labels) if donated else None,
                                 agree=layout is not None))
         return levels
 
@@ -611,11 +611,9 @@ class Engine:
             source = level.base
             if float(known.sum()) == 0:  # a label only the free pixels carry: the photo's
                 known, source = (photo_labels == k).float(), level.ref.z
-            if float(known.sum()) == 0:  # nowhere in the region: the donors' mean colour
-                colour = level.label_colours[k] if level.label_colours is not None else None
-                if colour is None or not bool(torch.isfinite(colour).all()):
-                    continue
-                fill = colour.view(1, 3, 1, 1).expand_as(start)
+            colour = level.label_colours[k] if level.label_colours is not None else None
+            if float(known.sum()) == 0 and colour is not None and bool(colour.isfinite().all()):
+                fill = colour.view(1, 3, 1, 1).expand_as(start)  # only donors have it
             else:
                 fill = smooth_fill(source, known)
             here = (target == k).float() * free
@@ -767,10 +765,12 @@ class Engine:
             return cached
         return self._judged_gradient
 
-    def _note_capture(self) -> None:
+    @property
+    def last_capture(self) -> dict | None:
+        """How the latest edit's judged step ran (benchmarks, logs): captured, and why not."""
         runner = self._judge
-        if isinstance(runner, capture.Captured):
-            self.last_capture = {"captured": runner.active, "failure": runner.failure,
-                                 "mode": self.capture_mode}
-        else:
-            self.last_capture = {"captured": False, "failure": None, "mode": self.capture_mode}
+        if runner is None:
+            return None
+        captured = isinstance(runner, capture.Captured)
+        return {"captured": captured and runner.active,
+                "failure": runner.failure if captured else None, "mode": self._judge_mode}
