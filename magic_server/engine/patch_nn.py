@@ -17,6 +17,7 @@ previous round) found, so the finest level costs a few gathers per patch.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -100,11 +101,15 @@ class PatchBank:
         cov = centred.T @ centred / max(1, centred.shape[0] - 1)
         self.basis = torch.linalg.eigh(cov)[1][:, -k:].flip(-1).contiguous()  # (D, k)
         self.layout = LABEL_WEIGHT * label_layout(labels.float(), patch).T  # (L, 9K)
-        # each patch pixel's label, for votes that only count where the labels agree
-        self.pixel_labels = F.unfold(labels.argmax(1, keepdim=True).float(), patch)[0].T.to(
-            torch.int8 if labels.shape[1] < 127 else torch.int16)  # (L, patch*patch)
+        self.label_index = labels.argmax(1, keepdim=True)  # (1, 1, H, W)
         self.keys = self._keys(photo)
         self.blurred_keys = self._keys(blurred) if blurred is not None else self.keys
+
+    @functools.cached_property
+    def pixel_labels(self) -> torch.Tensor:
+        """Each patch pixel's label (L, patch*patch), for votes that count only where the
+        labels agree (match's `agree`; built on first use)."""
+        return F.unfold(self.label_index.float(), self.patch)[0].T.to(torch.int16)
 
     def _keys(self, image: torch.Tensor) -> torch.Tensor:
         raw = F.unfold(image.float(), self.patch)[0].T
