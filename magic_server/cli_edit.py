@@ -259,7 +259,8 @@ def _download_progress() -> Callable | None:
 
 
 def _run_local(args, image, source, guide, options, sink, cancel,
-               init=None, label_maps=None) -> tuple[list[np.ndarray], str]:
+               init=None, labels=None) -> tuple[list[np.ndarray], str]:
+    """labels: a layout edit's (source, target) label index maps (_label_indices)."""
     from magic_server.checkpoints import WeightsError
     from magic_server.classifier import is_untrained, load_classifier
     from magic_server.devices import DeviceError, resolve_device
@@ -284,8 +285,8 @@ def _run_local(args, image, source, guide, options, sink, cancel,
             raise CancelledByUser
         try:
             init_image = None if init is None else composite_over(init, image)
-            if label_maps is not None:
-                result = engine.synthesize_layout(image, *_label_indices(label_maps), options,
+            if labels is not None:
+                result = engine.synthesize_layout(image, *labels, options,
                                                   on_progress=sink, cancel=cancel,
                                                   init_image=init_image)
             else:
@@ -338,12 +339,12 @@ def _run_remote(args, image, source, guide, options, sink,
 def run(args: argparse.Namespace) -> int:
     paths = output_paths(args.output, args.samples)
     options = _options(args)
-    label_maps = source = guide = None
+    label_maps = labels = source = guide = None
     if options.mode == "layout":
         image = load_image(args.image)
         label_maps = _read_label_maps(args, image)
-        if args.server is None:
-            _label_indices(label_maps)  # a bad map is told before the weights load
+        if args.server is None:  # read here, so a bad map is told before the weights load
+            labels = _label_indices(label_maps)
     else:
         image, source, guide = _read_inputs(args)
     init = _read_init(args, image)
@@ -357,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
                                         label_maps)
         else:
             images, label = _run_local(args, image, source, guide, options, sink, cancel, init,
-                                       label_maps)
+                                       labels)
     finally:
         bar.close()
     if len(images) != len(paths):
