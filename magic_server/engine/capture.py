@@ -65,7 +65,8 @@ class Captured:
                 self.calls += 1
                 return out
             except Exception as exc:  # noqa: BLE001 - any failure to capture falls back
-                self.failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}" \
-                    if str(exc).strip() else type(exc).__name__
+                message = str(exc).strip()
+                self.failure = type(exc).__name__ + (
+                    f": {message.splitlines()[0][:300]}" if message else "")
                 log.warning("capture failed (%s); this edit runs eager", self.failure)
         return self.fn(*args)
