@@ -17,6 +17,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp
 
+from gimp_plugin.memory import MADE_PARASITE
 from gimp_plugin.workflow import RunnerError
 
 RGBA = "R'G'B'A u8"
@@ -133,6 +134,7 @@ class Gimp3Host:
             group = Gimp.GroupLayer.new(image, group_name)
             if not image.insert_layer(group, parent, image.get_item_position(base)):
                 raise RuntimeError("GIMP refused to add the result layer group")
+            mark_made(group)
             for i, r in enumerate(results):
                 _insert_layer(image, r, group, i)
         finally:
@@ -163,6 +165,7 @@ def _insert_layer(image, r, parent, position) -> None:
                            r.opacity, Gimp.LayerMode.NORMAL)
     if not image.insert_layer(layer, parent, position):
         raise RuntimeError(f"GIMP refused to add the layer {r.name!r}")
+    mark_made(layer)
     layer.set_offsets(r.x, r.y)
     if not r.visible:
         layer.set_visible(False)
@@ -171,6 +174,13 @@ def _insert_layer(image, r, parent, position) -> None:
     buf.flush()
     layer.update(0, 0, r.width, r.height)
     r.layer = layer
+
+
+def mark_made(layer) -> None:
+    """Mark a layer MAGIC added (a parasite neither persistent nor undoable: no undo step), so
+    that a later run selected on it goes to the photo (magic_gimp3.rerun_photo)."""
+    with contextlib.suppress(Exception):  # only a convenience: never stop the insert
+        layer.attach_parasite(Gimp.Parasite.new(MADE_PARASITE, 0, b"1"))
 
 
 def has_display() -> bool:

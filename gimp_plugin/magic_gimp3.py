@@ -103,8 +103,9 @@ def load_memory(image) -> dict:
     return memory.decode(parasite.get_data()) if parasite is not None else {}
 
 
-def save_memory(image, spec, config) -> None:
-    """Store this run's arguments on the image before it runs (a failed run keeps them)."""
+def save_memory(image, spec, config, drawables) -> None:
+    """Store this run's arguments and its photo on the image before it runs (a failed run
+    keeps them)."""
     values, layers = {}, {}
     for a in spec.args:
         v = config.get_property(a.name)
@@ -112,6 +113,8 @@ def save_memory(image, spec, config) -> None:
             layers[a.name] = None if v is None else (v.get_id(), v.get_name())
         else:
             values[a.name] = v
+    if len(drawables) == 1:
+        layers[memory.PHOTO] = (drawables[0].get_id(), drawables[0].get_name())
     store_memory(image, memory.remember(load_memory(image), spec.name, values, layers))
 
 
@@ -120,12 +123,14 @@ def store_memory(image, store) -> None:
     image.attach_parasite(Gimp.Parasite.new(memory.PARASITE_NAME, 0, memory.encode(store)))
 
 
-def suggest_label_layers(image, layers) -> None:
-    """After a label map: the Layout edit dialog on this image offers its two new layers."""
+def suggest_label_layers(image, layers, photo) -> None:
+    """After a label map: the Layout edit dialog on this image offers its two new layers (and
+    runs on the photo, though the copy to paint on is the selected layer)."""
     by_name = {r.name: r.layer for r in layers}
     refs = {arg: (layer.get_id(), layer.get_name()) for arg, layer in (
         ("source-labels", by_name[procedures.SOURCE_LABELS_LAYER]),
-        ("target-labels", by_name[procedures.TARGET_LABELS_LAYER]))}
+        ("target-labels", by_name[procedures.TARGET_LABELS_LAYER]),
+        (memory.PHOTO, photo))}
     store_memory(image, memory.suggest_layers(load_memory(image), LAYOUT_PROCEDURE, refs))
 
 
@@ -154,6 +159,30 @@ def restore_memory(image, spec, config) -> bool:
         except (TypeError, ValueError):
             continue  # a value this version no longer accepts: keep GIMP's
     return bool(values)
+
+
+def made_by_magic(layer) -> bool:
+    """Whether MAGIC added this layer (a result, its group or a label map)."""
+    try:
+        return layer.get_parasite(memory.MADE_PARASITE) is not None
+    except Exception:  # noqa: BLE001 - another GIMP: treat it as the artist's layer
+        return False
+
+
+def rerun_photo(image, spec, drawables):
+    """The layers to run on: GIMP's Redo selects the layer it adds back (MAGIC's result), so
+    after Undo + Redo Filters > Repeat would run MAGIC on its own cropped result; after a label
+    map the selected layer is the copy to paint on. When the one selected layer is one MAGIC
+    made and the photo this procedure last ran on is still in the image, the run goes to that
+    photo. Any other selection is the artist's choice and stays."""
+    if len(drawables) != 1 or not made_by_magic(drawables[0]):
+        return drawables
+    found = memory.recall(load_memory(image), spec.name)
+    ref = found[1].get(memory.PHOTO) if found is not None else None
+    photo = find_layer(image, ref) if ref else None
+    if photo is None or made_by_magic(photo) or photo.is_group():
+        return drawables
+    return [photo]
 
 
 def fit_defaults_to_server(spec, config, plugin_config) -> None:
@@ -190,13 +219,17 @@ def run_procedure(procedure, run_mode, image, drawables, config, data):
             remembered = restore_memory(image, spec, config)
         except Exception:  # noqa: BLE001 - a memory problem must not stop the run
             remembered = False
+        try:
+            drawables = rerun_photo(image, spec, drawables)
+        except Exception as exc:  # noqa: BLE001 - the same: run on the selection then
+            print(f"MAGIC: could not find the remembered photo: {exc}", file=sys.stderr)
         if run_mode == Gimp.RunMode.INTERACTIVE and not remembered:
             fit_defaults_to_server(spec, config, plugin_config)
     if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, spec):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
     if run_mode != Gimp.RunMode.NONINTERACTIVE:
         try:
-            save_memory(image, spec, config)
+            save_memory(image, spec, config, drawables)
         except Exception as exc:  # noqa: BLE001 - the run itself can still go on
             print(f"MAGIC: could not remember the arguments: {exc}", file=sys.stderr)
     if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer) or drawables[0].is_group():
@@ -218,7 +251,7 @@ def run_procedure(procedure, run_mode, image, drawables, config, data):
         layers = workflow.run(host, runner, image, drawables[0], mode, args, plugin_config)
         if mode == procedures.LABEL_MAP:
             try:
-                suggest_label_layers(image, layers)
+                suggest_label_layers(image, layers, drawables[0])
             except Exception as exc:  # noqa: BLE001 - the layers are there; only a convenience
                 print(f"MAGIC: could not offer the label layers to Layout edit: {exc}",
                       file=sys.stderr)

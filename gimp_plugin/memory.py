@@ -6,7 +6,8 @@ pickers and Filters > Repeat runs with none, and it keeps no values of a run tha
 plug-in stores its own copy on the image (a parasite that is neither persistent nor undoable: no
 undo step, the image does not become dirty): per procedure, the plain values and, per layer
 argument, the layer's id and name (the id finds it again in this session, the name after a
-layer was replaced by one of the same name).
+layer was replaced by one of the same name), and the same for the photo the run worked on
+(under PHOTO).
 
 Python 2.7 + 3 common subset, standard library only; the GIMP side lives in magic_gimp3.py.
 """
@@ -15,6 +16,10 @@ import json
 
 PARASITE_NAME = "magic-gimp-last-run"
 VERSION = 1
+# The photo a run worked on, kept beside the layer arguments (no argument has this name).
+PHOTO = "photo"
+# On each layer (and group) MAGIC adds: its results and label maps (see magic_gimp3.rerun_photo).
+MADE_PARASITE = "magic-gimp-made"
 
 
 def decode(data):

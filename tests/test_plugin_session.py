@@ -94,6 +94,38 @@ def test_repeat_and_reshow_use_the_remembered_layers(plugin, monkeypatch):
     assert image.parasites[memory.PARASITE_NAME].flags == 0
 
 
+def test_repeat_after_undo_and_redo_runs_on_the_photo_not_on_the_result(plugin, monkeypatch):
+    """GIMP's Redo selects the result layer it adds back: Repeat still runs on the photo (with
+    the same masks), not on MAGIC's own cropped result. A layer the artist picked stays."""
+    module, Gimp = plugin
+    monkeypatch.setattr(module, "show_dialog", lambda procedure, cfg, spec: True)
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        image, base, src, guide = scene(Gimp)
+        first = config(**{"source-mask": src, "guide-mask": guide, "samples": 1,
+                          "server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, first)[0] == "SUCCESS"
+        group = next(la for la in image.layers if la.is_group())
+        result = group.children[0]
+        assert module.made_by_magic(result) and module.made_by_magic(group)
+        assert not module.made_by_magic(base)
+        first_masks = {k: srv.engine.last_call[k].copy() for k in ("source_mask", "guide_mask")}
+        image.set_selected_layers([result])  # what Redo leaves selected
+        again = config(**{"samples": 1, "server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.WITH_LAST_VALS, image, base=result,
+                   cfg=again) == ("SUCCESS", None)
+        call = srv.engine.last_call
+        assert call["image"].shape[:2] == (30, 40)  # the photo's pixels, not the result's
+        for k, mask in first_masks.items():
+            assert (call[k] == mask).all(), k
+        assert [la.name for la in image.layers] == ["guide", "source", "MAGIC reshape",
+                                                    "MAGIC reshape", "photo"]
+        assert image.get_selected_layers() == [base]
+        # the artist's own layer is run on as chosen (here: refused, it is the source mask)
+        status, message = run(module, Gimp, Gimp.RunMode.WITH_LAST_VALS, image, base=src,
+                              cfg=config(**{"server-address": srv.address}))
+        assert status == "EXECUTION_ERROR" and "active layer itself" in message
+
+
 def test_a_failed_run_keeps_the_dialog_values(plugin, monkeypatch):
     module, Gimp = plugin
     seen = []

@@ -98,7 +98,17 @@ class Item:
         self.updates = []
         self.visible = True
         self.opacity = 100.0
+        self.parasites: dict[str, Parasite] = {}
         _items[self.id] = self
+
+    def get_parasite(self, name):
+        return self.parasites.get(name)
+
+    def attach_parasite(self, parasite):
+        if parasite.flags & 2:  # GIMP_PARASITE_UNDOABLE
+            self.image.history.append("parasite " + parasite.name)
+        self.parasites[parasite.name] = parasite
+        return True
 
     def pixel(self, x, y):
         i = (y * self.width + x) * self.channels
