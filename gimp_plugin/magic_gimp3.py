@@ -9,6 +9,7 @@ magic_protocol.client, when a job runs) and those two packages.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -61,8 +62,11 @@ def fail(procedure, run_mode, message: str, cancelled: bool = False):
     return procedure.new_return_values(status, GLib.Error(message))
 
 
-def hide_test_presets(dialog, config) -> None:
-    """Test-only presets (tiny) stay valid for procedures but are not offered in the dialog."""
+def hide_test_presets(dialog, config, spec):
+    """Test-only presets (tiny) stay valid for procedures but are not offered in the dialog.
+    Returns the presets the dialog's combo box offers then (None: no such combo box)."""
+    if "preset" not in [a.name for a in spec.args]:
+        return None  # e.g. the label map (its config has no such property)
     if config.get_property("preset") in procedures.TEST_PRESETS:
         config.set_property("preset", "draft")
     from gi.repository import GimpUi
@@ -73,14 +77,18 @@ def hide_test_presets(dialog, config) -> None:
             combo = combo.get_widget()
         model, column = combo.get_model(), combo.get_property("id-column")
     except Exception:  # noqa: BLE001 - another GIMP: keep the dialog usable
-        return
+        return None
+    offered = []
     it = model.get_iter_first()
     while it is not None:
-        if model.get_value(it, column) in procedures.TEST_PRESETS:
+        value = model.get_value(it, column)
+        if value in procedures.TEST_PRESETS:
             if not model.remove(it):
                 break
         else:
+            offered.append(value)
             it = model.iter_next(it)
+    return offered
 
 
 def show_dialog(procedure, config, spec) -> bool:
@@ -90,7 +98,12 @@ def show_dialog(procedure, config, spec) -> bool:
     GimpUi.init(PLUG_IN_BINARY)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, procedures.dialog_title(spec))
     dialog.fill(None)
-    hide_test_presets(dialog, config)
+    offered = hide_test_presets(dialog, config, spec)
+    if os.environ.get("MAGIC_GIMP_PREVIEW") == "1":  # tests: what the real dialog shows
+        shown = {a.name: config.get_property(a.name) for a in spec.args
+                 if a.name in ("preset", "samples")}
+        print(f"MAGIC dialog {spec.name}: {json.dumps(shown, sort_keys=True)}; presets "
+              f"offered: {json.dumps(offered)}", file=sys.stderr, flush=True)
     ok = dialog.run()
     dialog.destroy()
     return ok

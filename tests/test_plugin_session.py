@@ -250,9 +250,13 @@ def test_test_presets_are_removed_from_the_dialog_combo(plugin):
     fake_ui = type("GimpUi", (), {"StringComboBox": type("S", (), {"__gtype__": "GType"})})
     sys.modules["gi.repository"].GimpUi = fake_ui
     cfg = config(preset="tiny")
-    module.hide_test_presets(Dialog(), cfg)
+    assert module.hide_test_presets(Dialog(), cfg, procedures.BY_NAME[SYNTH]) == [
+        "quality", "draft", "paper"]
     assert Combo.model.rows == ["quality", "draft", "paper"]
     assert cfg.values["preset"] == "draft"
+    # the label map's dialog has no preset (its config no such property): nothing to hide
+    assert module.hide_test_presets(Dialog(), config(LABEL_MAP),
+                                    procedures.BY_NAME[LABEL_MAP]) is None
 
 
 def test_every_mnemonic_in_a_dialog_is_unique():
