@@ -321,7 +321,7 @@ def load_client():
 class CancelGuard:
     """The cancel_guard process of one job (see gimp_plugin.cancel_guard)."""
 
-    def __init__(self, address: str, curve: dict | None) -> None:
+    def __init__(self, address: str, curve: dict | None, cancel_key: str | None = None) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in sys.path if p and p != root])
@@ -333,7 +333,7 @@ class CancelGuard:
              "import sys; from gimp_plugin import cancel_guard; sys.exit(cancel_guard.main())"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=root,
             close_fds=True, **kwargs)
-        self._send({"address": address, "curve": curve})
+        self._send({"address": address, "curve": curve, "cancel_key": cancel_key})
 
     def _send(self, msg: dict) -> None:
         try:
@@ -435,7 +435,10 @@ class DirectRunner:
             request.get("guide_mask"), request["params"], init_image=request.get("init"),
             source_labels=request.get("source_labels"),
             target_labels=request.get("target_labels"))
-        guard = CancelGuard(address, keys or None) if self._guard else None
+        # The guard knows the job's cancel key before the job is sent: a kill while the image
+        # is on its way (or before the server's answer is read) is cancelled too.
+        cancel_key = c.new_cancel_key() if hasattr(c, "new_cancel_key") else None
+        guard = CancelGuard(address, keys or None, cancel_key) if self._guard else None
 
         def forward(ev):
             if ev.kind == "accepted" and guard is not None and ev.job_id:
@@ -449,7 +452,9 @@ class DirectRunner:
         try:
             # A busy server still answers heartbeats; 20 s of silence means it is gone.
             with c.MagicClient(address, timeout_s=20.0, retries=1, **keys) as client:
-                result = client.submit(job, forward, cancelled, job_timeout_s=timeout_s)
+                extra = {"cancel_key": cancel_key} if cancel_key else {}
+                result = client.submit(job, forward, cancelled, job_timeout_s=timeout_s,
+                                       **extra)
         except c.MagicError as exc:
             raise self._translate(exc) from None
         finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -254,6 +255,11 @@ def load_curve_keys(keys_dir: str | os.PathLike[str]) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------------------- client
 
+def new_cancel_key() -> str:
+    """A fresh secret for submit(cancel_key=...): 32 characters of [A-Za-z0-9_-]."""
+    return secrets.token_urlsafe(24)
+
+
 class MagicClient:
     """Connection to one MAGIC server over a DEALER socket.
 
@@ -307,11 +313,16 @@ class MagicClient:
         msg = self._request(P.STATUS)
         return {k: v for k, v in msg.header.items() if k not in ("v", "type", "req")}
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str | None = None, *, cancel_key: str | None = None) -> bool:
         """Ask the server to cancel a job (any client may, given the id). True if it was known;
-        the job's submitter then receives a "cancelled" event."""
+        the job's submitter then receives a "cancelled" event. cancel_key instead of the id:
+        the job(s) submitted with that key (submit's cancel_key); a key whose job has not
+        arrived yet is remembered by the server, which then cancels the job when it does."""
+        if (job_id is None) == (cancel_key is None):
+            raise ValueError("cancel() needs a job id or a cancel key")
+        fields = {"job": job_id} if job_id is not None else {"cancel_key": cancel_key}
         try:
-            msg = self._request(P.CANCEL, {"job": job_id})
+            msg = self._request(P.CANCEL, fields)
         except JobFailed as exc:
             if exc.code == ErrorCode.UNKNOWN_JOB:
                 return False
@@ -320,12 +331,14 @@ class MagicClient:
 
     def submit(self, job: JobRequest, on_event: Callable[[Event], None] | None = None,
                cancel_check: Callable[[], bool] | None = None, *,
-               job_timeout_s: float | None = None) -> JobResult:
+               job_timeout_s: float | None = None, cancel_key: str | None = None) -> JobResult:
         """Run a job and block until it ends, pumping events into on_event.
 
         cancel_check is polled about ten times a second; when it returns True the job is
         cancelled and JobCancelled is raised. Raises ServerUnreachable, ProtocolMismatch,
-        JobFailed(code, message), JobCancelled or Timeout.
+        JobFailed(code, message), JobCancelled or Timeout. cancel_key (new_cancel_key()): a
+        secret sent with the job, by which another process can cancel it (cancel()) even
+        before the job's id is known, e.g. while it is still being sent.
         """
         params, frames = job.params(), job.frames()
         deadline = None if job_timeout_s is None else time.monotonic() + job_timeout_s
@@ -335,7 +348,8 @@ class MagicClient:
                     raise Timeout("the job did not finish in time (the server stopped answering)")
                 self._reset()
                 self._emit(on_event, Event("reconnecting", None, {"attempt": attempt}))
-            outcome = self._run_job(params, frames, on_event, cancel_check, deadline)
+            outcome = self._run_job(params, frames, on_event, cancel_check, deadline,
+                                    cancel_key)
             if outcome is not None:
                 return outcome
         raise ServerUnreachable(f"the MAGIC server at {self.address} stopped answering "
@@ -455,10 +469,13 @@ class MagicClient:
     def _run_job(self, params: dict[str, Any], frames: list[tuple[FrameSpec, Any]],
                  on_event: Callable[[Event], None] | None,
                  cancel_check: Callable[[], bool] | None,
-                 deadline: float | None) -> JobResult | None:
+                 deadline: float | None, cancel_key: str | None = None) -> JobResult | None:
         """One attempt. Returns None when the server went silent (caller retries)."""
         tag = self._tag()
-        if not self._send(P.SUBMIT, {"params": params}, frames, req=tag):
+        fields: dict[str, Any] = {"params": params}
+        if cancel_key is not None:
+            fields["cancel_key"] = cancel_key
+        if not self._send(P.SUBMIT, fields, frames, req=tag):
             return None
         job_id: str | None = None
         cancel_wanted = cancel_sent = timed_out = False

@@ -379,6 +379,24 @@ def job_id_field(msg: Message) -> str:
     return job
 
 
+CANCEL_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+MIN_CANCEL_KEY = 16
+
+
+def cancel_key_field(msg: Message) -> str | None:
+    """The optional "cancel_key" of a SUBMIT or CANCEL header, checked: a secret the client
+    chose before sending the job (16..64 characters of [A-Za-z0-9_-]), so that it can have the
+    job cancelled before it knows the job's id. None when absent."""
+    key = msg.header.get("cancel_key")
+    if key is None:
+        return None
+    if not (isinstance(key, str) and MIN_CANCEL_KEY <= len(key) <= MAX_NAME
+            and set(key) <= CANCEL_KEY_CHARS):
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"'cancel_key' must be {MIN_CANCEL_KEY}.."
+                            f"{MAX_NAME} characters of A-Z, a-z, 0-9, '-' and '_'", msg.req)
+    return key
+
+
 # ---------------------------------------------------------------------------- helpers
 
 def _frame_specs(raw: Any, req: str | None) -> list[FrameSpec]:

@@ -46,6 +46,7 @@ class Job:
     state: str = "queued"  # queued | running | done
     submitted_at: float = field(default_factory=time.monotonic)
     worker: int | None = None  # index of the worker running it (set by the server loop)
+    cancel_key: str | None = None  # the submitter's secret to cancel it by (before its id)
 
     def release(self) -> None:
         """Drop the pixel buffers (a cancelled or finished job keeps no image memory)."""

@@ -53,6 +53,8 @@ SERVER_VERSION = "0.1.0"
 DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
 HOUSEKEEPING_INTERVAL_S = 0.2
 MAX_MESSAGES_PER_TURN = 64  # keep worker events flowing even under a flood of requests
+CANCELLED_KEY_TTL_S = 120.0  # how long a cancel key whose job has not arrived is kept
+MAX_CANCELLED_KEYS = 4096
 
 
 class BindError(Exception):
@@ -87,6 +89,9 @@ class Server:
         self.queue = FairQueue()
         self.busy: list[Job | None] = [None] * len(engines)  # the job each worker runs
         self.jobs: dict[str, Job] = {}  # queued and running, by id
+        # cancel keys cancelled before their job arrived (key -> when): such a job is
+        # cancelled as soon as it does (its client died while sending it)
+        self.cancelled_keys: dict[str, float] = {}
         self.last_seen: dict[bytes, float] = {}
         self.client_names: dict[bytes, int] = {}
         self._events: queue.Queue[WorkerEvent] = queue.Queue()
@@ -388,6 +393,10 @@ class Server:
             "clients": len(self.last_seen)}, req=msg.req))
 
     def _on_cancel(self, who: bytes, msg: P.Message) -> None:
+        key = P.cancel_key_field(msg) if "job" not in msg.header else None
+        if key is not None:
+            self._cancel_by_key(who, key, msg.req)
+            return
         job_id = P.job_id_field(msg)
         job = self.jobs.get(job_id)
         if job is None:
@@ -396,8 +405,30 @@ class Server:
         self._cancel(job, f"cancelled by client {self._client_name(who)}")
         self._send(who, P.encode(P.CANCEL_ACK, {"job": job_id, "found": True}, req=msg.req))
 
+    def _cancel_by_key(self, who: bytes, key: str, req: str | None) -> None:
+        """Cancel the jobs submitted with this cancel key; with none (yet), remember the key
+        for CANCELLED_KEY_TTL_S so that its job is cancelled when it arrives."""
+        found = [j for j in self.jobs.values() if j.cancel_key == key]
+        for job in found:
+            self._cancel(job, f"cancelled by client {self._client_name(who)} (cancel key)")
+        if not found:
+            self._forget_old_keys(time.monotonic())
+            if len(self.cancelled_keys) >= MAX_CANCELLED_KEYS:
+                self.cancelled_keys.pop(next(iter(self.cancelled_keys)))
+            self.cancelled_keys[key] = time.monotonic()
+            log.info("client %s cancelled a job that has not arrived (yet)",
+                     self._client_name(who))
+        self._send(who, P.encode(P.CANCEL_ACK, {"cancel_key": key, "found": bool(found)},
+                                 req=req))
+
+    def _forget_old_keys(self, now: float) -> None:
+        for key, when in list(self.cancelled_keys.items()):
+            if now - when > CANCELLED_KEY_TTL_S:
+                del self.cancelled_keys[key]
+
     def _on_submit(self, who: bytes, msg: P.Message) -> None:
         params = P.validate_submit(msg, self.limits, self.capabilities["presets"])
+        cancel_key = P.cancel_key_field(msg)
         if len(self.queue) >= self.limits.max_queue:
             raise P.ProtocolError(ErrorCode.QUEUE_FULL, f"the queue is full ({len(self.queue)} "
                                   "jobs); try again later", msg.req)
@@ -408,7 +439,7 @@ class Server:
         image = msg.frames[0][0]
         job = Job(owner=who, req=msg.req, params=params,
                   frames={spec.name: (spec, data) for spec, data in msg.frames},
-                  width=image.width, height=image.height)
+                  width=image.width, height=image.height, cancel_key=cancel_key)
         self.queue.push(job)
         self.jobs[job.id] = job
         position = self._position(self.queue.order().index(job))
@@ -419,6 +450,8 @@ class Server:
                  job.id[:8], self._client_name(who), params.mode, job.width, job.height,
                  params.samples, params.preset, extras, position)
         self._send(who, P.encode(P.ACCEPTED, {"job": job.id, "position": position}, req=msg.req))
+        if cancel_key is not None and self.cancelled_keys.pop(cancel_key, None) is not None:
+            self._cancel(job, "cancelled by its client before it arrived (cancel key)")
 
     # -- queue ------------------------------------------------------------------------
 
@@ -459,6 +492,7 @@ class Server:
         self.jobs.pop(job.id, None)
 
     def _reap_silent_clients(self, now: float) -> None:
+        self._forget_old_keys(now)
         limit = self.heartbeat_timeout_s
         for job in list(self.jobs.values()):
             silent = now - self.last_seen.get(job.owner, now)

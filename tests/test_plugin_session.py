@@ -344,12 +344,18 @@ def test_server_field_and_curve_options():
 
 def test_guard_cancels_only_when_the_plugin_dies_before_the_end():
     calls = []
-    lines = ['{"address": "tcp://x", "curve": null}\n', '{"job": "j1"}\n']
+    lines = ['{"address": "tcp://x", "curve": null, "cancel_key": "k123"}\n', '{"job": "j1"}\n']
     assert cancel_guard.watch(lines, lambda *a: calls.append(a)) == "j1"
-    assert calls == [("tcp://x", {}, "j1")]
+    assert calls == [("tcp://x", {}, "j1", None)]  # by id once the server accepted the job
     calls.clear()
     assert cancel_guard.watch(lines + ['{"done": true}\n'], lambda *a: calls.append(a)) is None
-    assert cancel_guard.watch(lines[:1] + ["garbage\n"], lambda *a: calls.append(a)) is None
+    assert calls == []
+    # died before the answer was read (the job may still be on its way): by the cancel key
+    assert cancel_guard.watch(lines[:1] + ["garbage\n"], lambda *a: calls.append(a)) == "k123"
+    assert calls == [("tcp://x", {}, None, "k123")]
+    calls.clear()
+    old_setup = ['{"address": "tcp://x", "curve": null}\n']  # no key: nothing to cancel by
+    assert cancel_guard.watch(old_setup, lambda *a: calls.append(a)) is None
     assert calls == []
 
 
@@ -389,6 +395,50 @@ def test_a_killed_plugin_has_its_job_cancelled_on_the_server_within_2_s():
             child.wait()
         assert client is not None and took < 2.0, f"the job ran on for {took:.1f} s"
         assert "cancelled on the server" in child.stderr.read()
+
+
+def test_a_plugin_killed_before_it_read_the_servers_answer_has_its_job_cancelled():
+    """Killed after its job reached the server but before the plug-in saw the job's id (while
+    the image is on its way, or just after): the guard cancels it by its cancel key, within
+    2 s, not when the server misses its heartbeats (10 s)."""
+    engine = FakeEngine(step_s=0.05, iterations=4000)
+    with ThreadedServer(engine) as srv:
+        code = textwrap.dedent(f"""
+            import sys, time
+            sys.path[:0] = [{str(HERE / "fakes")!r}, {str(HERE)!r}, {str(manifest.REPO_ROOT)!r}]
+            from magic_protocol import client
+            from gimp_plugin.gimp3_host import DirectRunner
+            # the answers never reach this plug-in: it dies knowing no job id
+            client.MagicClient._recv = lambda self, timeout_s: time.sleep(timeout_s)
+            w, h = 8, 6
+            mask = bytes([255] * 3 + [0] * (w * h - 3))
+            request = {{"width": w, "height": h, "image": bytes(w * h * 4),
+                        "source_mask": mask, "guide_mask": mask[::-1],
+                        "params": {{"mode": "move", "samples": 1, "preset": "tiny", "seed": 0}}}}
+            DirectRunner(guard=True).submit({srv.address!r}, request,
+                lambda kind, info: print(kind, flush=True), lambda: False, None)
+        """)
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            from magic_protocol.client import MagicClient
+
+            with MagicClient(srv.address, timeout_s=5) as client:
+                t0 = time.monotonic()
+                while client.status()["running"] is None and time.monotonic() - t0 < 30:
+                    assert child.poll() is None, child.stderr.read()
+                    time.sleep(0.02)
+                assert client.status()["running"] is not None, "the job never ran"
+                os.kill(child.pid, signal.SIGKILL)
+                t0 = time.monotonic()
+                while client.status()["running"] is not None and time.monotonic() - t0 < 10:
+                    time.sleep(0.02)
+                took = time.monotonic() - t0
+        finally:
+            child.kill()
+            child.wait()
+        assert took < 2.0, f"the job ran on for {took:.1f} s"
+        assert "(by its cancel key) cancelled on the server" in child.stderr.read()
 
 
 # ------------------------------------------------------------------------ label map and layout

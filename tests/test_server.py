@@ -29,6 +29,7 @@ from magic_protocol.client import (
     ProtocolMismatch,
     ServerUnreachable,
     Timeout,
+    new_cancel_key,
 )
 from magic_protocol.protocol import ErrorCode, FrameSpec, Limits
 
@@ -186,6 +187,40 @@ def test_cancel_a_queued_job_from_another_client():
         msgs = a.recv_until({P.CANCELLED})
         assert msgs[-1].header["job"] == long_id
         assert other.status()["running"] is None
+        a.close()
+
+
+def test_cancel_by_key_before_and_after_the_job_arrives():
+    """A client that dies while its job is on the way: another process cancels it by the
+    cancel key it was sent with, whether the job is already there or arrives afterwards."""
+    with ThreadedServer(FakeEngine(step_s=0.01)) as srv, client(srv.address) as other:
+        a = Raw(srv.address)
+        request, _ = job_request(16, 12, iterations=100_000)
+        key = new_cancel_key()
+        assert other.cancel(cancel_key=key) is False  # nothing yet: remembered
+        a.send(P.encode(P.SUBMIT, {"params": request.params(), "cancel_key": key},
+                        request.frames(), req="late"))
+        msgs = a.recv_until({P.CANCELLED})
+        assert [m.type for m in msgs] == [P.ACCEPTED, P.CANCELLED]
+        assert "before it arrived" in msgs[-1].header["message"]
+        assert srv.server.jobs == {} and srv.server.cancelled_keys == {}
+        # a job that is there (running) is cancelled by its key at once
+        key = new_cancel_key()
+        a.send(P.encode(P.SUBMIT, {"params": request.params(), "cancel_key": key},
+                        request.frames(), req="running"))
+        a.recv_until({P.PROGRESS})
+        assert other.cancel(cancel_key=key) is True
+        assert a.recv_until({P.CANCELLED})[-1].req == "running"
+        assert other.status()["running"] is None
+        # another job's key cancels nothing else; a malformed key is refused
+        a.send(P.encode(P.SUBMIT, {"params": request.params(), "cancel_key": new_cancel_key()},
+                        request.frames(), req="kept"))
+        a.recv_until({P.PROGRESS})
+        assert other.cancel(cancel_key=new_cancel_key()) is False
+        assert other.status()["running"] is not None
+        with pytest.raises(JobFailed) as info:
+            other.cancel(cancel_key="short")
+        assert info.value.code == ErrorCode.BAD_FIELD
         a.close()
 
 
