@@ -91,6 +91,36 @@ def test_a_working_pyzmq_is_never_shadowed(tmp_path, repo):
     assert f"GIMP runs Python {sys.version_info[0]}.{sys.version_info[1]} at" in out.getvalue()
 
 
+def test_gimp_python_of_another_version_gets_a_wheel_for_that_version_only(tmp_path, repo):
+    """The issue's case: GIMP runs Python 3.13, the installer runs another one. The wheel is
+    asked for 3.13 and goes under vendor/cp313-<platform>/, nothing for the installer's own
+    Python and nothing at the folder's top."""
+    home = tmp_path / "home"
+    (profile,) = make_profiles(home, [LINUX_LAYOUTS["native-3"]])
+    gimp_py = tmp_path / "gimp-python3.13"
+    gimp_py.write_text(
+        "#!/bin/sh\n# GIMP's own Python 3.13: answers the installer's probe (-c PROBE [DIR])\n"
+        'if [ -n "$3" ] && [ -f "$3/vendor/cp313-linux_x86_64/zmq/__init__.py" ]; then\n'
+        "  z='\"26.0.0\"'; w='\"vendored\"'; else z=null; w=null; fi\n"
+        'echo "{\\"version\\": \\"3.13\\", \\"platform\\": \\"linux-x86_64\\", '
+        '\\"zmq\\": $z, \\"zmq_from\\": $w, \\"executable\\": \\"/opt/gimp/bin/python3.13\\"}"\n')
+    gimp_py.chmod(0o755)
+    runner = Runner()
+    ctx, out = context(home, repo, runner=runner, python3=str(gimp_py))
+    assert main(["install", "--no-weights"], ctx) == 0, out.getvalue()
+    download = next(c for c in runner.calls if "download" in c)
+    assert download[download.index("--python-version") + 1] == "3.13"
+    folder = profile / "plug-ins/magic-gimp"
+    record = json.loads((folder / ".magic-install.json").read_text())
+    assert record["vendored"] and all(
+        k.startswith("vendor/cp313-linux_x86_64/") for k in record["vendored"])
+    assert sorted(p.name for p in (folder / "vendor").iterdir()) == ["cp313-linux_x86_64"]
+    assert not (folder / "zmq").exists()
+    text = out.getvalue()
+    assert "GIMP runs Python 3.13 at /opt/gimp/bin/python3.13" in text
+    assert "placed in" in text and "ACTION NEEDED" not in text
+
+
 def test_profile_folder_that_does_not_exist_yet(tmp_path, repo):
     home = tmp_path / "home"
     home.mkdir()
