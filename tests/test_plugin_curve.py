@@ -107,3 +107,77 @@ def test_server_key_without_a_client_pair_says_what_is_missing(plugin_modules, t
     options = settings.curve_options("tcp://127.0.0.1:9 server-key=" + "x" * 40, {})
     with pytest.raises(workflow.RunnerError, match="no client key pair"):
         gimp3_host.curve_arguments(options)
+
+
+def test_a_whole_run_from_the_plugin_through_the_curve_server(curve_server, tmp_path):
+    """Filters > MAGIC with the keys install wrote into magic_gimp.json: the job runs on the
+    real `magic-server --curve` (its cancel guard gets the same keys) and the result is added."""
+    import importlib.util
+    import json
+
+    from gimp_plugin import manifest, procedures
+
+    addr, keys, _ = curve_server
+    (tmp_path / "magic_gimp.json").write_text(json.dumps({
+        "server_address": addr, "server_command": None,
+        **plugin_install.curve_config(keys / "server.key", keys / "client.key_secret")}))
+    with fake.installed() as Gimp:
+        spec = importlib.util.spec_from_file_location(
+            "magic_gimp3", Path(manifest.REPO_ROOT) / manifest.GIMP3.entry)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.PLUGIN_DIR = str(tmp_path)
+        image = Gimp.Image(40, 30)
+        base = image.add(Gimp.Layer(image, "photo", 40, 30, 4).fill((80, 90, 100, 255)))
+        src = image.add(Gimp.Layer(image, "source", 6, 6, 4).fill((255, 255, 255, 255)), 5, 5)
+        guide = image.add(Gimp.Layer(image, "guide", 6, 6, 4).fill((255, 255, 255, 255)), 25, 15)
+        values = procedures.defaults(procedures.BY_NAME["python-fu-magic-synthesize"])
+        values.update({"source-mask": src, "guide-mask": guide, "samples": 1, "preset": "tiny",
+                       "iterations": 2, "resolution": 32})
+        proc = module.MagicPlugIn().do_create_procedure("python-fu-magic-synthesize")
+        status = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base],
+                                      fake.Config(values), None)
+        assert status == ("SUCCESS", None)
+        assert [la.name for la in image.layers if la.is_group()] == ["MAGIC reshape"]
+
+
+def test_the_cancel_guard_cancels_through_the_curve_server(curve_server, plugin_modules):
+    """What the guard does when GIMP kills the plug-in, with the CurveZMQ keys the plug-in
+    hands it: the running job is cancelled by its id; by its cancel key before that."""
+    import threading
+
+    from gimp_plugin import cancel_guard
+    from magic_protocol.client import JobCancelled, JobRequest, MagicClient, new_cancel_key
+
+    addr, keys, _ = curve_server
+    gimp3_host, settings, _workflow = plugin_modules
+    config = {"server_address": addr, **plugin_install.curve_config(
+        keys / "server.key", keys / "client.key_secret")}
+    curve = gimp3_host.curve_arguments(settings.curve_options("", config))
+    w, h = 40, 30
+    mask = bytes([255] * 40 + [0] * (w * h - 40))
+    request = JobRequest.from_params(w, h, bytes(w * h * 4), mask, mask[::-1], {
+        "mode": "move", "samples": 1, "preset": "tiny", "seed": 0, "iterations": 1_000_000,
+        "resolution": 32})
+    for by_key in (False, True):
+        key = new_cancel_key()
+        events, outcome = [], []
+
+        def submit(key=key, events=events, outcome=outcome):
+            with MagicClient(addr, timeout_s=20, **curve) as client:
+                try:
+                    client.submit(request, events.append, cancel_key=key)
+                except JobCancelled as exc:
+                    outcome.append(exc)
+
+        worker = threading.Thread(target=submit, daemon=True)
+        worker.start()
+        end = time.monotonic() + 120
+        while not any(e.kind == "progress" for e in events) and time.monotonic() < end:
+            time.sleep(0.05)
+        job = next(e.job_id for e in events if e.kind == "accepted")
+        t0 = time.monotonic()
+        cancel_guard.cancel_on_server(addr, curve, None if by_key else job,
+                                      key if by_key else None)
+        worker.join(10)
+        assert outcome and time.monotonic() - t0 < 2.0, (by_key, events[-1:])
