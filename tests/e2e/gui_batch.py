@@ -2,8 +2,8 @@
 #   -b "GUI_DIR='/mnt/...'; exec(open(GUI_DIR + '/gui_batch.py').read())"
 # Opens the test image (photo + hidden source and guide mask layers) in a window, then serves
 # state requests until asked to stop: gui_test.py writes requests/N and this writes state/N.json
-# with what GIMP itself says about the image (layer tree, selected layers, undo enabled,
-# parasites), so every check reads GIMP's state, not pixels on the screen.
+# with what GIMP itself says about the image (layer tree with each layer's size and offsets,
+# selected layers, undo enabled, parasites), so every check reads GIMP's state, not pixels on the screen.
 # Standard library + gi only.
 import json
 import os
@@ -39,8 +39,10 @@ def gui_state(image):
 
     def walk(items, parent):
         for item in items:
+            offsets = item.get_offsets()
             d = {"name": item.get_name(), "parent": parent, "id": item.get_id(),
-                 "group": item.is_group(), "visible": item.get_visible()}
+                 "group": item.is_group(), "visible": item.get_visible(),
+                 "box": [item.get_width(), item.get_height(), *offsets[-2:]]}
             layers.append(d)
             if d["group"]:
                 walk(item.get_children(), d["name"])

@@ -36,6 +36,7 @@ SCREEN = (1600, 1000)
 MAIN = (1400, 900)  # the image window, at (0, 0)
 DIALOG = "MAGIC - Mask-guided synthesis"
 LAYOUT_DIALOG = "MAGIC - Layout edit"
+LABEL_MAP_DIALOG = "MAGIC - Label map"
 GROUP = "MAGIC reshape"
 CANCEL_LIMIT_S = 2.0
 T0 = time.monotonic()
@@ -158,6 +159,31 @@ def children(st: dict, group: str) -> list[str]:
 
 def top_level(st: dict) -> list[str]:
     return [la["name"] for la in st["layers"] if la["parent"] is None]
+
+
+def plain(names: list[str]) -> list[str]:
+    """Names without the " #1" GIMP adds to a second layer of the same name."""
+    return [n.split(" #")[0] for n in names]
+
+
+def result_boxes(st: dict) -> list[tuple[int, ...]]:
+    """(width, height, x, y) of every result layer, as GIMP has them."""
+    return sorted(tuple(la["box"]) for la in st["layers"]
+                  if la["parent"] is not None and plain([la["parent"]]) == [GROUP])
+
+
+def job_sizes(work: Path) -> list[str]:
+    """The image size of each job the GUI's server accepted ("384x256"), from its log."""
+    text = (work / "gui-server.log").read_text(errors="replace")
+    return re.findall(r"job \w+ from client \S+: \w+ (\d+x\d+),", text)
+
+
+def dialog_report(work: Path, procedure: str, start: int = 0) -> str | None:
+    """The plug-in's report of what its real dialog shows (preset, samples, presets offered);
+    printed when MAGIC_GIMP_PREVIEW=1, once the dialog is filled."""
+    lines = (work / "gimp.log").read_text(errors="replace").splitlines()[start:]
+    return next((ln for ln in reversed(lines) if ln.startswith(f"MAGIC dialog {procedure}:")),
+                None)
 
 
 def free_port() -> int:
@@ -290,6 +316,13 @@ def main() -> int:
         s.key("alt+r", "Up", "Right", "s", window=main_win)
         if not run_dialog(s, ck, choose_layers=True, iterations=20):
             raise RuntimeError("the dialog could not be driven")
+        shown = dialog_report(work, "python-fu-magic-synthesize")
+        ck.ok(shown is not None and '{"preset": "draft", "samples": 1}' in shown,
+              f"the first dialog starts with the CPU server's defaults, draft and one sample "
+              f"({shown})")
+        ck.ok(shown is not None and shown.endswith('presets offered: ["quality", "draft", '
+                                                   '"paper"]'),
+              "the dialog's preset box offers no test-only preset (tiny)")
         if a.shots:
             x0, y0, x1, y1 = window_box(s, s.wait_window(DIALOG, 2))
             small_png(s.shot("dialog"), (x0, y0 - 20, x1, y1), a.shots / "gimp-dialog.png", 380)
@@ -317,6 +350,7 @@ def main() -> int:
         ck.ok(st["selected"] == ["photo"] and st["undo_enabled"],
               f"the photo is selected again, undo enabled ({st['selected']})")
         ck.ok("magic-gimp-last-run" in st["parasites"], "the run's arguments are remembered")
+        first_boxes = result_boxes(st)
         if a.shots:
             s.key("2", window=main_win)  # View > Zoom > 200 %
             time.sleep(1.0)
@@ -332,11 +366,21 @@ def main() -> int:
         st = s.wait_state(lambda st: GROUP in groups(st), 10)
         ck.ok(GROUP in groups(st), "Redo brings it back")
 
-        # 3. Filters > Repeat (Ctrl+F) runs again with the same layers, without the dialog
+        # 3. Filters > Repeat (Ctrl+F) runs again with the same layers, without the dialog,
+        #    on the photo (Redo left GIMP's choice selected: the result layer it added back)
+        redone = st["selected"]
         s.key("ctrl+f", window=main_win)
         st = s.wait_state(lambda st: groups(st).count(GROUP) == 2, 180)
         ck.ok(groups(st).count(GROUP) == 2 and not s.windows("GIMP Message"),
               f"Repeat runs again with the remembered layers ({groups(st)})")
+        sizes = job_sizes(work)
+        ck.ok(plain(top_level(st)) == ["guide mask", "source mask", GROUP, GROUP, "photo"]
+              and st["selected"] == ["photo"] and sizes[-1:] == sizes[:1] == ["384x256"],
+              f"Repeat ran on the photo (selected before: {redone}; jobs {sizes}; layers "
+              f"{top_level(st)}; selected after: {st['selected']})")
+        ck.ok(len(first_boxes) == 1 and result_boxes(st) == first_boxes * 2,
+              f"Repeat used the same masks: its result covers the first one's box "
+              f"({result_boxes(st)} vs {first_boxes})")
         s.key("ctrl+z", window=main_win)
         st = s.wait_state(lambda st: groups(st).count(GROUP) == 1, 10)
         ck.ok(groups(st).count(GROUP) == 1, "one Undo removes the repeated result")
@@ -424,6 +468,10 @@ def main() -> int:
         st = s.state()
         ck.ok(top_level(st) == top_level(before) and st["undo_enabled"],
               f"closing the Layout edit dialog changes nothing ({top_level(st)})")
+        check_label_map_dialog(s, ck, main_win)
+        st = s.state()
+        ck.ok(top_level(st) == top_level(before) and st["undo_enabled"],
+              f"closing the Label map dialog changes nothing ({top_level(st)})")
         (work / "requests" / "quit").write_text("")
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
         ck.ok(False, f"GUI session: {exc}")
@@ -464,6 +512,21 @@ def check_layout_dialog(s: Session, ck: Checks, main_win: str) -> None:
     ck.ok(not dupes, f"every Layout edit mnemonic is unique ({dupes[:1]})")
     s.key("alt+c", window=d)
     ck.ok(s.wait_gone(LAYOUT_DIALOG, 5), "Cancel closes the Layout edit dialog")
+
+
+def check_label_map_dialog(s: Session, ck: Checks, main_win: str) -> None:
+    """Open Label map from the menu (its dialog has no preset box), then cancel it."""
+    log_lines = len((s.work / "gimp.log").read_text(errors="replace").splitlines())
+    s.key("alt+r", "Up", "Right", "l", window=main_win)  # _Label map...
+    d = s.wait_window(LABEL_MAP_DIALOG, 15)
+    if not ck.ok(d is not None, f"the dialog '{LABEL_MAP_DIALOG}' opens"):
+        return
+    time.sleep(0.8)
+    shown = dialog_report(s.work, "python-fu-magic-label-map", log_lines)
+    ck.ok(shown is not None and shown.endswith("{}; presets offered: null"),
+          f"the Label map dialog has neither samples nor presets ({shown})")
+    s.key("alt+c", window=d)
+    ck.ok(s.wait_gone(LABEL_MAP_DIALOG, 5), "Cancel closes the Label map dialog")
 
 
 def fmt_s(seconds: float | None) -> str:
