@@ -8,7 +8,8 @@
 # 2. install the plug-in into a throwaway GIMP profile with the installer's code,
 # 3. start the real magic-server on the host's 127.0.0.1 (CPU, untrained weights, tiny preset),
 # 4. run gimp-console-3.0 in the chroot: every procedure non-interactively, plus error cases,
-# 5. judge the results from outside (tests/e2e/check.py),
+# 5. judge the results from outside (tests/e2e/check.py), then run the installer against
+#    this GIMP's own Python (tests/e2e/installer_check.py: found, not vendored over, doctor),
 # 6. the artist's session in GIMP 3's GUI under Xvfb, driven with xdotool (tests/e2e/gui_test.py:
 #    menu, dialog, progress, undo, Repeat, Re-show, cancel while previews are shown).
 #    MAGIC_E2E_GUI=0 skips it; MAGIC_E2E_SHOTS=DIR also writes the docs/ screenshots there.
@@ -145,6 +146,8 @@ log "the move job was seeded from the moved layer (server.log)"
 
 log "checking results"
 "$PY" "$E2E/check.py" "$WORK" || die "checks failed"
+log "the installer against this GIMP's own Python"
+"$PY" "$E2E/installer_check.py" "$ROOT" "$WORK" "$INSIDE" || die "installer checks failed"
 log "headless part passed in $(( $(date +%s) - T0 )) s"
 
 if [[ "${MAGIC_E2E_GUI:-1}" != 0 ]]; then
