@@ -17,7 +17,7 @@ from scenes import disk
 from magic_server.engine import synthesis
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.pyramid import level_sizes, split_iterations
-from magic_server.engine.regions import dilate, smooth_fill
+from magic_server.engine.regions import dilate, nearest_side_fill
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine, LossWeights, plan_edit
 
@@ -77,16 +77,18 @@ def test_levels_run_coarse_to_fine_up_to_the_regions_own_size():
     assert counts[0] > counts[-1]  # the layout levels get more of the budget than detail ones
 
 
-def test_smooth_fill_keeps_known_pixels_and_fills_from_them():
+def test_the_fill_keeps_known_pixels_and_continues_each_side_of_the_hole():
     img = torch.zeros(1, 3, 16, 16)
     img[..., :8] = 1.0
     known = torch.ones(1, 1, 16, 16)
     known[..., 4:12, 4:12] = 0
-    out = smooth_fill(img, known)
+    out = nearest_side_fill(img, known)
     assert torch.equal(out[known.expand_as(out) > 0], img[known.expand_as(img) > 0])
     hole = out[0, 0, 4:12, 4:12]
-    assert 0 < float(hole.min()) and float(hole.max()) < 1  # values between the two sides
-    assert float(hole[:, 0].mean()) > float(hole[:, -1].mean())  # nearer side weighs more
+    # each half of the hole takes its own side's colour, not a blend of both
+    assert float(hole[:, :2].min()) > 0.85 and float(hole[:, -2:].max()) < 0.15
+    nothing = nearest_side_fill(img, torch.zeros(1, 1, 16, 16))
+    assert torch.allclose(nothing, img.mean(dim=(2, 3), keepdim=True).expand_as(img))
 
 
 def test_an_edit_from_the_artists_composite_is_at_least_as_natural_as_the_composite(engine):

@@ -100,22 +100,21 @@ def composite(photo: np.ndarray, patch: np.ndarray, box: Box, alpha: np.ndarray)
     return out
 
 
-def smooth_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """Fill the unknown pixels of image (N, C, H, W) smoothly from the known ones
-    (known: (1, 1, H, W) in [0, 1]) by push-pull: average down a pyramid of the known
-    pixels, then fill each level's holes from the coarser one. Known pixels are unchanged."""
-    if float(known.sum()) == 0:
+def nearest_side_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Fill the unknown pixels of image (N, C, H, W) ring by ring from the hole's edge inward
+    (known: (1, 1, H, W) in [0, 1]): each ring takes the mean of its already filled 3x3
+    neighbours, so a pixel carries the colours of the side of the hole nearest to it (as
+    PatchMatch inpainting starts), not a blend of every side. Known pixels are unchanged."""
+    have = (known > 0.5).float()
+    if float(have.sum()) == 0:
         return image.mean(dim=(2, 3), keepdim=True).expand_as(image).clone()
-    levels = [(image * known, known)]
-    while min(levels[-1][1].shape[-2:]) > 1:
-        value, weight = levels[-1]
-        levels.append((F.avg_pool2d(value, 2, ceil_mode=True),
-                       F.avg_pool2d(weight, 2, ceil_mode=True)))
-    value, weight = levels[-1]
-    filled = value / weight.clamp(min=1e-6)
-    for value, weight in reversed(levels[:-1]):
-        up = F.interpolate(filled, size=value.shape[-2:], mode="bilinear", align_corners=False)
-        own = value / weight.clamp(min=1e-6)
-        trust = weight.clamp(0, 1)
-        filled = own * trust + up * (1 - trust)
-    return image * known + filled * (1 - known)
+    value = image * have
+    while True:
+        missing = have == 0
+        if not bool(missing.any()):
+            return value
+        total = F.avg_pool2d(value, 3, stride=1, padding=1, count_include_pad=True)
+        count = F.avg_pool2d(have, 3, stride=1, padding=1, count_include_pad=True)
+        ring = missing & (count > 0)
+        value = torch.where(ring, total / count.clamp(min=1e-6), value)
+        have = torch.where(ring, torch.ones_like(have), have)
