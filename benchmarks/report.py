@@ -111,6 +111,7 @@ PEERS_INTRO = (
     "noise figure 0.7-1.3, outside the edit bit-identical, diversity > 0; for removals also "
     "object left <= 5% and coherence <= 1.0. A missed target says by how much."
 )
+FINDINGS = "findings"  # the reader's summary of the pictures, beside the targets table
 PICTURES_NOTE = (
     "Each row: input, the masks (green: the guide, where the object should be; red: the source, "
     "where it is; yellow: both), cut-paste + heal (the hand-made peer), then MAGIC's samples."
@@ -209,7 +210,8 @@ def peers_section(recs: list[dict]) -> list[str]:
         summary.append(
             f"| {r['scene']} | {r['mode']} | {r['device_name']} | {r['preset']} "
             f"| {r.get('start', 'noise')} | {len(ts) - len(missed)}/{len(ts)} | {what or '-'} |")
-    lines += summary + [""]
+    start, end = _markers(FINDINGS)
+    lines += summary + ["", start, end, ""]  # what the pictures show, written by hand, kept
     for r in recs:
         title = (f"### {r['scene']} {r['mode']}: {r['edit'] or r['mode']} "
                  f"({r['device_name']}, {r['preset']}, from {r.get('start', 'noise')})")
@@ -291,16 +293,25 @@ def with_marked_section(text: str, name: str, body: str) -> str:
     return (text.rstrip() + "\n\n" if text.strip() else "") + block + "\n"
 
 
-KEPT_SECTIONS = ("layout-edits",)  # written by other benchmark scripts (benchmarks/layouts.py)
+# written by hand (findings) or by other benchmark scripts (layout-edits: benchmarks/layouts.py)
+KEPT_SECTIONS = (FINDINGS, "layout-edits")
+
+
+def _section_body(text: str, name: str) -> str | None:
+    section = marked_section(text, name)
+    if section is None:
+        return None
+    start, end = _markers(name)
+    return section[len(start):-len(end)].strip("\n")
 
 
 def keep_sections(old: str, new: str, names: tuple[str, ...] = KEPT_SECTIONS) -> str:
-    """The regenerated report `new` with the marked sections of the previous one kept."""
+    """The regenerated report `new` with the marked sections of the previous one kept (where
+    `new` has none, or only its empty place)."""
     for name in names:
-        kept = marked_section(old, name)
-        if kept is not None and marked_section(new, name) is None:
-            start, end = _markers(name)
-            new = with_marked_section(new, name, kept[len(start):-len(end)].strip("\n"))
+        kept = _section_body(old, name)
+        if kept and not _section_body(new, name):
+            new = with_marked_section(new, name, kept)
     return new
 
 

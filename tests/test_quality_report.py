@@ -234,6 +234,14 @@ def test_report_puts_the_peers_beside_the_product_with_the_targets(tmp_path, mon
     assert "| cut-paste + heal |" in section and "| **MAGIC tiny** |" in section
     assert "| object left | <= 5% |" in section
     assert "cut-paste + heal (the hand-made peer)" in text
+    # the hand-written findings have their place beside the targets and survive a re-render
+    assert report.marked_section(section, report.FINDINGS) is not None
+    report_path.write_text(report.with_marked_section(text, report.FINDINGS, "Loses: reshapes."))
+    assert report.main([str(tmp_path / "results.json"), str(report_path)]) == 0
+    again = report_path.read_text()
+    assert "Loses: reshapes." in report.marked_section(again, report.FINDINGS)
+    assert again.count("<!-- findings:start -->") == 1
+    assert again.index("Loses: reshapes.") < again.index("## Pictures")
 
 
 def test_no_report_prints_the_table_and_writes_nothing(tmp_path, monkeypatch, capsys):
