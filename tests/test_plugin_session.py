@@ -359,86 +359,72 @@ def test_guard_cancels_only_when_the_plugin_dies_before_the_end():
     assert calls == []
 
 
-def test_a_killed_plugin_has_its_job_cancelled_on_the_server_within_2_s():
+def _plugin_with_a_guarded_job(address: str, prelude: str = "") -> subprocess.Popen:
+    """A plug-in process (the GIMP 3 host's runner, its cancel guard on) submitting a long
+    move job to `address`; `prelude` runs first in it."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path[:0] = [{str(HERE / "fakes")!r}, {str(HERE)!r}, {str(manifest.REPO_ROOT)!r}]
+        from magic_protocol import client
+        from gimp_plugin.gimp3_host import DirectRunner
+        {{prelude}}
+        w, h = 8, 6
+        mask = bytes([255] * 3 + [0] * (w * h - 3))
+        request = {{"width": w, "height": h, "image": bytes(w * h * 4),
+                    "source_mask": mask, "guide_mask": mask[::-1],
+                    "params": {{"mode": "move", "samples": 1, "preset": "tiny", "seed": 0}}}}
+        DirectRunner(guard=True).submit({address!r}, request,
+            lambda kind, info: print(kind, flush=True), lambda: False, None)
+    """).replace("{prelude}", prelude)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _seconds_until_the_job_stops(client, child: subprocess.Popen) -> float:
+    """SIGKILL the plug-in (as GIMP ends a cancelled one) and time until the server runs
+    nothing (10 s at most)."""
+    assert client.status()["running"] is not None, "the job never ran"
+    os.kill(child.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    while client.status()["running"] is not None and time.monotonic() - t0 < 10:
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("deaf, said", [
+    (False, "cancelled on the server"),
+    # killed after its job reached the server but before the plug-in saw the job's id (while
+    # the image is on its way, or just after): cancelled by its key, not when the server
+    # misses its heartbeats (10 s)
+    (True, "(by its cancel key) cancelled on the server"),
+], ids=["after-its-first-progress", "before-it-read-the-servers-answer"])
+def test_a_killed_plugin_has_its_job_cancelled_on_the_server_within_2_s(deaf, said):
     """GIMP ends a cancelled plug-in with SIGKILL: the guard process cancels the job."""
+    from magic_protocol.client import MagicClient
+
     engine = FakeEngine(step_s=0.05, iterations=4000)
     with ThreadedServer(engine) as srv:
-        code = textwrap.dedent(f"""
-            import sys
-            sys.path[:0] = [{str(HERE / "fakes")!r}, {str(HERE)!r}, {str(manifest.REPO_ROOT)!r}]
-            from gimp_plugin.gimp3_host import DirectRunner
-            w, h = 8, 6
-            mask = bytes([255] * 3 + [0] * (w * h - 3))
-            request = {{"width": w, "height": h, "image": bytes(w * h * 4),
-                        "source_mask": mask, "guide_mask": mask[::-1],
-                        "params": {{"mode": "move", "samples": 1, "preset": "tiny", "seed": 0}}}}
-            DirectRunner(guard=True).submit({srv.address!r}, request,
-                lambda kind, info: print(kind, flush=True), lambda: False, None)
-        """)
-        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+        # deaf: the answers never reach this plug-in, it dies knowing no job id
+        child = _plugin_with_a_guarded_job(
+            srv.address,
+            "client.MagicClient._recv = lambda self, timeout_s: time.sleep(timeout_s)"
+            if deaf else "")
         try:
-            for line in child.stdout:
-                if line.strip() == "progress":
-                    break
-            from magic_protocol.client import MagicClient
-
-            with MagicClient(srv.address, timeout_s=5) as client:
-                assert client.status()["running"] is not None, child.stderr.read()
-                os.kill(child.pid, signal.SIGKILL)
-                t0 = time.monotonic()
-                while client.status()["running"] is not None and time.monotonic() - t0 < 10:
-                    time.sleep(0.02)
-                took = time.monotonic() - t0
-        finally:
-            child.kill()
-            child.wait()
-        assert client is not None and took < 2.0, f"the job ran on for {took:.1f} s"
-        assert "cancelled on the server" in child.stderr.read()
-
-
-def test_a_plugin_killed_before_it_read_the_servers_answer_has_its_job_cancelled():
-    """Killed after its job reached the server but before the plug-in saw the job's id (while
-    the image is on its way, or just after): the guard cancels it by its cancel key, within
-    2 s, not when the server misses its heartbeats (10 s)."""
-    engine = FakeEngine(step_s=0.05, iterations=4000)
-    with ThreadedServer(engine) as srv:
-        code = textwrap.dedent(f"""
-            import sys, time
-            sys.path[:0] = [{str(HERE / "fakes")!r}, {str(HERE)!r}, {str(manifest.REPO_ROOT)!r}]
-            from magic_protocol import client
-            from gimp_plugin.gimp3_host import DirectRunner
-            # the answers never reach this plug-in: it dies knowing no job id
-            client.MagicClient._recv = lambda self, timeout_s: time.sleep(timeout_s)
-            w, h = 8, 6
-            mask = bytes([255] * 3 + [0] * (w * h - 3))
-            request = {{"width": w, "height": h, "image": bytes(w * h * 4),
-                        "source_mask": mask, "guide_mask": mask[::-1],
-                        "params": {{"mode": "move", "samples": 1, "preset": "tiny", "seed": 0}}}}
-            DirectRunner(guard=True).submit({srv.address!r}, request,
-                lambda kind, info: print(kind, flush=True), lambda: False, None)
-        """)
-        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        try:
-            from magic_protocol.client import MagicClient
-
+            if not deaf:
+                for line in child.stdout:
+                    if line.strip() == "progress":
+                        break
             with MagicClient(srv.address, timeout_s=5) as client:
                 t0 = time.monotonic()
                 while client.status()["running"] is None and time.monotonic() - t0 < 30:
                     assert child.poll() is None, child.stderr.read()
                     time.sleep(0.02)
-                assert client.status()["running"] is not None, "the job never ran"
-                os.kill(child.pid, signal.SIGKILL)
-                t0 = time.monotonic()
-                while client.status()["running"] is not None and time.monotonic() - t0 < 10:
-                    time.sleep(0.02)
-                took = time.monotonic() - t0
+                took = _seconds_until_the_job_stops(client, child)
         finally:
             child.kill()
             child.wait()
         assert took < 2.0, f"the job ran on for {took:.1f} s"
-        assert "(by its cancel key) cancelled on the server" in child.stderr.read()
+        assert said in child.stderr.read()
 
 
 # ------------------------------------------------------------------------ label map and layout

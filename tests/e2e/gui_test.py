@@ -490,15 +490,24 @@ def main() -> int:
     return 1 if ck.failed else 0
 
 
+def open_from_menu(s: Session, ck: Checks, main_win: str, item_key: str, title: str
+                   ) -> tuple[str | None, int]:
+    """Filters > MAGIC > the item with mnemonic `item_key`; its dialog's window (None: it did
+    not open, a failed check) and how many lines GIMP's log had before."""
+    log_lines = len((s.work / "gimp.log").read_text(errors="replace").splitlines())
+    s.key("alt+r", "Up", "Right", item_key, window=main_win)
+    d = s.wait_window(title, 15)
+    if ck.ok(d is not None, f"the dialog '{title}' opens"):
+        time.sleep(0.8)
+    return d, log_lines
+
+
 def check_layout_dialog(s: Session, ck: Checks, main_win: str) -> None:
     """Open Layout edit from the menu, open and close both label layer choosers through their
     mnemonics, then cancel the dialog."""
-    log_lines = len((s.work / "gimp.log").read_text(errors="replace").splitlines())
-    s.key("alt+r", "Up", "Right", "y", window=main_win)  # La_yout edit...
-    d = s.wait_window(LAYOUT_DIALOG, 15)
-    if not ck.ok(d is not None, f"the dialog '{LAYOUT_DIALOG}' opens"):
+    d, log_lines = open_from_menu(s, ck, main_win, "y", LAYOUT_DIALOG)  # La_yout edit...
+    if d is None:
         return
-    time.sleep(0.8)
     for mnemonic, what in (("alt+b", "source labels"), ("alt+g", "target labels")):
         s.key(mnemonic, window=d)
         c = s.wait_window("Choose drawable", 8)
@@ -516,12 +525,9 @@ def check_layout_dialog(s: Session, ck: Checks, main_win: str) -> None:
 
 def check_label_map_dialog(s: Session, ck: Checks, main_win: str) -> None:
     """Open Label map from the menu (its dialog has no preset box), then cancel it."""
-    log_lines = len((s.work / "gimp.log").read_text(errors="replace").splitlines())
-    s.key("alt+r", "Up", "Right", "l", window=main_win)  # _Label map...
-    d = s.wait_window(LABEL_MAP_DIALOG, 15)
-    if not ck.ok(d is not None, f"the dialog '{LABEL_MAP_DIALOG}' opens"):
+    d, log_lines = open_from_menu(s, ck, main_win, "l", LABEL_MAP_DIALOG)  # _Label map...
+    if d is None:
         return
-    time.sleep(0.8)
     shown = dialog_report(s.work, "python-fu-magic-label-map", log_lines)
     ck.ok(shown is not None and shown.endswith("{}; presets offered: null"),
           f"the Label map dialog has neither samples nor presets ({shown})")
