@@ -437,7 +437,7 @@ class DirectRunner:
             target_labels=request.get("target_labels"))
         # The guard knows the job's cancel key before the job is sent: a kill while the image
         # is on its way (or before the server's answer is read) is cancelled too.
-        cancel_key = c.new_cancel_key() if hasattr(c, "new_cancel_key") else None
+        cancel_key = c.new_cancel_key()
         guard = CancelGuard(address, keys or None, cancel_key) if self._guard else None
 
         def forward(ev):
@@ -452,9 +452,8 @@ class DirectRunner:
         try:
             # A busy server still answers heartbeats; 20 s of silence means it is gone.
             with c.MagicClient(address, timeout_s=20.0, retries=1, **keys) as client:
-                extra = {"cancel_key": cancel_key} if cancel_key else {}
                 result = client.submit(job, forward, cancelled, job_timeout_s=timeout_s,
-                                       **extra)
+                                       cancel_key=cancel_key)
         except c.MagicError as exc:
             raise self._translate(exc) from None
         finally:
