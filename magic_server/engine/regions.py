@@ -77,6 +77,12 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+def erode(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary erosion with a square of side 2*radius+1 (pixels outside the image count as
+    inside, so the border does not erode)."""
+    return ~dilate(~mask, radius)
+
+
 def feathered_alpha(edit: np.ndarray, feather: int) -> np.ndarray:
     """Alpha in [0, 1]: 1 inside the edit region, ramping to exactly 0 within `feather` px
     outside it. Pixels further away get alpha 0 and are therefore copied unchanged."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from magic_server.engine import capture, donors, losses
+from magic_server.engine import capture, donors, finish, losses
 from magic_server.engine.api import (
     Cancelled,
     EngineInputError,
@@ -34,6 +35,7 @@ from magic_server.engine.api import (
 from magic_server.engine.discriminator import CriticTrainer
 from magic_server.engine.layout_start import layout_composite
 from magic_server.engine.mask_net import MaskNet, binary_fractions, train_mask_net
+from magic_server.engine.object_transfer import transfer_start
 from magic_server.engine.patch_nn import PATCH, PatchBank, patch_loss, upscale_field
 from magic_server.engine.presets import (
     PRESETS,
@@ -57,6 +59,7 @@ from magic_server.engine.tensors import (
     Normaliser,
     image_to_tensor,
     mask_to_tensor,
+    pixels_to_tensor,
     preview_size,
     tensor_to_images,
     working_size,
@@ -232,6 +235,22 @@ def edit_labels(source: torch.Tensor, guide: torch.Tensor, edit: torch.Tensor, m
     return photo, target * edit + photo * (1 - edit)
 
 
+def held_and_repair(crops, init: np.ndarray | None, layout) -> tuple[np.ndarray, np.ndarray] | None:
+    """(held, repair) of a start from the artist's composite `init` (region-sized, like the
+    `crops` photo, source, guide, edit), None without one (composite_repair)."""
+    if init is None:
+        return None
+    box_h, box_w = crops[0].shape[:2]
+    changed = changed_pixels(crops[0], init)
+    extent = bounding_box(changed)
+    side = min(extent.height, extent.width) if extent else max(box_h, box_w)
+    # the rim of a thin object (a rocket, a spoon's handle) must not eat its inside
+    band = max(2, round(HELD_BAND * min(max(box_h, box_w), 4 * side)))
+    # a layout's masks are both "where the maps differ": all of it is to repair
+    guide = crops[2] if layout is None else np.zeros_like(crops[2])
+    return composite_repair(changed, crops[1], guide, band)
+
+
 def composite_repair(changed: np.ndarray, source: np.ndarray, guide: np.ndarray, band: int
                      ) -> tuple[np.ndarray, np.ndarray]:
     """(held, repair) for a start from an artist's composite; `changed`: where it differs from
@@ -328,11 +347,18 @@ class Engine:
         if init_image is not None and init_image.shape != image.shape:
             raise EngineInputError("the starting composite must have the image's size")
         preset = resolve_preset(options.preset)
+        started = time.monotonic()
+        notes: list[str] = []
+        if (init_image is None and label_maps is None and options.composite
+                and preset.pyramid):
+            init_image = transfer_start(image, source_mask, guide_mask, options.mode)
+            if init_image is not None:
+                notes.append("started from the object's own pixels moved where the guide "
+                             "puts it (masks only)")
         # decided before a layout's own cut-and-paste start: its old places, which nothing
         # pastes over, need the whole budget
         schedule = schedule or preset.schedule(options.iterations,
                                                from_composite=init_image is not None)
-        started = time.monotonic()
         h, w = image.shape[:2]
         if label_maps is not None:
             differ = label_maps[0] != label_maps[1]
@@ -357,7 +383,6 @@ class Engine:
         if label_maps is not None and pyramid:
             donated = [(w.crop(image), w.crop(label_maps[0]))
                        for w in donors.donor_windows(*label_maps, edit, box)]
-        notes: list[str] = []
 
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -374,8 +399,9 @@ class Engine:
                       on_progress, total=0)
             judge_size = working_size(box.height, box.width, options.resolution)
             judge = self._reference(*crops, judge_size, layout=layout)
+            pasted = held_and_repair(crops, init, layout) if pyramid else None
             levels = (self._pyramid_levels(crops, judge, preset, schedule, options, init, layout,
-                                           donated)
+                                           donated, pasted)
                       if pyramid else self._paper_levels(judge, schedule))
             job.total = sum(level.schedule.iterations for level in levels)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
@@ -393,9 +419,13 @@ class Engine:
                         field = upscale_field(field, (h_i - PATCH + 1, w_i - PATCH + 1),
                                               levels[i - 1].bank.grid, level.bank.grid)
                 z, report, field = self._optimise(z, level, mask_net, job, field)
-            x = self._compose(z, levels[-1])
+            if pyramid:
+                patches = self._finish(z, levels[-1], field if not donated else None, crops,
+                                       init, pasted, options.mode)
+            else:
+                patches = tensor_to_images(self.norm.pixels(self._compose(z, levels[-1])),
+                                           size=(box.height, box.width))
 
-        patches = tensor_to_images(self.norm.pixels(x), size=(box.height, box.width))
         if plan is not None:
             images = [composite(image, p, box, plan.alpha) for p in patches]
         else:
@@ -420,20 +450,13 @@ class Engine:
     def _pyramid_levels(self, crops, judge: Reference, preset: Preset, schedule: Schedule,
                         options: SynthesisOptions, init: np.ndarray | None,
                         layout: tuple[np.ndarray, np.ndarray] | None = None,
-                        donated: list[tuple[np.ndarray, np.ndarray]] = ()) -> list[Level]:
+                        donated: list[tuple[np.ndarray, np.ndarray]] = (),
+                        pasted: tuple[np.ndarray, np.ndarray] | None = None) -> list[Level]:
         """donated: (photo, source labels) windows from outside the region whose patches a
-        layout edit may use too (engine/donors.py)."""
+        layout edit may use too (engine/donors.py); pasted: (held, repair) of a start from a
+        composite (held_and_repair)."""
         box_h, box_w = crops[0].shape[:2]
-        held = repair = None
-        if init is not None:
-            changed = changed_pixels(crops[0], init)
-            extent = bounding_box(changed)
-            side = min(extent.height, extent.width) if extent else max(box_h, box_w)
-            # the rim of a thin object (a rocket, a spoon's handle) must not eat its inside
-            band = max(2, round(HELD_BAND * min(max(box_h, box_w), 4 * side)))
-            # a layout's masks are both "where the maps differ": all of it is to repair
-            guide = crops[2] if layout is None else np.zeros_like(crops[2])
-            held, repair = composite_repair(changed, crops[1], guide, band)
+        held, repair = pasted if pasted is not None else (None, None)
         finest = preset.finest_side if options.refine else max(judge.z.shape[-2:])
         # From a composite too the pyramid starts small: measured on the sample scenes,
         # starting at the finer levels only left more of the paste's seams (coherence 0.60
@@ -634,6 +657,55 @@ class Engine:
 
         return train_mask_net(ref.z, ref.source_labels, schedule.mask_net_steps, job.gen,
                               job.cancel, on_step)
+
+    def _finish(self, z: torch.Tensor, level: Level, field: torch.Tensor | None, crops,
+                init: np.ndarray | None, pasted: tuple[np.ndarray, np.ndarray] | None,
+                mode: str) -> list[np.ndarray]:
+        """The region at the photo's own size (engine/finish.py): the last level upsampled,
+        the photo's own detail voted where its matches point (`field`; None: the bank was
+        not the photo alone), fused in the gradient domain into what stays: the photo, and
+        the artist's pasted object where it is held."""
+        photo = pixels_to_tensor(crops[0], self.device)
+        free = crops[3]
+        around = photo
+        if pasted is not None:
+            held, repair = pasted
+            free = free & repair & ~held
+            inside = torch.from_numpy(held).to(self.device)[None, None]
+            around = torch.where(inside, pixels_to_tensor(init, self.device), photo)
+        size = tuple(photo.shape[-2:])
+        guide_outline = exact = None
+        if mode != "remove" and crops[2].any():  # the new object and its outline
+            guide_outline = dilate(crops[2], 2)
+        synth = self.norm.pixels(self._compose(z, level)).float()
+        fill = F.interpolate(synth, size=size, mode="bicubic", align_corners=False)
+        if field is not None:
+            detail = finish.full_size_detail(photo, field, tuple(level.ref.z.shape[-2:]), PATCH)
+            if detail is not None:
+                fill = fill + detail
+        if pasted is not None and mode != "layout":
+            # the object as pasted, at its own size, where the guide puts it: its rim is fused
+            # into the new surroundings in the gradient domain (Poisson cloning), not redrawn
+            # from an upsampled level (whose coarse outline showed as a staircase)
+            exact = torch.from_numpy(crops[2] & changed_pixels(crops[0], init))
+            exact = exact.to(self.device)[None, None]
+            fill = torch.where(exact, pixels_to_tensor(init, self.device), fill)
+            exact = exact.float()
+        free_t = torch.from_numpy(np.ascontiguousarray(free, dtype=np.float32)).to(self.device)
+        free_t = free_t[None, None]
+        side = max(size)
+        limit = finish.edge_limit(photo, finish.ring(free_t, max(4, round(0.02 * side))))
+        limit = limit.expand(1, 3, *size).clone()
+        if guide_outline is not None:  # the new object's own outline keeps its edges
+            outline = torch.from_numpy(guide_outline).to(self.device)[None, None]
+            limit = torch.where(outline, torch.ones_like(limit), limit)
+        # an upsampled level blends what stays into the fill's rim, over about two of its
+        # pixels: there the fill's own differences are not kept
+        scale = max(size) / max(level.ref.z.shape[-2:])
+        margin = math.ceil(2 * scale) + 1 if scale > 1.2 else 0
+        out = finish.poisson_fuse(fill.clamp(0, 1), around.expand_as(fill), free_t, limit,
+                                  margin=margin, exact=exact)
+        return tensor_to_images(out)
 
     # -- the optimisation loop --------------------------------------------------------------
 

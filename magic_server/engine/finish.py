@@ -1,0 +1,229 @@
+"""The last step of a product edit: the synthesized region at the photo's own size.
+
+The pyramid's finest level is capped (512 px for `draft`, 1024 for `quality`), so on a
+full-size photo the last level is smaller than the region it fills. Upsampling it as a picture
+gave what an artist sees at 100 %: the outline of a coarse level as a staircase, the fill's
+tone stepping where it meets the photo, and texture blurred to a smear. Here instead:
+
+1. detail: the last level's patch match field says, for every patch of the fill, which patch
+   of the photo it copies. Scaled to the photo's size, those same places vote overlapping
+   full-size patches of the photo's own pixels; their fine detail (above the level's
+   resolution) is added to the upsampled result, whose coarser layout the optimisation chose.
+2. tone: the fill is fused into what surrounds it in the gradient domain. The difference
+   between what stays (the photo, the artist's pasted object) and the fill on the ring around
+   the fill is interpolated smoothly over the fill (a membrane: the harmonic function with those
+   boundary values, as Poisson cloning gives) and added, so the fill meets its surroundings
+   without a step while keeping its own gradients.
+3. where: what is synthesized is decided at the photo's own size (`free`), not by an upsampled
+   coarse mask, so no pixel outside it changes and its outline is the mask's own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+JACOBI_STEPS = 40  # smoothing sweeps per membrane level (the coarse levels do the long range)
+COARSEST = 8  # the membrane's pyramid stops when the region is this small
+
+
+def _down(values: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Halve (values, weight): a weighted mean over each 2x2 cell (ceil mode)."""
+    total = F.avg_pool2d(values * weight, 2, ceil_mode=True)
+    count = F.avg_pool2d(weight, 2, ceil_mode=True)
+    mean = total / count.clamp(min=1e-8)
+    return mean, (count > 0).float()
+
+
+def harmonic_fill(values: torch.Tensor, known: torch.Tensor, steps: int = JACOBI_STEPS
+                  ) -> torch.Tensor:
+    """values (N, C, H, W) where known (1, 1, H, W) is 1; elsewhere the smooth (harmonic)
+    interpolation of the known values: Laplace's equation solved coarse to fine (a pyramid of
+    masked means, each level's solution the start of the next finer one's Jacobi sweeps).
+    Known values are returned unchanged."""
+    known = (known > 0.5).float()
+    if float(known.sum()) == 0:
+        return torch.zeros_like(values)
+    h, w = values.shape[-2:]
+    if max(h, w) <= COARSEST or bool(known.all()):
+        guess = (values * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True)
+        u = torch.where(known > 0, values, guess.expand_as(values))
+    else:
+        small_v, small_k = _down(values, known)
+        small = harmonic_fill(small_v, small_k, steps)
+        u = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        u = torch.where(known > 0, values, u)
+    ones = torch.ones_like(known)
+    kernel = torch.tensor([[0.0, 1, 0], [1, 0, 1], [0, 1, 0]], device=values.device)
+    kernel = kernel.view(1, 1, 3, 3)
+    # neighbours that exist (the image's border is a free boundary: Neumann)
+    count = F.conv2d(F.pad(ones, (1, 1, 1, 1)), kernel)
+    weight = kernel.expand(values.shape[1], 1, 3, 3).contiguous()
+    for _ in range(steps):
+        total = F.conv2d(F.pad(u, (1, 1, 1, 1)), weight, groups=values.shape[1])
+        u = torch.where(known > 0, values, total / count)
+    return u
+
+
+def _neighbour_sum(u: torch.Tensor) -> list[torch.Tensor]:
+    """The 4 neighbours of every pixel (replicated at the border): up, down, left, right."""
+    p = F.pad(u, (1, 1, 1, 1), mode="replicate")
+    h, w = u.shape[-2:]
+    return [p[..., 0:h, 1:w + 1], p[..., 2:h + 2, 1:w + 1], p[..., 1:h + 1, 0:w],
+            p[..., 1:h + 1, 2:w + 2]]
+
+
+def edge_limit(image: torch.Tensor, where: torch.Tensor, quantile: float = 0.99) -> torch.Tensor:
+    """(1, C, 1, 1): the `quantile` of the absolute differences between neighbouring pixels of
+    `image` (N, C, H, W) at the pixels `where` (1, 1, H, W) is 1, per channel: how sharp an
+    edge the surroundings show."""
+    dy = (image[..., 1:, :] - image[..., :-1, :]).abs()[:1]
+    dx = (image[..., :, 1:] - image[..., :, :-1]).abs()[:1]
+    wy = (where[..., 1:, :] * where[..., :-1, :]) > 0.5
+    wx = (where[..., :, 1:] * where[..., :, :-1]) > 0.5
+    out = []
+    for c in range(image.shape[1]):
+        values = torch.cat([dy[0, c][wy[0, 0]], dx[0, c][wx[0, 0]]])
+        if values.numel() == 0:
+            out.append(torch.tensor(1.0, device=image.device))
+            continue
+        k = max(1, min(values.numel(), round(quantile * values.numel())))
+        out.append(values.float().kthvalue(k).values)
+    return torch.stack(out).view(1, -1, 1, 1)
+
+
+def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
+                 limit: torch.Tensor, steps: int = JACOBI_STEPS, margin: int = 0,
+                 exact: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient-domain compositing with the fill's gradients limited: the image that equals
+    `around` outside `free` and whose differences between neighbouring pixels inside `free`
+    are the fill's, each clipped to `limit` ((1, C, 1, 1) or (1, C, H, W); a tone step or
+    a staircase sharper than any edge of the surroundings becomes a ramp, texture within
+    that range is kept). The fill's differences within `margin` px of the edge of `free` are
+    not kept either (an upsampled fill blends what stays into its rim), except where the fill
+    is `exact` ((1, 1, H, W), e.g. the artist's pasted object at its own size): there the
+    result is the smooth membrane between what stays and the fill. Solved coarse to fine: each level's solution, upsampled, starts the
+    Jacobi sweeps of the next finer one (at half size a step of the same height spans half
+    the pixels, so the limit doubles)."""
+    h, w = fill.shape[-2:]
+    if max(h, w) > COARSEST and not bool((free > 0.5).all()):
+        small = poisson_fuse(F.avg_pool2d(fill, 2, ceil_mode=True),
+                             F.avg_pool2d(around, 2, ceil_mode=True),
+                             F.max_pool2d(free, 2, ceil_mode=True),
+                             _halve(limit) * 2, steps, (margin + 1) // 2,
+                             None if exact is None else F.max_pool2d(exact, 2, ceil_mode=True))
+        u = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    else:
+        u = fill
+    inside = free > 0.5
+    u = torch.where(inside, u, around)
+    fills = _neighbour_sum(fill)
+    limits = [limit] * 4 if limit.shape[-1] == 1 else _neighbour_sum(limit)
+    # the wanted difference between a pixel and each neighbour: the fill's, clipped, and none
+    # across the edge of `free` (the fill's jump to what stays is what the membrane removes)
+    kept = inside.float()
+    if margin > 0:
+        kept = 1 - F.max_pool2d(1 - kept, 2 * margin + 1, stride=1, padding=margin)
+        if exact is not None:
+            kept = torch.maximum(kept, exact * inside.float())
+    frees = [n * kept for n in _neighbour_sum(kept)]
+    wanted = [torch.minimum(torch.maximum(fill - f, -lim), lim) * n
+              for f, lim, n in zip(fills, limits, frees)]
+    for _ in range(steps):
+        total = sum(n + d for n, d in zip(_neighbour_sum(u), wanted))
+        u = torch.where(inside, total / 4, around)
+    return u
+
+
+def _halve(limit: torch.Tensor) -> torch.Tensor:
+    if limit.shape[-1] == 1:
+        return limit
+    return F.max_pool2d(limit, 2, ceil_mode=True)
+
+
+def ring(free: torch.Tensor, width: int = 1) -> torch.Tensor:
+    """(1, 1, H, W) float: pixels outside `free` within `width` px of it."""
+    grown = F.max_pool2d(free, 2 * width + 1, stride=1, padding=width)
+    return grown * (1 - free)
+
+
+def fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    """fill and around (N, 3, H, W) pixels; free (1, 1, H, W) in {0, 1}: the result is `around`
+    outside `free` and, inside it, `fill` plus the membrane that takes the difference between
+    `around` and `fill` on the ring around `free` smoothly to the fill's inside, so the two meet
+    without a step (gradient-domain compositing)."""
+    if float(free.sum()) == 0:
+        return around
+    edge = ring(free)
+    membrane = harmonic_fill((around - fill) * edge, edge)
+    return torch.where(free > 0.5, (fill + membrane).clamp(0, 1), around)
+
+
+def displacement(field: torch.Tensor, level_size: tuple[int, int], patch: int) -> torch.Tensor:
+    """(N, 2, h, w) per-pixel displacement (level px) from a match field (N, 2, gh, gw) of
+    patch top-left positions: the pixel at the centre of a patch moves as its patch does."""
+    gh, gw = field.shape[-2:]
+    grid = torch.stack(torch.meshgrid(torch.arange(gh, device=field.device),
+                                      torch.arange(gw, device=field.device),
+                                      indexing="ij")).float()
+    moved = field - grid
+    r = patch // 2
+    h, w = level_size
+    return F.pad(moved, (r, w - gw - r, r, h - gh - r), mode="replicate")
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    if sigma <= 0.3:
+        return images
+    radius = max(1, math.ceil(2.5 * sigma))
+    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    k = torch.exp(-(x * x) / (2 * sigma * sigma))
+    k = k / k.sum()
+    c = images.shape[1]
+    pad = F.pad(images, (radius, radius, 0, 0), mode="replicate")
+    out = F.conv2d(pad, k.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+    pad = F.pad(out, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(pad, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
+
+
+def vote(photo: torch.Tensor, moves: torch.Tensor, window: int) -> torch.Tensor:
+    """Full-size patch votes: photo (1, 3, H, W); moves (N, 2, H, W) integer displacement of
+    the patch centred at each pixel. Every pixel takes the mean, over the patches of side
+    `window` that cover it, of the photo pixel its patch puts there."""
+    n = moves.shape[0]
+    h, w = photo.shape[-2:]
+    flat = photo.reshape(3, h * w)
+    ys = torch.arange(h, device=photo.device).view(1, h, 1)
+    xs = torch.arange(w, device=photo.device).view(1, 1, w)
+    r = window // 2
+    padded = F.pad(moves, (r, r, r, r), mode="replicate")
+    total = torch.zeros(n, 3, h, w, device=photo.device)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            # the patch centred at (y + dy, x + dx) moves by m; it puts photo[p + m] at p
+            m = padded[:, :, r + dy : r + dy + h, r + dx : r + dx + w]
+            sy = (ys + m[:, 0]).clamp(0, h - 1)
+            sx = (xs + m[:, 1]).clamp(0, w - 1)
+            index = (sy * w + sx).view(n, -1)
+            total += flat[:, index].permute(1, 0, 2).reshape(n, 3, h, w)
+    return total / (window * window)
+
+
+def full_size_detail(photo: torch.Tensor, field: torch.Tensor, level_size: tuple[int, int],
+                     patch: int) -> torch.Tensor | None:
+    """The photo's own detail where the last level's matches point, at the photo's size:
+    photo (1, 3, H, W) pixels of the region; field the last level's match field. Returns the
+    high-pass part (N, 3, H, W) of the full-size votes (what the level could not resolve), or
+    None when the level already had the region's size."""
+    h, w = photo.shape[-2:]
+    sy, sx = h / level_size[0], w / level_size[1]
+    if max(sy, sx) < 1.2:
+        return None
+    moves = displacement(field, level_size, patch)
+    up = F.interpolate(moves, size=(h, w), mode="nearest")
+    up = torch.stack([up[:, 0] * sy, up[:, 1] * sx], dim=1).round().long()
+    window = 2 * math.ceil(max(sy, sx)) + 1
+    votes = vote(photo, up, window)
+    return votes - gaussian_blur(votes, 0.6 * max(sy, sx))

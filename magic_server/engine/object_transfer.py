@@ -1,0 +1,176 @@
+"""A masks-only move, copy or reshape starts from the object itself, put where the guide says.
+
+Given only the two masks, the synthesis used to grow the object anew at its new place from the
+photo's patches, and where the guide overlapped the old place, the old pixels stayed: half of a
+cup's rim came back as saucer. An artist moving the object by hand pastes its own pixels there.
+This does the same: each connected part of the guide is matched with the part of the source it
+shows (by area and shape), the similarity (move, copy) or axis-aligned scaling (reshape) that
+takes that source part onto it is found from their extents and refined by an overlap search,
+and the object's pixels are warped there. The synthesis then starts from that composite exactly
+as from a layer the artist moved in GIMP: the inside is kept, the rim, the seams and the old
+place are synthesized, so both entries reach the same result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from magic_server.label_regions import connected_regions
+
+SEARCH_SIDE = 384  # components are found on a copy whose longer side is at most this
+MIN_PART_PX = 16  # parts smaller than this (on that copy) are specks, not object parts
+MIN_IOU = 0.6  # a transform that overlaps its guide part less than this explains nothing
+REFINE_STEPS = (8, 4, 2, 1)  # the overlap search's strides, in pixels of the small copy
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Guide pixel p comes from source pixel (p - to) / scale + frm (y, x order)."""
+
+    frm: tuple[float, float]
+    to: tuple[float, float]
+    scale: tuple[float, float]
+
+    def source_of(self, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ((ys - self.to[0]) / self.scale[0] + self.frm[0],
+                (xs - self.to[1]) / self.scale[1] + self.frm[1])
+
+
+def _shrink(mask: np.ndarray, factor: int) -> np.ndarray:
+    if factor == 1:
+        return mask
+    h, w = mask.shape
+    hh, ww = -(-h // factor) * factor, -(-w // factor) * factor
+    padded = np.zeros((hh, ww), bool)
+    padded[:h, :w] = mask
+    return padded.reshape(hh // factor, factor, ww // factor, factor).mean(axis=(1, 3)) > 0.5
+
+
+def _parts(mask: np.ndarray) -> list[np.ndarray]:
+    """The mask's connected parts (bool masks of its size), largest first, specks left out."""
+    regions, count = connected_regions(mask.astype(np.int8))
+    parts = []
+    for r in range(count):
+        part = regions == r
+        if mask[part].all() and part.sum() >= MIN_PART_PX:
+            parts.append(part)
+    return sorted(parts, key=lambda p: -int(p.sum()))
+
+
+def _extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(centre (y, x), size (h, w)) of a mask from its pixels' mean and spread."""
+    ys, xs = np.nonzero(mask)
+    centre = np.array([ys.mean(), xs.mean()])
+    size = np.array([ys.std(), xs.std()]) * np.sqrt(12) + 1
+    return centre, size
+
+
+def _warp_mask(source: np.ndarray, t: Transform, shape: tuple[int, int]) -> np.ndarray:
+    ys, xs = np.mgrid[: shape[0], : shape[1]]
+    sy, sx = t.source_of(ys.astype(np.float64), xs.astype(np.float64))
+    iy, ix = np.rint(sy).astype(int), np.rint(sx).astype(int)
+    ok = (iy >= 0) & (iy < source.shape[0]) & (ix >= 0) & (ix < source.shape[1])
+    out = np.zeros(shape, bool)
+    out[ok] = source[iy[ok], ix[ok]]
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def _fit(source: np.ndarray, guide: np.ndarray, reshape: bool) -> tuple[Transform, float]:
+    """The transform taking the source part onto the guide part, and its overlap (IoU)."""
+    cs, ss = _extent(source)
+    cg, sg = _extent(guide)
+    if reshape:
+        scale = sg / ss
+    else:
+        s = float(np.sqrt(guide.sum() / max(1, source.sum())))
+        scale = np.array([s, s])
+    best = Transform(tuple(cs), tuple(cg), tuple(scale))
+    score = _iou(_warp_mask(source, best, guide.shape), guide)
+    for step in REFINE_STEPS:  # hill-climb the offset while the overlap grows
+        improved = True
+        while improved:
+            improved = False
+            for dy, dx in ((step, 0), (-step, 0), (0, step), (0, -step)):
+                t = Transform(best.frm, (best.to[0] + dy, best.to[1] + dx), best.scale)
+                s = _iou(_warp_mask(source, t, guide.shape), guide)
+                if s > score + 1e-9:
+                    best, score, improved = t, s, True
+    return best, score
+
+
+def _pairs(source_parts: list[np.ndarray], guide_parts: list[np.ndarray]
+           ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each guide part with the unused source part most like it in area and aspect."""
+    def signature(p: np.ndarray) -> np.ndarray:
+        _, size = _extent(p)
+        return np.array([np.log(p.sum()), np.log(size[0] / size[1])])
+
+    left = list(range(len(source_parts)))
+    pairs = []
+    for g in guide_parts:
+        if not left:
+            left = list(range(len(source_parts)))  # a copy: one source part, several places
+        sig = signature(g)
+        best = min(left, key=lambda i: float(np.abs(signature(source_parts[i]) - sig).sum()))
+        if len(source_parts) > 1:
+            left.remove(best)
+        pairs.append((source_parts[best], g))
+    return pairs
+
+
+def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mode: str
+                   ) -> np.ndarray | None:
+    """The photo with the object's own pixels warped onto each part of the guide (uint8
+    HxWx3), as a layer the artist moved gives, or None when no part of the guide is explained
+    by a part of the source (a guide that only changes the outline is left to the synthesis).
+    Pixels of the guide the warped object does not cover stay the photo's."""
+    if mode not in ("move", "copy", "reshape") or not source.any() or not guide.any():
+        return None
+    h, w = source.shape
+    factor = max(1, -(-max(h, w) // SEARCH_SIDE))
+    small_source, small_guide = _shrink(source, factor), _shrink(guide, factor)
+    source_parts, guide_parts = _parts(small_source), _parts(small_guide)
+    if not source_parts or not guide_parts:
+        return None
+    out = image.copy()
+    pasted = False
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    for s_part, g_part in _pairs(source_parts, guide_parts):
+        if _iou(s_part, g_part) > 0.98:
+            continue  # this part stays where it is
+        t, score = _fit(s_part, g_part, reshape=mode == "reshape")
+        if score < MIN_IOU:
+            continue
+        # at full size: the pixels of the guide part whose source lies in the object
+        top = np.repeat(np.repeat(g_part, factor, 0), factor, 1)[:h, :w] & guide
+        ys, xs = np.nonzero(top)
+        # the centres measured at full size, moved by what the overlap search found
+        full_source = np.repeat(np.repeat(s_part, factor, 0), factor, 1)[:h, :w] & source
+        cs, _ = _extent(full_source)
+        cg, _ = _extent(top)
+        c0, _ = _extent(g_part)
+        frm = (float(cs[0]), float(cs[1]))
+        to = (float(cg[0] + (t.to[0] - c0[0]) * factor), float(cg[1] + (t.to[1] - c0[1]) * factor))
+        sy, sx = Transform(frm, to, t.scale).source_of(ys.astype(np.float64),
+                                                       xs.astype(np.float64))
+        iy, ix = np.rint(sy).astype(int), np.rint(sx).astype(int)
+        ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+        ok[ok] = source[iy[ok], ix[ok]]
+        if not ok.any():
+            continue
+        # bilinear samples of the photo there (exact for whole-pixel shifts)
+        grid = torch.from_numpy(np.stack([sx[ok] / max(1, w - 1) * 2 - 1,
+                                          sy[ok] / max(1, h - 1) * 2 - 1], axis=-1))
+        sampled = F.grid_sample(pixels, grid.float().view(1, 1, -1, 2), mode="bilinear",
+                                padding_mode="border", align_corners=True)[0, :, 0].T
+        out[ys[ok], xs[ok]] = sampled.round().clamp(0, 255).to(torch.uint8).numpy()
+        pasted = True
+    return out if pasted else None

@@ -1,0 +1,121 @@
+"""The full-resolution finish (engine/finish.py) and the masks-only start
+(engine/object_transfer.py), each on small synthetic scenes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scenes import disk
+
+from magic_server.engine import finish
+from magic_server.engine.api import SynthesisOptions
+from magic_server.engine.object_transfer import transfer_start
+from magic_server.engine.resnet import untrained_resnet50
+from magic_server.engine.synthesis import Engine
+
+
+def smooth_photo(h: int = 120, w: int = 160) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.stack([0.2 + 0.5 * xx / w, 0.3 + 0.4 * yy / h, 0.5 + 0 * xx]).float()[None]
+
+
+def steps(image: torch.Tensor) -> float:
+    """The largest difference between neighbouring pixels (any channel)."""
+    dx = (image[..., 1:] - image[..., :-1]).abs().amax()
+    dy = (image[..., 1:, :] - image[..., :-1, :]).abs().amax()
+    return float(torch.maximum(dx, dy))
+
+
+def test_a_tone_step_in_a_smooth_fill_is_found_and_removed():
+    photo = smooth_photo()
+    h, w = photo.shape[-2:]
+    free = torch.from_numpy(disk(h, w, 60, 80, 40)).float()[None, None]
+    fill = photo.clone()
+    fill[..., :, 80:] += 0.15  # a tone step through the fill, and a jump at its edge
+    limit = finish.edge_limit(photo, finish.ring(free, 6))
+    out = finish.poisson_fuse(fill.clamp(0, 1), photo, free, limit)
+    assert steps(fill) > 0.1  # the step is there before
+    assert steps(out) < 2.5 * steps(photo)  # no step left: at most a ramp like the photo's
+    assert torch.equal(out[..., free[0, 0] == 0], photo[..., free[0, 0] == 0])
+    # without the limit, the fill's gradients are kept: the step would stay
+    kept = finish.poisson_fuse(fill.clamp(0, 1), photo, free, torch.ones(1, 3, 1, 1))
+    assert steps(kept) > 0.1
+
+
+def test_texture_within_the_surroundings_range_is_kept_and_the_edge_fused():
+    gen = torch.Generator().manual_seed(0)
+    photo = smooth_photo() + 0.05 * torch.rand(1, 3, 120, 160, generator=gen)
+    free = torch.from_numpy(disk(120, 160, 60, 80, 35)).float()[None, None]
+    texture = 0.05 * torch.rand(1, 3, 120, 160, generator=gen)
+    fill = smooth_photo() + 0.1 + texture  # a lighter copy of the photo's kind of texture
+    out = finish.poisson_fuse(fill, photo, free, finish.edge_limit(photo, finish.ring(free, 6)))
+    inside = free[0, 0] > 0
+    detail = (out - fill)[..., inside]  # out = fill + a smooth correction inside
+    assert float(detail.std(dim=-1).max()) < 0.03
+    # at the edge, the fill meets the photo: the ring's mean difference is small
+    edge = finish.ring(free)[0, 0] > 0
+    inner = (finish.ring(1 - free)[0, 0] > 0)
+    assert abs(float(out[..., inner].mean() - photo[..., edge].mean())) < 0.02
+
+
+def test_harmonic_fill_interpolates_the_known_values_smoothly():
+    values = torch.zeros(1, 1, 64, 64)
+    values[..., :, 0] = 1.0
+    known = torch.zeros(1, 1, 64, 64)
+    known[..., :, 0] = 1
+    known[..., :, -1] = 1
+    u = finish.harmonic_fill(values, known, steps=400)
+    row = u[0, 0, 32]
+    assert float(row[0]) == 1.0 and float(row[-1]) == 0.0
+    assert bool((row[1:] <= row[:-1] + 1e-4).all())  # falls monotonically from one side
+    assert 0.3 < float(row[32]) < 0.7
+
+
+def textured_object_scene(size: int = 96, shift: tuple[int, int] = (7, 23)):
+    rng = np.random.default_rng(1)
+    img = np.empty((size, size, 3), np.uint8)
+    img[...] = (60, 130, 70)
+    img = (img + rng.integers(0, 20, img.shape)).astype(np.uint8)
+    source = disk(size, size, 40, 30, 14)
+    obj = rng.integers(120, 255, (size, size, 3)).astype(np.uint8)
+    img[source] = obj[source]
+    guide = np.roll(np.roll(source, shift[0], 0), shift[1], 1)
+    return img, source, guide
+
+
+def test_a_masks_only_translation_is_recovered_as_a_translation():
+    img, source, guide = textured_object_scene()
+    start = transfer_start(img, source, guide, "move")
+    assert start is not None
+    moved = np.roll(np.roll(img, 7, 0), 23, 1)
+    assert np.array_equal(start[guide], moved[guide])  # the object's own pixels, exactly
+    assert np.array_equal(start[~guide], img[~guide])  # the rest is the photo (old place too)
+    assert transfer_start(img, source, guide, "remove") is None
+    assert transfer_start(img, source, source, "move") is None  # nothing moves
+
+
+def test_a_masks_only_reshape_scales_the_object():
+    img, source, _ = textured_object_scene()
+    yy, xx = np.mgrid[:96, :96]
+    guide = ((yy - 40) / 14) ** 2 + ((xx - 60) / 21) ** 2 < 1  # 1.5x wider, moved right
+    start = transfer_start(img, source, guide, "reshape")
+    assert start is not None
+    # the object's colour fills the wider guide, not the background's green
+    assert float(start[guide][:, 1].mean()) > 150 or float(start[guide][:, 0].mean()) > 150
+    changed = np.any(start != img, axis=-1)
+    assert changed[guide].mean() > 0.9 and not changed[~guide].any()
+
+
+def test_a_masks_only_move_keeps_the_object_and_what_does_not_move_stays():
+    img, source, guide = textured_object_scene()
+    engine = Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
+    options = SynthesisOptions(mode="move", samples=1, preset="draft", iterations=24,
+                               resolution=64)
+    result = engine.synthesize(img, source, guide, options)
+    out = result.images[0]
+    assert any("masks only" in n for n in result.notes)
+    assert np.array_equal(out[~result.touched], img[~result.touched])
+    moved = np.roll(np.roll(img, 7, 0), 23, 1)
+    core = guide & ~np.roll(np.roll(~disk(96, 96, 40, 30, 10), 7, 0), 23, 1)
+    # the object's inside is its own pixels (held), not grown anew
+    assert np.abs(out[core].astype(int) - moved[core].astype(int)).mean() < 4
