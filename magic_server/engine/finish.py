@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from magic_server.engine.regions import Box, bounding_box
 
 JACOBI_STEPS = 40  # smoothing sweeps per membrane level (the coarse levels do the long range)
 COARSEST = 8  # the membrane's pyramid stops when the region is this small
@@ -188,42 +191,171 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(pad, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
 
 
-def vote(photo: torch.Tensor, moves: torch.Tensor, window: int) -> torch.Tensor:
-    """Full-size patch votes: photo (1, 3, H, W); moves (N, 2, H, W) integer displacement of
-    the patch centred at each pixel. Every pixel takes the mean, over the patches of side
-    `window` that cover it, of the photo pixel its patch puts there."""
-    n = moves.shape[0]
-    h, w = photo.shape[-2:]
-    flat = photo.reshape(3, h * w)
-    ys = torch.arange(h, device=photo.device).view(1, h, 1)
-    xs = torch.arange(w, device=photo.device).view(1, 1, w)
+def vote(photo: torch.Tensor, moves: torch.Tensor, window: int,
+         origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Full-size patch votes: photo (1, 3, H, W); moves (N, 2, h, w) integer displacement of
+    the patch centred at each pixel of a window of the photo whose top-left is `origin`. Every
+    pixel of the window takes the mean, over the patches of side `window` that cover it, of
+    the photo pixel its patch puts there."""
+    n, _, h, w = moves.shape
+    big_h, big_w = photo.shape[-2:]
+    flat = photo.reshape(3, big_h * big_w)
+    ys = torch.arange(h, device=photo.device).view(1, h, 1) + origin[0]
+    xs = torch.arange(w, device=photo.device).view(1, 1, w) + origin[1]
     r = window // 2
-    padded = F.pad(moves, (r, r, r, r), mode="replicate")
+    padded = F.pad(moves.float(), (r, r, r, r), mode="replicate").long()
     total = torch.zeros(n, 3, h, w, device=photo.device)
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
             # the patch centred at (y + dy, x + dx) moves by m; it puts photo[p + m] at p
             m = padded[:, :, r + dy : r + dy + h, r + dx : r + dx + w]
-            sy = (ys + m[:, 0]).clamp(0, h - 1)
-            sx = (xs + m[:, 1]).clamp(0, w - 1)
-            index = (sy * w + sx).view(n, -1)
+            sy = (ys + m[:, 0]).clamp(0, big_h - 1)
+            sx = (xs + m[:, 1]).clamp(0, big_w - 1)
+            index = (sy * big_w + sx).view(n, -1)
             total += flat[:, index].permute(1, 0, 2).reshape(n, 3, h, w)
     return total / (window * window)
 
 
+MAX_VOTE_WINDOW = 9
+
+
+def _level_rows(count: int, start: int, full: int, level: int, device) -> torch.Tensor:
+    """The level row (or column) under each of `count` full-size rows from `start`."""
+    rows = torch.arange(start, start + count, device=device).float()
+    return ((rows + 0.5) * level / full).floor().long().clamp(0, level - 1)
+
+
 def full_size_detail(photo: torch.Tensor, field: torch.Tensor, level_size: tuple[int, int],
-                     patch: int) -> torch.Tensor | None:
-    """The photo's own detail where the last level's matches point, at the photo's size:
-    photo (1, 3, H, W) pixels of the region; field the last level's match field. Returns the
-    high-pass part (N, 3, H, W) of the full-size votes (what the level could not resolve), or
-    None when the level already had the region's size."""
-    h, w = photo.shape[-2:]
-    sy, sx = h / level_size[0], w / level_size[1]
+                     patch: int, window: Box) -> torch.Tensor | None:
+    """The photo's own detail where the last level's matches point, at the photo's size, in
+    `window` of the region: photo (1, 3, H, W) pixels of the whole region (where votes come
+    from); field the last level's match field. Returns the high-pass part (N, 3, h, w) of the
+    full-size votes (what the level could not resolve), or None when the level already had
+    the region's size."""
+    big_h, big_w = photo.shape[-2:]
+    sy, sx = big_h / level_size[0], big_w / level_size[1]
     if max(sy, sx) < 1.2:
         return None
     moves = displacement(field, level_size, patch)
-    up = F.interpolate(moves, size=(h, w), mode="nearest")
+    rows = _level_rows(window.height, window.top, big_h, level_size[0], photo.device)
+    cols = _level_rows(window.width, window.left, big_w, level_size[1], photo.device)
+    up = moves[:, :, rows][:, :, :, cols]
     up = torch.stack([up[:, 0] * sy, up[:, 1] * sx], dim=1).round().long()
-    window = 2 * math.ceil(max(sy, sx)) + 1
-    votes = vote(photo, up, window)
+    size = min(MAX_VOTE_WINDOW, 2 * math.ceil(max(sy, sx)) + 1)
+    votes = vote(photo, up, size, (window.top, window.left))
     return votes - gaussian_blur(votes, 0.6 * max(sy, sx))
+
+
+def upsample_window(images: torch.Tensor, full: tuple[int, int], window: Box) -> torch.Tensor:
+    """The part `window` of images (N, C, h, w) bicubically upsampled to `full` (H, W), without
+    upsampling the rest."""
+    n = images.shape[0]
+    dev = images.device
+    ys = (torch.arange(window.top, window.bottom, device=dev).float() + 0.5) * 2 / full[0] - 1
+    xs = (torch.arange(window.left, window.right, device=dev).float() + 0.5) * 2 / full[1] - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1)[None].expand(n, -1, -1, -1)
+    return F.grid_sample(images, grid, mode="bicubic", padding_mode="border",
+                         align_corners=False)
+
+
+SMOOTH_BELOW = 1.5 / 255  # surroundings this smooth (bokeh, sky) get a smooth fill ...
+TEXTURED_ABOVE = 3.0 / 255  # ... and these textured ones the synthesis' own (between: a mix)
+
+
+def roughness(photo: torch.Tensor, where: torch.Tensor) -> float:
+    """Mean absolute fine detail (the photo minus its 2 px blur, in [0, 1] units) of the
+    photo (1, 3, H, W) on the pixels `where` (1, 1, H, W) is 1: bokeh and clear sky at full
+    size score below 1/255, skin and smooth walls 1-2/255, grass and fur 4/255 and more."""
+    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
+    return float((detail * where).sum() / where.sum().clamp(min=1))
+
+
+def smooth_where_smooth(fill: torch.Tensor, photo: torch.Tensor, around: torch.Tensor,
+                        free: torch.Tensor, keep: torch.Tensor | None, ring_width: int,
+                        scale: float) -> torch.Tensor:
+    """In smooth surroundings, the background part of the fill takes its coarse shape from
+    them: their smooth (harmonic) interpolation across the fill, plus the fill's own detail
+    finer than the last level could set. Patch synthesis fills bokeh with blocks copied from
+    elsewhere, each of another tone, whose edges show at 100 %; what the surroundings
+    continue into the hole is what an artist's healing brush gives there. In textured
+    surroundings (above TEXTURED_ABOVE) the fill is the synthesis' own. `keep` (1, 1, H, W):
+    pixels never changed here (the new object)."""
+    rough = roughness(photo, ring(free, ring_width))
+    share = min(1.0, max(0.0, (TEXTURED_ABOVE - rough) / (TEXTURED_ABOVE - SMOOTH_BELOW)))
+    if share == 0:
+        return fill
+    structure = harmonic_fill(around.expand_as(fill), 1 - free)
+    sigma = max(2.0, 1.5 * scale)
+    smooth = structure + fill - gaussian_blur(fill, sigma)
+    weight = share * free
+    if keep is not None:  # next to the new object its own rim leads, fading out over the ring
+        near = gaussian_blur(keep, float(ring_width))
+        weight = weight * (1 - keep) * (1 - 4 * near).clamp(0, 1)
+    return fill + weight * (smooth - fill)
+
+
+def _tensor(mask: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(device)[None, None]
+
+
+def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, free: np.ndarray,
+                  *, field: torch.Tensor | None, patch: int, exact: np.ndarray | None = None,
+                  outline: np.ndarray | None = None) -> list[np.ndarray]:
+    """The edit's region (H, W) at the photo's own size, one uint8 HxWx3 image per sample.
+
+    synth (N, 3, h, w): the last level's pixels; photo: the region of the photo; around: what
+    stays (the photo, with the artist's held object pasted); free (bool): what is synthesized;
+    exact: pixels whose fill is `around` itself (the pasted object, fused only at its rim);
+    outline: pixels whose edges are the new object's own (never limited); field: the last
+    level's match field into the photo (None: the bank was not the photo alone)."""
+    n = synth.shape[0]
+    box = bounding_box(free)
+    if box is None:
+        return [around.copy() for _ in range(n)]
+    h, w = free.shape
+    ring_width = max(4, round(0.02 * max(h, w)))
+    pad = ring_width + 2
+    win = Box(max(0, box.top - pad), max(0, box.left - pad),
+              min(h, box.bottom + pad), min(w, box.right + pad))
+    device = synth.device
+    photo_t = torch.from_numpy(np.ascontiguousarray(photo)).to(device).permute(2, 0, 1)[None]
+    photo_t = photo_t.float() / 255
+    around_w = torch.from_numpy(np.ascontiguousarray(win.crop(around))).to(device)
+    around_w = around_w.permute(2, 0, 1)[None].float() / 255
+    photo_w = photo_t[..., win.top : win.bottom, win.left : win.right]
+    free_w = _tensor(win.crop(free), device)
+    fill = upsample_window(synth.float(), (h, w), win)
+    level_size = tuple(synth.shape[-2:])
+    if field is not None:
+        detail = full_size_detail(photo_t, field, level_size, patch, win)
+        if detail is not None:
+            fill = fill + detail
+    scale = max(h, w) / max(level_size)
+    keep = None
+    if outline is not None:
+        keep = _tensor(win.crop(outline), device)
+    if exact is not None:
+        keep = _tensor(win.crop(exact), device) if keep is None else torch.maximum(
+            keep, _tensor(win.crop(exact), device))
+    fill = smooth_where_smooth(fill, photo_w, around_w, free_w, keep, ring_width, scale)
+    exact_w = None
+    if exact is not None:
+        exact_w = _tensor(win.crop(exact), device)
+        fill = torch.where(exact_w > 0, around_w, fill)
+    limit = edge_limit(photo_w, ring(free_w, ring_width)).expand(1, 3, *free_w.shape[-2:])
+    if outline is not None:
+        limit = torch.where(_tensor(win.crop(outline), device) > 0, torch.ones_like(limit),
+                            limit)
+    # an upsampled level blends what stays into the fill's rim, over about two of its
+    # pixels: there the fill's own differences are not kept
+    margin = math.ceil(2 * scale) + 1 if scale > 1.2 else 0
+    fused = poisson_fuse(fill.clamp(0, 1), around_w.expand_as(fill), free_w,
+                         limit.contiguous(), margin=margin, exact=exact_w)
+    pixels = (fused.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    for k in range(n):
+        image = around.copy()
+        image[win.top : win.bottom, win.left : win.right] = pixels[k]
+        out.append(image)
+    return out

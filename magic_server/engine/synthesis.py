@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -59,7 +58,6 @@ from magic_server.engine.tensors import (
     Normaliser,
     image_to_tensor,
     mask_to_tensor,
-    pixels_to_tensor,
     preview_size,
     tensor_to_images,
     working_size,
@@ -166,23 +164,32 @@ class Job:
 
 
 def edit_region(source: np.ndarray, guide: np.ndarray,
-                changed: np.ndarray | None = None) -> np.ndarray:
+                changed: np.ndarray | None = None, mode: str = "move") -> np.ndarray:
     """Pixels the edit may change: where the source and guide masks differ (and where the
-    artist's composite differs from the photo), dilated for the object's rim and shadow.
-    Parts of the object that stay where they are stay the photo's own pixels."""
+    artist's composite differs from the photo), grown for the object's rim and shadow by 5% of
+    the object's size (not of how far it moves), at most 2% of the photo's longer side; a
+    removal by 1.5% of the hole's size only (what the artist did not select stays). Parts of
+    the object that stay where they are stay the photo's own pixels."""
     differ = source ^ guide
     if changed is not None:
         differ = differ | changed
     if not differ.any():
         raise EngineInputError("the guide mask equals the source mask: nothing to change "
                                "(paint where the object should be)")
-    return grow_edit(differ)
+    if mode == "remove":
+        hole = bounding_box(differ)
+        return dilate(differ, max(1, int(0.015 * max(hole.height, hole.width))))
+    sides = [max(b.height, b.width) for b in map(bounding_box, (source, guide)) if b is not None]
+    return grow_edit(differ, max(sides) if sides else None)
 
 
-def grow_edit(differ: np.ndarray) -> np.ndarray:
-    """The pixels that change, dilated by 5% of their extent for the rim and the shadow."""
+def grow_edit(differ: np.ndarray, extent: int | None = None) -> np.ndarray:
+    """The pixels that change, dilated by 5% of `extent` (default: their own extent), at most
+    2% of the image's longer side, for the rim and the shadow."""
     box = bounding_box(differ)
-    return dilate(differ, max(3, round(0.05 * max(box.height, box.width))))
+    extent = extent or max(box.height, box.width)
+    radius = min(round(0.05 * extent), round(0.02 * max(differ.shape)))
+    return dilate(differ, max(3, radius))
 
 
 @dataclass
@@ -213,8 +220,9 @@ def changed_pixels(image: np.ndarray, init: np.ndarray | None) -> np.ndarray | N
 
 
 def plan_edit(source: np.ndarray, guide: np.ndarray, image: np.ndarray | None = None,
-              init: np.ndarray | None = None) -> EditPlan:
-    edit = edit_region(source, guide, changed_pixels(image, init) if image is not None else None)
+              init: np.ndarray | None = None, mode: str = "move") -> EditPlan:
+    edit = edit_region(source, guide, changed_pixels(image, init) if image is not None else None,
+                       mode)
     return EditPlan(region_of_interest(edit), edit)
 
 
@@ -369,7 +377,7 @@ class Engine:
             plan = EditPlan(region_of_interest(edit), edit)
             box = plan.box
         elif options.composite:
-            plan = plan_edit(source_mask, guide_mask, image, init_image)
+            plan = plan_edit(source_mask, guide_mask, image, init_image, options.mode)
             box = plan.box
         else:
             plan, box = None, Box(0, 0, h, w)
@@ -665,47 +673,23 @@ class Engine:
         the photo's own detail voted where its matches point (`field`; None: the bank was
         not the photo alone), fused in the gradient domain into what stays: the photo, and
         the artist's pasted object where it is held."""
-        photo = pixels_to_tensor(crops[0], self.device)
-        free = crops[3]
-        around = photo
+        photo, free = crops[0], crops[3]
+        around, exact, outline = photo, None, None
         if pasted is not None:
             held, repair = pasted
             free = free & repair & ~held
-            inside = torch.from_numpy(held).to(self.device)[None, None]
-            around = torch.where(inside, pixels_to_tensor(init, self.device), photo)
-        size = tuple(photo.shape[-2:])
-        guide_outline = exact = None
+            around = np.where(held[..., None], init, photo)
+            if mode != "layout":
+                # the object as pasted, at its own size, where the guide puts it: its rim is
+                # fused into the new surroundings in the gradient domain (Poisson cloning),
+                # not redrawn from an upsampled level (whose outline showed as a staircase)
+                exact = crops[2] & changed_pixels(photo, init)
+                around = np.where(exact[..., None], init, around)
         if mode != "remove" and crops[2].any():  # the new object and its outline
-            guide_outline = dilate(crops[2], 2)
-        synth = self.norm.pixels(self._compose(z, level)).float()
-        fill = F.interpolate(synth, size=size, mode="bicubic", align_corners=False)
-        if field is not None:
-            detail = finish.full_size_detail(photo, field, tuple(level.ref.z.shape[-2:]), PATCH)
-            if detail is not None:
-                fill = fill + detail
-        if pasted is not None and mode != "layout":
-            # the object as pasted, at its own size, where the guide puts it: its rim is fused
-            # into the new surroundings in the gradient domain (Poisson cloning), not redrawn
-            # from an upsampled level (whose coarse outline showed as a staircase)
-            exact = torch.from_numpy(crops[2] & changed_pixels(crops[0], init))
-            exact = exact.to(self.device)[None, None]
-            fill = torch.where(exact, pixels_to_tensor(init, self.device), fill)
-            exact = exact.float()
-        free_t = torch.from_numpy(np.ascontiguousarray(free, dtype=np.float32)).to(self.device)
-        free_t = free_t[None, None]
-        side = max(size)
-        limit = finish.edge_limit(photo, finish.ring(free_t, max(4, round(0.02 * side))))
-        limit = limit.expand(1, 3, *size).clone()
-        if guide_outline is not None:  # the new object's own outline keeps its edges
-            outline = torch.from_numpy(guide_outline).to(self.device)[None, None]
-            limit = torch.where(outline, torch.ones_like(limit), limit)
-        # an upsampled level blends what stays into the fill's rim, over about two of its
-        # pixels: there the fill's own differences are not kept
-        scale = max(size) / max(level.ref.z.shape[-2:])
-        margin = math.ceil(2 * scale) + 1 if scale > 1.2 else 0
-        out = finish.poisson_fuse(fill.clamp(0, 1), around.expand_as(fill), free_t, limit,
-                                  margin=margin, exact=exact)
-        return tensor_to_images(out)
+            outline = dilate(crops[2], 2)
+        synth = self.norm.pixels(self._compose(z, level))
+        return finish.finish_region(synth, photo, around, free, field=field, patch=PATCH,
+                                    exact=exact, outline=outline)
 
     # -- the optimisation loop --------------------------------------------------------------
 

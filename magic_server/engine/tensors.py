@@ -25,11 +25,6 @@ def image_to_tensor(image: np.ndarray, size: tuple[int, int], device: torch.devi
     return F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
-def pixels_to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 HxWx3 -> float (1, 3, H, W) in [0, 1] at its own size (exact: no resampling)."""
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255
-
-
 def mask_to_tensor(mask: np.ndarray, size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """bool HxW -> soft (1, 1, h, w) in [0, 1] (area fraction covered)."""
     t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(device)[None, None]
