@@ -10,6 +10,7 @@ from scenes import disk
 from magic_server.engine import finish
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.object_transfer import transfer_start
+from magic_server.engine.regions import dilate
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine
 
@@ -119,3 +120,41 @@ def test_a_masks_only_move_keeps_the_object_and_what_does_not_move_stays():
     core = guide & ~np.roll(np.roll(~disk(96, 96, 40, 30, 10), 7, 0), 23, 1)
     # the object's inside is its own pixels (held), not grown anew
     assert np.abs(out[core].astype(int) - moved[core].astype(int)).mean() < 4
+
+
+def test_in_smooth_surroundings_a_blocky_fill_takes_their_smooth_shape():
+    photo = smooth_photo()
+    free = torch.from_numpy(disk(120, 160, 60, 80, 40)).float()[None, None]
+    blocks = photo.clone()
+    blocks[..., 40:60, 60:120] += 0.12  # a block copied from elsewhere, of another tone
+    inside = free[0, 0] > 0
+    assert float((blocks - photo)[..., inside].abs().max()) > 0.1
+    # the whole finish, from a level at half the photo's size
+    level = torch.nn.functional.interpolate(blocks, size=(60, 80), mode="area")
+    as_uint8 = (photo[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    (out,) = finish.finish_region(level, as_uint8, as_uint8, inside.numpy(), field=None,
+                                  patch=7)
+    error = np.abs(out.astype(int) - as_uint8.astype(int))
+    assert error.max() <= 12  # the block's 30 levels gone: near the photo's own smooth ramp
+    jumps = max(np.abs(np.diff(out.astype(int), axis=a)).max() for a in (0, 1))
+    assert jumps <= 3  # and no step: the block's edges are ramps like the photo's
+    assert np.array_equal(out[~inside.numpy()], as_uint8[~inside.numpy()])
+    # textured surroundings: the synthesis' own fill is kept
+    gen = torch.Generator().manual_seed(0)
+    grass = photo + 0.2 * torch.rand(1, 3, 120, 160, generator=gen)
+    assert finish.roughness(grass, finish.ring(free, 6)) > finish.TEXTURED_ABOVE
+    kept = finish.smooth_where_smooth(blocks, grass, grass, free, None, 6, 1.0)
+    assert torch.equal(kept, blocks)
+
+
+def test_a_removal_changes_nothing_beyond_the_selection_grown_by_two_percent():
+    img, source, _ = textured_object_scene()
+    engine = Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
+    options = SynthesisOptions(mode="remove", samples=1, preset="draft", iterations=24,
+                               resolution=64)
+    result = engine.synthesize(img, source, np.zeros_like(source), options)
+    out = result.images[0]
+    changed = np.any(out != img, axis=-1)
+    diameter = 29  # the disk's
+    allowed = dilate(source, max(1, int(0.02 * diameter)))
+    assert changed.any() and not (changed & ~allowed).any()
