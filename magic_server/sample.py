@@ -135,6 +135,41 @@ def overview(panels: list[tuple[str, np.ndarray]], height: int = PANEL_HEIGHT) -
     return np.asarray(canvas).copy()
 
 
+CROP = 160  # side of the 100 % crops under the overview
+
+
+def crop_at(image: np.ndarray, mask: np.ndarray, side: int = CROP) -> np.ndarray:
+    """A side x side window of the image at its own scale (100 %), centred on the mask."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    side_y, side_x = min(side, h), min(side, w)
+    top = int(np.clip(round(ys.mean()) - side_y // 2, 0, h - side_y))
+    left = int(np.clip(round(xs.mean()) - side_x // 2, 0, w - side_x))
+    return image[top : top + side_y, left : left + side_x]
+
+
+def hundred_percent_crops(image: np.ndarray, result: np.ndarray, source: np.ndarray,
+                          guide: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The photo and the result at 100 %, around the object's old place and its new one."""
+    panels = []
+    for place, mask in (("old place", source & ~guide), ("new place", guide)):
+        if mask.any():
+            panels += [(f"photo, {place}, 100%", crop_at(image, mask)),
+                       (f"result 1, {place}, 100%", crop_at(result, mask))]
+    return panels
+
+
+def stack_rows(rows: list[np.ndarray]) -> np.ndarray:
+    """Rows of panels (from overview) one under the other, on white."""
+    width = max(r.shape[1] for r in rows)
+    out = np.full((sum(r.shape[0] for r in rows), width, 3), 255, np.uint8)
+    y = 0
+    for r in rows:
+        out[y : y + r.shape[0], : r.shape[1]] = r
+        y += r.shape[0]
+    return out
+
+
 def read_composite(scene: Scene, image: np.ndarray) -> np.ndarray | None:
     """The scene's shipped composite (the object's pixels pasted where the guide puts it, as an
     artist's moved or scaled layer gives; samples/README.md), or None: start from noise."""
@@ -208,7 +243,11 @@ def run(args: argparse.Namespace) -> list[Path]:
         written.append(save_png(args.out / f"sample-{i}.png", result_image))
     panels = [("input", image), (f"{scene.mode} guide", guide_panel(image, source, guide))]
     panels += [(f"result {i}", im) for i, im in enumerate(result.images, start=1)]
-    written.append(save_png(args.out / "sample-overview.png", overview(panels)))
+    crops = hundred_percent_crops(image, result.images[0], source, guide)
+    sheet = overview(panels)
+    if crops:
+        sheet = stack_rows([sheet, overview(crops, height=CROP)])
+    written.append(save_png(args.out / "sample-overview.png", sheet))
     for path in written:
         print(f"wrote {path}")
     print(f"weights: {label}" + ("  <- UNTRAINED, see the note above" if

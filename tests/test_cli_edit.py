@@ -573,8 +573,9 @@ def test_sample_falls_back_to_untrained_and_says_so(samples_root, stand_in, caps
     for path in written:
         assert f"wrote {path}" in stdout
     overview = Image.open(out / "sample-overview.png")
-    # input | guide | 2 results, each 64x48 scaled to 256 high (341 wide), 6 px gaps
-    assert overview.size == (4 * 341 + 5 * 6, 256 + 18 + 12)
+    # input | guide | 2 results, each 64x48 scaled to 256 high (341 wide), 6 px gaps; under
+    # them the 100 % crops (here the whole 64x48 photo, shown at the crops' 160 px height)
+    assert overview.size == (4 * 341 + 5 * 6, 256 + 18 + 12 + 160 + 18 + 12)
     assert "UNTRAINED" in stdout
 
 
@@ -602,3 +603,23 @@ def test_sample_with_named_bad_weights_fails_without_fallback(samples_root, stan
     err = capsys.readouterr().err
     assert rc == 1 and "sample: error:" in err and "not a readable" in err
     assert stand_in.calls == []
+
+
+def test_the_overviews_crops_are_the_photos_own_pixels_around_each_place():
+    from magic_server.sample import crop_at, hundred_percent_crops
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (300, 400, 3)).astype(np.uint8)
+    result = image.copy()
+    result[200:240, 300:340] = 0
+    source = np.zeros((300, 400), bool)
+    source[40:80, 50:90] = True
+    guide = np.zeros_like(source)
+    guide[200:240, 300:340] = True
+    crop = crop_at(image, source)
+    assert crop.shape == (160, 160, 3)  # at 100 %: the pixels themselves, not scaled
+    assert np.array_equal(crop, image[0:160, 0:160])  # centred on the place, kept inside
+    panels = hundred_percent_crops(image, result, source, guide)
+    assert [c for c, _ in panels][1::2] == ["result 1, old place, 100%",
+                                            "result 1, new place, 100%"]
+    assert np.array_equal(panels[3][1], result[140:300, 240:400])
