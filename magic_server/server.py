@@ -39,6 +39,7 @@ from magic_protocol import protocol as P
 from magic_protocol.protocol import DEFAULT_ADDRESS, DEFAULT_LIMITS, ErrorCode, Limits
 from magic_server.devices import DeviceError, parse_device_list, resolve_device_list
 from magic_server.jobs import FairQueue, Job, Worker, WorkerEvent, engine_device
+from magic_server.server_weights import NoWeights, resolve_weights
 from magic_server.server_curve import (
     CurveConfig,
     CurveSetupError,
@@ -579,7 +580,8 @@ def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:
         progress = ProgressBar("classifier weights")
     except (ImportError, TypeError):
         pass
-    model, label = load_classifier(weights, "cpu", progress=progress)
+    # Never a download here (see server_weights): main() refused missing weights already.
+    model, label = load_classifier(weights, "cpu", allow_download=False, progress=progress)
     engines = []
     for i, device in enumerate(devices):
         own = model if i == len(devices) - 1 else copy.deepcopy(model)
@@ -605,7 +607,16 @@ def main(argv: Sequence[str] | None = None,
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s magic-server %(message)s", datefmt="%H:%M:%S")
     keys_dir = args.keys or default_keys_dir()
+    weights = args.weights
     if not args.keygen:
+        try:
+            # Before the port and the engines: no usable weights is refused at once (a
+            # stand-in engine from engine_factory has its own).
+            if engine_factory is None:
+                weights = resolve_weights(args.weights)
+        except NoWeights as exc:
+            print(f"magic-server: {exc}", file=sys.stderr, flush=True)
+            return 1
         try:
             devices = worker_devices(args.device, resolve=engine_factory is None)
         except DeviceError as exc:
@@ -638,7 +649,7 @@ def main(argv: Sequence[str] | None = None,
             engines = [engine_factory(argparse.Namespace(**{**vars(args), "device": d}))
                        for d in devices]
         else:
-            engines = load_engines(devices, args.weights)
+            engines = load_engines(devices, weights)
         engine_box.update(enumerate(engines))
         if str(getattr(engines[0], "weights_label", "")).startswith("untrained"):
             log.warning("using an UNTRAINED classifier (random weights): results will not look "
