@@ -39,6 +39,8 @@ from magic_protocol import protocol as P
 from magic_protocol.protocol import DEFAULT_ADDRESS, DEFAULT_LIMITS, ErrorCode, Limits
 from magic_server.devices import DeviceError, parse_device_list, resolve_device_list
 from magic_server.jobs import FairQueue, Job, Worker, WorkerEvent, engine_device
+from magic_server.estimates import Estimates, probe_rate, probe_seconds
+from magic_server.estimates import default_path as default_estimates_path
 from magic_server.server_weights import NoWeights, resolve_weights
 from magic_server.server_curve import (
     CurveConfig,
@@ -102,6 +104,9 @@ class Server:
         self._threads_before: int | None = None
         self.workers_info: list[dict[str, Any]] = []
         self.capabilities = self._capabilities()
+        # seconds per iteration, from this server's finished jobs (main() adds a start-up
+        # probe and a file that keeps them): "estimates" in welcome and status_report
+        self.estimates = Estimates(self.capabilities.get("preset_iterations") or {}, "")
         self.router = self._bind()
         # PULL, not PAIR: every worker thread connects its own PUSH end.
         self._wake_rx = self.ctx.socket(zmq.PULL)
@@ -343,6 +348,9 @@ class Server:
             job = ev.job
             fields = {"job": job.id, **ev.fields}
             self._send(job.owner, P.encode(ev.kind, fields, ev.frames, req=job.req))
+            if ev.kind == P.RESULT:
+                self.estimates.observe(job.params.preset, int(ev.fields.get("iterations") or 0),
+                                       job.params.samples, ev.fields.get("elapsed_s"))
             if ev.kind in P.TERMINAL_EVENTS:
                 elapsed = time.monotonic() - job.submitted_at
                 detail = ev.fields.get("code") or ev.fields.get("message") or ""
@@ -375,7 +383,8 @@ class Server:
     def _on_hello(self, who: bytes, msg: P.Message) -> None:
         log.info("client %s: hello (%s)", self._client_name(who),
                  str(msg.header.get("client", ""))[:80])
-        server = {**self.capabilities, "workers": self.workers_status()}
+        server = {**self.capabilities, "workers": self.workers_status(),
+                  "estimates": self.estimates.report()}
         self._send(who, P.encode(P.WELCOME, {"server": server}, req=msg.req))
 
     def _on_ping(self, who: bytes, msg: P.Message) -> None:
@@ -391,7 +400,8 @@ class Server:
         self._send(who, P.encode(P.STATUS_REPORT, {
             "running": running[0] if running else None, "running_jobs": running,
             "queued": queued, "workers": self.workers_status(),
-            "clients": len(self.last_seen)}, req=msg.req))
+            "clients": len(self.last_seen), "estimates": self.estimates.report()},
+            req=msg.req))
 
     def _on_cancel(self, who: bytes, msg: P.Message) -> None:
         key = P.cancel_key_field(msg) if "job" not in msg.header else None
@@ -659,6 +669,8 @@ def main(argv: Sequence[str] | None = None,
                 log.info("warming up worker %d (%s)", i, device)
                 engine.warm_up()
         server.capabilities = server._capabilities()
+        server.estimates = server_estimates(server.capabilities, engines[0], args,
+                                            keep=engine_factory is None)
     except Exception as exc:  # noqa: BLE001 - one clear line for the user
         server._shutdown()
         print(f"magic-server: cannot start the engine: {exc}", file=sys.stderr)
@@ -681,6 +693,17 @@ def main(argv: Sequence[str] | None = None,
     server.serve_forever()
     log.info("stopped")
     return 0
+
+
+def server_estimates(caps: dict[str, Any], engine: Any, args: argparse.Namespace,
+                     keep: bool = True) -> Estimates:
+    """The time estimates of a started server: kept per device and weights in the cache
+    folder (keep=False: not kept, a stand-in engine), with a start-up probe of the first
+    worker's engine until a job is measured."""
+    step = None if args.no_warm_up else probe_seconds(engine.warm_up)
+    key = f"{caps.get('device')} {caps.get('gpu_name') or ''} {caps.get('weights_label')}"
+    return Estimates(caps.get("preset_iterations") or {}, key,
+                     default_estimates_path() if keep else None, probe_rate(step, args.resolution))
 
 
 class _LazyEngine:
