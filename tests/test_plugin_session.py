@@ -64,7 +64,7 @@ def test_repeat_and_reshow_use_the_remembered_layers(plugin, monkeypatch):
     module, Gimp = plugin
     dialogs = []
 
-    def dialog(procedure, cfg, spec):
+    def dialog(procedure, cfg, spec, *shown):
         dialogs.append(dict(cfg.values))
         return True
 
@@ -85,11 +85,16 @@ def test_repeat_and_reshow_use_the_remembered_layers(plugin, monkeypatch):
         assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, reshow)[0] == "SUCCESS"
     assert dialogs[1]["source-mask"] is src and dialogs[1]["samples"] == 2
     assert dialogs[1]["server-address"] == srv.address
-    groups = [la.name for la in image.layers if la.is_group()]
-    assert groups == ["MAGIC reshape"] * 3
+    groups = [la for la in image.layers if la.is_group()]
+    assert [g.name.split(" (")[0] for g in groups] == ["MAGIC reshape quality"] * 3
+    # the newest on top and shown, the earlier ones hidden; Vary (on) gave each its own seed
+    assert [g.visible for g in groups] == [True, False, False]
+    assert len({g.name for g in groups}) == 3
     # remembering made no undo step and the photo is the selected layer again
     assert not any(h.startswith("parasite") for h in image.history)
-    assert image.history[len(history):len(history) + 1] == ["insert MAGIC reshape"]
+    # the first result group hidden, then the next one inserted above it
+    assert image.history[len(history)].startswith("visible MAGIC reshape quality (seeds "), image.history
+    assert image.history[len(history) + 1].startswith("insert MAGIC reshape quality (seeds ")
     assert image.get_selected_layers() == [base]
     assert image.parasites[memory.PARASITE_NAME].flags == 0
 
@@ -98,7 +103,7 @@ def test_repeat_after_undo_and_redo_runs_on_the_photo_not_on_the_result(plugin, 
     """GIMP's Redo selects the result layer it adds back: Repeat still runs on the photo (with
     the same masks), not on MAGIC's own cropped result. A layer the artist picked stays."""
     module, Gimp = plugin
-    monkeypatch.setattr(module, "show_dialog", lambda procedure, cfg, spec: True)
+    monkeypatch.setattr(module, "show_dialog", lambda procedure, cfg, spec, *shown: True)
     with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
         image, base, src, guide = scene(Gimp)
         first = config(**{"source-mask": src, "guide-mask": guide, "samples": 1,
@@ -117,8 +122,8 @@ def test_repeat_after_undo_and_redo_runs_on_the_photo_not_on_the_result(plugin, 
         assert call["image"].shape[:2] == (30, 40)  # the photo's pixels, not the result's
         for k, mask in first_masks.items():
             assert (call[k] == mask).all(), k
-        assert [la.name for la in image.layers] == ["guide", "source", "MAGIC reshape",
-                                                    "MAGIC reshape", "photo"]
+        assert [la.name.split(" (")[0] for la in image.layers] == [
+            "guide", "source", "MAGIC reshape quality", "MAGIC reshape quality", "photo"]
         assert image.get_selected_layers() == [base]
         # the artist's own layer is run on as chosen (here: refused, it is the source mask)
         status, message = run(module, Gimp, Gimp.RunMode.WITH_LAST_VALS, image, base=src,
@@ -130,11 +135,12 @@ def test_a_failed_run_keeps_the_dialog_values(plugin, monkeypatch):
     module, Gimp = plugin
     seen = []
 
-    def dialog(procedure, cfg, spec):
+    def dialog(procedure, cfg, spec, *shown):
         seen.append(dict(cfg.values))
         if len(seen) == 1:  # the artist's choices in the first dialog
             cfg.set_property("samples", 5)
             cfg.set_property("seed", 77)
+            cfg.set_property("vary", False)  # a fixed seed: the next dialog shows it
             cfg.set_property("guide-mask", guide)
             cfg.set_property("server-address", down)
         return True
@@ -279,7 +285,8 @@ def test_mask_guided_synthesis_with_mode_move_uses_the_guide_layer(plugin):
                             "samples": 1, "server-address": srv.address})
             assert run(module, Gimp, Gimp.RunMode.NONINTERACTIVE, image, base, cfg) == (
                 "SUCCESS", None)
-            assert [la.name for la in image.layers if la.is_group()] == [f"MAGIC {mode}"]
+            assert [la.name for la in image.layers if la.is_group()] == [
+                f"MAGIC {mode} quality (seed 0)"]
         # remove may go without a guide: nothing stays
         image, base, src, _guide = scene(Gimp)
         cfg = config(**{"source-mask": src, "mode": "remove", "samples": 1,
@@ -444,7 +451,7 @@ def test_label_map_and_layout_remember_their_arguments(plugin, monkeypatch):
     monkeypatch.setattr(jobs, "label_map_result", two_halves)
     dialogs = []
 
-    def dialog(procedure, cfg, spec):
+    def dialog(procedure, cfg, spec, *shown):
         dialogs.append((spec.name, dict(cfg.values)))
         if spec.name == LABEL_MAP and len(dialogs) == 1:
             cfg.set_property("labels", 4)
@@ -476,4 +483,5 @@ def test_label_map_and_layout_remember_their_arguments(plugin, monkeypatch):
     assert again.values["source-labels"] is source and again.values["target-labels"] is target
     assert dialogs[2][0] == LABEL_MAP and dialogs[2][1]["labels"] == 4
     assert dialogs[2][1]["server-address"] == srv.address
-    assert [la.name for la in image.layers if la.is_group()] == ["MAGIC layout"] * 2
+    assert [la.name.split(" (")[0] for la in image.layers if la.is_group()] == [
+        "MAGIC layout draft"] * 2
