@@ -512,8 +512,10 @@ class DirectRunner:
                 info = client.handshake()
         except c.MagicError as exc:
             raise self._translate(exc) from None
+        estimates = info.raw.get("estimates")
         return {"max_pixels": info.limits.max_pixels, "presets": list(info.presets),
-                "modes": list(info.modes), "device": info.device}
+                "modes": list(info.modes), "device": info.device,
+                "estimates": estimates if isinstance(estimates, dict) else {}}
 
     def submit(self, address, request, on_event, cancelled, timeout_s):
         c = self.c
