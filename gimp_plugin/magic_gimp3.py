@@ -60,6 +60,8 @@ def fail(procedure, run_mode, message: str, cancelled: bool = False):
     # GIMP itself shows the returned error message ("Calling error for procedure ...") in the
     # error console or a dialog, in every run mode: no Gimp.message, or it would appear twice.
     status = Gimp.PDBStatusType.CANCEL if cancelled else Gimp.PDBStatusType.EXECUTION_ERROR
+    if os.environ.get("MAGIC_GIMP_PREVIEW") == "1":  # tests: the message GIMP is handed
+        print("MAGIC error: " + message, file=sys.stderr, flush=True)
     return procedure.new_return_values(status, GLib.Error(message))
 
 

@@ -38,10 +38,9 @@ import zmq
 from magic_protocol import protocol as P
 from magic_protocol.protocol import DEFAULT_ADDRESS, DEFAULT_LIMITS, ErrorCode, Limits
 from magic_server.devices import DeviceError, parse_device_list, resolve_device_list
-from magic_server.jobs import FairQueue, Job, Worker, WorkerEvent, engine_device
 from magic_server.estimates import Estimates, probe_rate, probe_seconds
 from magic_server.estimates import default_path as default_estimates_path
-from magic_server.server_weights import NoWeights, resolve_weights
+from magic_server.jobs import FairQueue, Job, Worker, WorkerEvent, engine_device
 from magic_server.server_curve import (
     CurveConfig,
     CurveSetupError,
@@ -49,6 +48,7 @@ from magic_server.server_curve import (
     is_local_endpoint,
     keygen,
 )
+from magic_server.server_weights import NoWeights, resolve_weights
 
 log = logging.getLogger("magic_server")
 

@@ -602,7 +602,7 @@ def test_keep_this_sample_drops_the_other_samples_of_its_run(plugin, monkeypatch
 
 
 def test_a_long_run_asks_first_and_a_no_starts_nothing(plugin, monkeypatch):
-    module, Gimp = plugin
+    _module, Gimp = plugin
     from gimp_plugin.gimp3_host import DirectRunner, Gimp3Host
 
     questions = []

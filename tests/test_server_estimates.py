@@ -66,13 +66,13 @@ class TimedEngine(FakeEngine):
 
 
 def test_welcome_and_status_carry_the_estimates_of_finished_jobs():
-    with ThreadedServer(TimedEngine(step_s=0.01, iterations=20)) as srv:
-        with MagicClient(srv.address, timeout_s=10) as c:
-            assert c.handshake().raw["estimates"] == {}  # nothing measured yet, no probe
-            req, _ = job_request(preset="draft", samples=2, iterations=20)
-            result = c.submit(req)
-            welcome = c.handshake().raw["estimates"]
-            status = c.status()["estimates"]
+    with ThreadedServer(TimedEngine(step_s=0.01, iterations=20)) as srv, \
+            MagicClient(srv.address, timeout_s=10) as c:
+        assert c.handshake().raw["estimates"] == {}  # nothing measured yet, no probe
+        req, _ = job_request(preset="draft", samples=2, iterations=20)
+        result = c.submit(req)
+        welcome = c.handshake().raw["estimates"]
+        status = c.status()["estimates"]
     assert welcome == status
     draft = welcome["draft"]
     assert draft["source"] == "measured" and draft["iterations"] == 240
