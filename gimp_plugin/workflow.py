@@ -500,10 +500,11 @@ def estimate_seconds(info, params):
         return None, None
     try:
         rate = float(figure["seconds_per_iteration"])
+        fixed = float(figure.get("fixed_seconds") or 0.0)
         iterations = int(params.get("iterations") or figure["iterations"])
     except (KeyError, TypeError, ValueError):
         return None, None
-    return rate * iterations * max(1, int(params.get("samples") or 1)), figure
+    return fixed + rate * iterations * max(1, int(params.get("samples") or 1)), figure
 
 
 def preset_estimate_text(info, preset, samples=1, iterations=0):

@@ -348,10 +348,14 @@ class Server:
             job = ev.job
             fields = {"job": job.id, **ev.fields}
             self._send(job.owner, P.encode(ev.kind, fields, ev.frames, req=job.req))
-            if ev.kind == P.RESULT:
+            if ev.kind == P.PROGRESS:
+                self.estimates.progress(job.id, ev.fields.get("stage"),
+                                        int(ev.fields.get("iteration") or 0))
+            elif ev.kind == P.RESULT:
                 self.estimates.observe(job.params.preset, int(ev.fields.get("iterations") or 0),
-                                       job.params.samples, ev.fields.get("elapsed_s"))
+                                       job.params.samples, ev.fields.get("elapsed_s"), job.id)
             if ev.kind in P.TERMINAL_EVENTS:
+                self.estimates.forget(job.id)
                 elapsed = time.monotonic() - job.submitted_at
                 detail = ev.fields.get("code") or ev.fields.get("message") or ""
                 log.info("job %s %s after %.1f s on worker %s %s", job.id[:8], ev.kind,
