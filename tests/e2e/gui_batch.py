@@ -73,6 +73,10 @@ def gui_serve(image):
                                            if la.get_name() == "photo"])
                 Gimp.displays_flush()
                 continue
+            if name.startswith("select-layer-"):  # a click on a layer in the Layers dock
+                image.set_selected_layers([image.get_layer_by_name(name[len("select-layer-"):])])
+                Gimp.displays_flush()
+                continue
             if name.startswith("select-rect-"):  # the artist's rectangle select: x_y_w_h
                 x, y, w, h = (int(v) for v in name[len("select-rect-"):].split("_"))
                 image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)

@@ -675,6 +675,9 @@ def check_move_object(s: Session, ck: Checks, main_win: str, bottom: int,
     s.key("alt+i", "ctrl+a", window=d)
     s.x("xdotool", "type", "--delay", "60", "20")
     s.key("Tab")
+    s.key("alt+p", "ctrl+a", window=d)  # two samples, to keep one of them afterwards
+    s.x("xdotool", "type", "--delay", "60", "2")
+    s.key("Tab")
     time.sleep(0.5)
     said = summary(work, "python-fu-magic-move-object", log_lines) or ""
     ck.ok(f"Moved layer: '{pasted['name']}'" in said and "Source: none: the selection" in said,
@@ -695,6 +698,19 @@ def check_move_object(s: Session, ck: Checks, main_win: str, bottom: int,
         small_png(s.shot("move-result"), (170, 40, MAIN[0], bottom), shots / "gimp-move.png",
                   720)
         s.key("1", window=main_win)
+    # Filters > MAGIC > Keep this sample, on the second sample (selected in the Layers dock)
+    samples = children(st, MOVE_GROUP)
+    if ck.ok(len(samples) == 2, f"two samples to choose from ({samples})"):
+        (work / "requests" / f"select-layer-{samples[1]}").write_text("")
+        s.wait_state(lambda st: st["selected"] == [samples[1]], 5)
+        s.key("alt+r", "Up", "Right", "k", window=main_win)  # _Keep this sample
+        st = s.wait_state(lambda st: len(children(st, MOVE_GROUP)) == 1, 15)
+        ck.ok(children(st, MOVE_GROUP) == [samples[1]] and layer(st, samples[1])["visible"],
+              f"Keep this sample keeps the selected sample and drops the other "
+              f"({children(st, MOVE_GROUP)})")
+        s.key("ctrl+z", window=main_win)
+        st = s.wait_state(lambda st: len(children(st, MOVE_GROUP)) == 2, 10)
+        ck.ok(children(st, MOVE_GROUP) == samples, "one Undo brings the other sample back")
     s.key("ctrl+z", window=main_win)
     st = s.wait_state(lambda st: MOVE_GROUP not in groups(st), 10)
     moved = layer(st, pasted["name"])
@@ -733,7 +749,7 @@ def relay_server(work: Path, argv: list[str], env: dict) -> threading.Thread:
 
 def check_no_server(s: Session, ck: Checks, main_win: str, profile: Path, inside: str,
                     shots: Path | None) -> None:
-    """No server running and no weights installed: Repeat starts the real magic-server (the
+    """No server running and no weights installed: Move object starts the real magic-server (the
     installer's server_command; here on the host, through a relay) with an empty weights
     cache; it refuses at once and GIMP shows why within NO_SERVER_LIMIT_S."""
     work = s.work
@@ -749,9 +765,14 @@ def check_no_server(s: Session, ck: Checks, main_win: str, profile: Path, inside
     relay_server(work, [sys.executable, "-m", "magic_server.server", "--bind", closed,
                         "--device", "cpu"],
                  {**os.environ, "MAGIC_CACHE_DIR": str(empty), "PYTHONPATH": str(REPO)})
-    log_lines = len((work / "gimp.log").read_text(errors="replace").splitlines())
+    d, log_lines = open_from_menu(s, ck, main_win, "m", MOVE_DIALOG)  # the same move again
+    if d is None:
+        return
+    said = summary(work, "python-fu-magic-move-object", log_lines) or ""
+    ck.ok("Time: unknown: the MAGIC server is not running" in said,
+          f"with no server the dialog says the time is unknown, and why ({said})")
     t0 = time.monotonic()
-    s.key("ctrl+f", window=main_win)  # Filters > Repeat: Move object again
+    s.key("alt+o", window=d)
     said, took = None, None
     while time.monotonic() - t0 < 60 and said is None:
         lines = (work / "gimp.log").read_text(errors="replace").splitlines()[log_lines:]
