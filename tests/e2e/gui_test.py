@@ -224,6 +224,14 @@ def dialog_report(work: Path, procedure: str, start: int = 0) -> str | None:
                 None)
 
 
+def run_done(st: dict, group: str, groups_wanted: int, samples: int) -> bool:
+    """A run's insert is complete: its group with all its samples, the photo selected again
+    (GIMP's state is read while the plug-in may still be adding the layers)."""
+    found = group_layers(st, group)
+    return (len(found) == groups_wanted and st["selected"] == ["photo"]
+            and len([la for la in st["layers"] if la["parent"] == found[0]["name"]]) == samples)
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -378,7 +386,7 @@ def main() -> int:
                 seen_bar = True
                 break
             time.sleep(0.3)
-        st = s.wait_state(lambda st: GROUP in groups(st), 180)
+        st = s.wait_state(lambda st: run_done(st, GROUP, 1, 1), 180)
         dupes = [ln for ln in (work / "gimp.log").read_text(errors="replace").splitlines()
                  if "duplicate mnemonic" in ln]
         ck.ok(not dupes, f"every dialog mnemonic is unique ({dupes[:1]})")
@@ -416,7 +424,7 @@ def main() -> int:
         time.sleep(0.5)
         shown_before = canvas(s.shot("before-repeat"), bottom)
         s.key("ctrl+f", window=main_win)
-        st = s.wait_state(lambda st: groups(st).count(GROUP) == 2, 180)
+        st = s.wait_state(lambda st: run_done(st, GROUP, 2, 1), 180)
         ck.ok(groups(st).count(GROUP) == 2 and not s.windows("GIMP Message"),
               f"Repeat runs again with the remembered layers ({groups(st)})")
         s.x("xdotool", "mousemove", str(SCREEN[0] - 1), str(SCREEN[1] - 1))
@@ -683,7 +691,7 @@ def check_move_object(s: Session, ck: Checks, main_win: str, bottom: int,
     ck.ok(f"Moved layer: '{pasted['name']}'" in said and "Source: none: the selection" in said,
           f"the Move object dialog names the moved layer it will use ({said})")
     s.key("alt+o", window=d)
-    st = s.wait_state(lambda st: MOVE_GROUP in groups(st), 180)
+    st = s.wait_state(lambda st: run_done(st, MOVE_GROUP, 1, 2), 180)
     moved = layer(st, pasted["name"])
     ck.ok(MOVE_GROUP in groups(st) and moved is not None and moved["visible"] is False,
           f"after Move object the moved layer is hidden, not deleted ({top_level(st)}, "
