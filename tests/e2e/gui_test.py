@@ -526,7 +526,7 @@ def main() -> int:
                 px0, py0, px1, py1 = window_box(s, pv)
                 menu_bottom, toolbox_right = 60, 400
                 ck.ok(min(px1 - px0, py1 - py0) >= 256 + 16 and py0 >= menu_bottom
-                      and px0 >= toolbox_right,
+                      and px0 >= toolbox_right and px1 <= SCREEN[0] - 8,
                       f"the preview window is in the top-right corner, at a useful size, not "
                       f"over the menu bar or the toolbox ({px0},{py0} to {px1},{py1})")
                 if a.shots:
