@@ -311,10 +311,10 @@ class PreviewWindow:
             display = Gdk.Display.get_default()
             monitor = display.get_primary_monitor() or display.get_monitor(0)
             area = monitor.get_workarea()
-            # north-east gravity: the window's top-right corner stays put when it grows (a
-            # longer progress text), so it never runs off the screen's edge
-            self.window.set_gravity(Gdk.Gravity.NORTH_EAST)
-            self.window.move(area.x + area.width - self.MARGIN[0], area.y + self.MARGIN[1])
+            # its natural width: the picture or the progress text (ellipsized at a fixed
+            # number of characters), whichever is wider; it does not grow after this
+            w = max(self.window.get_preferred_size()[1].width, self.PREVIEW_SIDE + 16)
+            self.window.move(area.x + area.width - w - self.MARGIN[0], area.y + self.MARGIN[1])
 
     def _cancel(self, *_args):
         self.cancelled = True
