@@ -288,6 +288,7 @@ class PreviewWindow:
         self.image = Gtk.Image()
         self.label = Gtk.Label(label="")
         self.label.set_max_width_chars(48)
+        self.label.set_width_chars(48)  # a fixed width: the window does not grow with the text
         self.label.set_ellipsize(3)  # Pango.EllipsizeMode.END
         button = Gtk.Button(label="Cancel")
         button.connect("clicked", self._cancel)
