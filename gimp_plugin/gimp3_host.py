@@ -18,7 +18,7 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp
 
 from gimp_plugin.memory import MADE_PARASITE
-from gimp_plugin.workflow import RunnerError
+from gimp_plugin.workflow import RunnerError, result_stack
 
 RGBA = "R'G'B'A u8"
 LUMA_ALPHA = "Y'A u8"
@@ -52,6 +52,7 @@ class Gimp3Host:
         self.previews_shown = 0
         self.previews_received = 0
         self._echo = os.environ.get("MAGIC_GIMP_PREVIEW") == "1"  # tests: log the texts
+        self.interactive = preview  # someone watches: a long run is asked about first
 
     def layer_geometry(self, layer):
         x, y = _offsets(layer)
@@ -123,16 +124,24 @@ class Gimp3Host:
             print(f"MAGIC preview frames received: {self.previews_received}, shown: "
                   f"{self.previews_shown}", file=sys.stderr)
 
-    def insert_results(self, image, base, group_name, results) -> None:
-        """The result group directly above the photo, in one undo step. The photo is then the
-        selected layer again (GIMP selects each inserted layer), so that Filters > Repeat and
-        Re-show run on the photo and the artist keeps working on it; the group is on top of
-        the photo and visible."""
+    def insert_results(self, image, base, group_name, results, hide=()) -> None:
+        """The result group on top of the photo's earlier MAGIC results (directly above the
+        photo), in one undo step, with the earlier result groups and the run's visible input
+        layers (`hide`: the moved layer...) hidden, so that the canvas shows the new result;
+        Undo brings all back. The photo is then the selected layer again (GIMP selects each
+        inserted layer), so that Filters > Repeat and Re-show run on the photo."""
         image.undo_group_start()
         try:
             parent = base.get_parent()
+            siblings = list(parent.get_children() if parent is not None else image.get_layers())
+            ids = [s.get_id() for s in siblings]
+            position, earlier = result_stack(siblings, ids.index(base.get_id()), made_by_magic,
+                                             lambda s: s.is_group() and made_by_magic(s))
+            for layer in list(earlier) + list(hide):
+                if layer.get_visible():
+                    layer.set_visible(False)
             group = Gimp.GroupLayer.new(image, group_name)
-            if not image.insert_layer(group, parent, image.get_item_position(base)):
+            if not image.insert_layer(group, parent, position):
                 raise RuntimeError("GIMP refused to add the result layer group")
             mark_made(group)
             for i, r in enumerate(results):
@@ -141,6 +150,12 @@ class Gimp3Host:
             image.undo_group_end()
         image.set_selected_layers([base])
         Gimp.displays_flush()
+
+    def confirm(self, text: str) -> bool:
+        """Ask before a long run (a dialog of the plug-in's own); True without a display."""
+        if not self._display or not self.interactive:
+            return True
+        return ask(text)
 
     def insert_label_maps(self, image, base, layers) -> None:
         """The label layers directly above the photo (the first on top), in one undo step; the
@@ -176,6 +191,62 @@ def _insert_layer(image, r, parent, position) -> None:
     r.layer = layer
 
 
+def made_by_magic(item) -> bool:
+    """Whether MAGIC added this layer or group (see mark_made)."""
+    try:
+        return item.get_parasite(MADE_PARASITE) is not None
+    except Exception:  # noqa: BLE001 - another GIMP: the artist's layer
+        return False
+
+
+def keep_sample(image, layer) -> str:
+    """Keep this sample: `layer` (a MAGIC result inside its run's group) stays, shown, with its
+    group; the group's other samples are deleted, in one undo step. Returns what was done, for
+    the status bar. Raises ValueError with what to select when `layer` is no such sample."""
+    group = layer.get_parent()
+    if layer.is_group() or not made_by_magic(layer) or group is None \
+            or not made_by_magic(group):
+        raise ValueError("Select one MAGIC result layer (a sample inside a 'MAGIC ...' group) "
+                         "in the Layers dock, then run Keep this sample.")
+    others = [c for c in group.get_children() if c.get_id() != layer.get_id()]
+    image.undo_group_start()
+    try:
+        for other in others:
+            image.remove_layer(other)
+        if not layer.get_visible():
+            layer.set_visible(True)
+        if not group.get_visible():
+            group.set_visible(True)
+    finally:
+        image.undo_group_end()
+    image.set_selected_layers([layer])
+    Gimp.displays_flush()
+    return (f"Kept {layer.get_name()}; {len(others)} other sample(s) deleted (Edit > Undo "
+            "brings them back).")
+
+
+def ask(text: str) -> bool:
+    """A modal Yes/No question of the plug-in's own ("MAGIC - long run")."""
+    gi.require_version("Gtk", "3.0")
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi, Gtk
+
+    GimpUi.init("magic-gimp")
+    dialog = Gtk.MessageDialog(message_type=Gtk.MessageType.QUESTION,
+                               buttons=Gtk.ButtonsType.NONE, text=text)
+    dialog.set_title("MAGIC - long run")
+    dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+    dialog.add_button("_Start", Gtk.ResponseType.OK)
+    dialog.set_default_response(Gtk.ResponseType.CANCEL)
+    with contextlib.suppress(Exception):
+        GimpUi.window_set_transient(dialog)
+    answer = dialog.run()
+    dialog.destroy()
+    while Gtk.events_pending():
+        Gtk.main_iteration_do(False)
+    return answer == Gtk.ResponseType.OK
+
+
 def mark_made(layer) -> None:
     """Mark a layer MAGIC added (a parasite neither persistent nor undoable: no undo step), so
     that a later run selected on it goes to the photo (magic_gimp3.rerun_photo)."""
@@ -192,9 +263,13 @@ def has_display() -> bool:
 
 class PreviewWindow:
     """A small window of the plug-in's own: the latest preview frame, the progress text and a
-    Cancel button (a second way to cancel, next to the status bar's)."""
+    Cancel button (a second way to cancel, next to the status bar's). It opens in the screen's
+    top-right corner, below the menu bar and away from the toolbox (GIMP's docks on the right
+    are not needed while a job runs), and shows every frame at PREVIEW_SIDE px on its long
+    side, however small the server's frame (a removal's region can be 60x70 px)."""
 
-    MAX_SIDE = 320
+    PREVIEW_SIDE = 288  # the picture's long side on screen
+    MARGIN = (16, 80)  # from the right edge; from the top (title and menu bar)
 
     def __init__(self) -> None:
         gi.require_version("Gtk", "3.0")
@@ -207,11 +282,13 @@ class PreviewWindow:
         win = Gtk.Window(title="MAGIC preview")
         win.set_resizable(False)
         win.set_keep_above(True)
+        win.set_default_size(self.PREVIEW_SIDE + 16, self.PREVIEW_SIDE + 80)
         box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6)
         box.set_border_width(8)
         self.image = Gtk.Image()
         self.label = Gtk.Label(label="")
         self.label.set_max_width_chars(48)
+        self.label.set_width_chars(48)  # a fixed width: the window does not grow with the text
         self.label.set_ellipsize(3)  # Pango.EllipsizeMode.END
         button = Gtk.Button(label="Cancel")
         button.connect("clicked", self._cancel)
@@ -224,7 +301,21 @@ class PreviewWindow:
             GimpUi.window_set_transient(win)
         win.show_all()
         self.window = win
+        self.place()
         self.pump()
+
+    def place(self) -> None:
+        """The top-right corner of the monitor's work area (see the class)."""
+        with contextlib.suppress(Exception):  # placement is a nicety: never stop a job for it
+            from gi.repository import Gdk
+
+            display = Gdk.Display.get_default()
+            monitor = display.get_primary_monitor() or display.get_monitor(0)
+            area = monitor.get_workarea()
+            # its natural width: the picture or the progress text (ellipsized at a fixed
+            # number of characters), whichever is wider; it does not grow after this
+            w = max(self.window.get_preferred_size()[1].width, self.PREVIEW_SIDE + 16)
+            self.window.move(area.x + area.width - w - self.MARGIN[0], area.y + self.MARGIN[1])
 
     def _cancel(self, *_args):
         self.cancelled = True
@@ -236,7 +327,7 @@ class PreviewWindow:
 
         pixbuf = GdkPixbuf.Pixbuf.new_from_bytes(GLib.Bytes.new(bytes(rgb)),
                                                  GdkPixbuf.Colorspace.RGB, False, 8, w, h, w * 3)
-        scale = min(self.MAX_SIDE / max(w, h), 4.0)
+        scale = self.PREVIEW_SIDE / max(w, h)
         if scale != 1.0:
             pixbuf = pixbuf.scale_simple(max(1, round(w * scale)), max(1, round(h * scale)),
                                          GdkPixbuf.InterpType.BILINEAR)
@@ -424,8 +515,10 @@ class DirectRunner:
                 info = client.handshake()
         except c.MagicError as exc:
             raise self._translate(exc) from None
+        estimates = info.raw.get("estimates")
         return {"max_pixels": info.limits.max_pixels, "presets": list(info.presets),
-                "modes": list(info.modes), "device": info.device}
+                "modes": list(info.modes), "device": info.device,
+                "estimates": estimates if isinstance(estimates, dict) else {}}
 
     def submit(self, address, request, on_event, cancelled, timeout_s):
         c = self.c

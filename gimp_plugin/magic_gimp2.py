@@ -131,14 +131,23 @@ class Gimp2Host(object):
     def cancel_requested(self):
         return gimp_hung_up(self._fd)
 
-    def insert_results(self, image, base, group_name, results):
+    def insert_results(self, image, base, group_name, results, hide=()):
+        """As GIMP 3's: the group on top of the photo's earlier MAGIC results (hidden), the
+        run's visible inputs hidden, one undo step. GIMP 2.10 has no MAGIC mark on layers: a
+        layer or group whose name starts with "MAGIC " counts as MAGIC's."""
         pdb.gimp_image_undo_group_start(image)
         try:
             parent = pdb.gimp_item_get_parent(base)
+            siblings = list(parent.layers if parent is not None else image.layers)
+            position, earlier = workflow.result_stack(
+                siblings, pdb.gimp_image_get_item_position(image, base), made_by_magic,
+                lambda item: item.is_group and made_by_magic(item))
+            for item in list(earlier) + list(hide):
+                if pdb.gimp_item_get_visible(item):
+                    pdb.gimp_item_set_visible(item, False)
             group = pdb.gimp_layer_group_new(image)
             group.name = group_name
-            pdb.gimp_image_insert_layer(image, group, parent,
-                                        pdb.gimp_image_get_item_position(image, base))
+            pdb.gimp_image_insert_layer(image, group, parent, position)
             for i, r in enumerate(results):
                 insert_layer(image, r, group, i)
         finally:
@@ -159,6 +168,30 @@ class Gimp2Host(object):
 
     def tell(self, text):
         gimp.message(text)
+
+
+def made_by_magic(item):
+    return item.name.startswith(procedures.RESULT_PREFIX)
+
+
+def keep_sample(image, layer):
+    """Keep this sample (see gimp3_host.keep_sample): the other samples of its group go."""
+    group = pdb.gimp_item_get_parent(layer)
+    if layer.is_group or not made_by_magic(layer) or group is None \
+            or not made_by_magic(group):
+        fail("Select one MAGIC result layer (a sample inside a 'MAGIC ...' group) in the "
+             "Layers dialog, then run Keep this sample.")
+    pdb.gimp_image_undo_group_start(image)
+    try:
+        for other in [c for c in group.layers if c.ID != layer.ID]:
+            pdb.gimp_image_remove_layer(image, other)
+        for item in (layer, group):
+            if not pdb.gimp_item_get_visible(item):
+                pdb.gimp_item_set_visible(item, True)
+    finally:
+        pdb.gimp_image_undo_group_end(image)
+    pdb.gimp_image_set_active_layer(image, layer)
+    gimp.displays_flush()
 
 
 def insert_layer(image, r, parent, position):
@@ -211,11 +244,17 @@ def arguments(spec, drawable, values):
 
 def make_function(spec):
     def run(image, drawable, *values):
+        if spec.mode == procedures.KEEP:
+            keep_sample(image, drawable)
+            return
         try:
             config = settings.load_config(PLUGIN_DIR)
         except ValueError as exc:
             fail(str(exc))
         args = arguments(spec, drawable, values)
+        if args.get("vary"):
+            # gimpfu's dialog cannot be told the new seed: the layer names show it
+            args["seed"] = procedures.new_seed()
         mode = spec.mode or args["mode"]
         runner = BridgeRunner(PLUGIN_DIR, python=config.get("python"))
         try:

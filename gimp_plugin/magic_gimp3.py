@@ -9,6 +9,7 @@ magic_protocol.client, when a job runs) and those two packages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -59,12 +60,16 @@ def fail(procedure, run_mode, message: str, cancelled: bool = False):
     # GIMP itself shows the returned error message ("Calling error for procedure ...") in the
     # error console or a dialog, in every run mode: no Gimp.message, or it would appear twice.
     status = Gimp.PDBStatusType.CANCEL if cancelled else Gimp.PDBStatusType.EXECUTION_ERROR
+    if os.environ.get("MAGIC_GIMP_PREVIEW") == "1":  # tests: the message GIMP is handed
+        print("MAGIC error: " + message, file=sys.stderr, flush=True)
     return procedure.new_return_values(status, GLib.Error(message))
 
 
-def hide_test_presets(dialog, config, spec):
-    """Test-only presets (tiny) stay valid for procedures but are not offered in the dialog.
-    Returns the presets the dialog's combo box offers then (None: no such combo box)."""
+def hide_test_presets(dialog, config, spec, info=None):
+    """Test-only presets (tiny) stay valid for procedures but are not offered in the dialog;
+    the others show the time the server estimates for one sample beside their name ("draft -
+    about 2 min a sample"). Returns the presets the dialog's combo box offers then (None: no
+    such combo box)."""
     if "preset" not in [a.name for a in spec.args]:
         return None  # e.g. the label map (its config has no such property)
     if config.get_property("preset") in procedures.TEST_PRESETS:
@@ -78,6 +83,10 @@ def hide_test_presets(dialog, config, spec):
         model, column = combo.get_model(), combo.get_property("id-column")
     except Exception:  # noqa: BLE001 - another GIMP: keep the dialog usable
         return None
+    try:
+        label_column = combo.get_property("label-column")
+    except Exception:  # noqa: BLE001
+        label_column = None
     offered = []
     it = model.get_iter_first()
     while it is not None:
@@ -87,22 +96,80 @@ def hide_test_presets(dialog, config, spec):
                 break
         else:
             offered.append(value)
+            estimate = workflow.preset_estimate_text(info or {}, value)
+            if estimate and label_column is not None:
+                with contextlib.suppress(Exception):
+                    model.set_value(it, label_column, f"{value} - {estimate} a sample")
             it = model.iter_next(it)
     return offered
 
 
-def show_dialog(procedure, config, spec) -> bool:
+def estimate_line(info, values) -> str:
+    """The dialog's time line for the current preset, samples and iterations."""
+    if info is None:
+        return ("unknown: the MAGIC server is not running (it is started when you press OK, "
+                "when the installer set that up)")
+    preset, samples = values.get("preset"), int(values.get("samples") or 1)
+    seconds, figure = workflow.estimate_seconds(info, values)
+    if seconds is None:
+        return f"no estimate yet for {preset} on this server ({info.get('device') or '?'})"
+    rough = "" if figure.get("source") == "measured" else ", rough until a run is measured"
+    text = (f"{procedures.format_duration(seconds)} for {samples} sample(s) of {preset} on "
+            f"this server ({info.get('device') or '?'}{rough})")
+    if seconds > workflow.LONG_RUN_S:
+        text += "; you will be asked before it starts"
+    return text
+
+
+def summary_text(spec, config, photo, info) -> str:
+    values = arguments(spec, config)
+    return procedures.dialog_summary(spec, values, lambda layer: layer.get_name(),
+                                     photo.get_name() if photo is not None else "?",
+                                     estimate_line(info, values))
+
+
+def show_dialog(procedure, config, spec, photo=None, info=None) -> bool:
+    """GIMP's dialog for the procedure, with a summary under it of what the run will use (the
+    layers by name, the seed, the estimated time), kept up to date as the fields change."""
     gi.require_version("GimpUi", "3.0")
-    from gi.repository import GimpUi
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, Gtk
 
     GimpUi.init(PLUG_IN_BINARY)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, procedures.dialog_title(spec))
     dialog.fill(None)
-    offered = hide_test_presets(dialog, config, spec)
-    if os.environ.get("MAGIC_GIMP_PREVIEW") == "1":  # tests: what the real dialog shows
-        shown = {a.name: config.get_property(a.name) for a in spec.args
-                 if a.name in ("preset", "samples")}
-        print(f"MAGIC dialog {spec.name}: {json.dumps(shown, sort_keys=True)}; presets "
+    offered = hide_test_presets(dialog, config, spec, info)
+    echo = os.environ.get("MAGIC_GIMP_PREVIEW") == "1"  # tests: what the real dialog shows
+    summary = Gtk.Label(label="")
+    summary.set_xalign(0.0)
+    summary.set_line_wrap(True)
+    summary.set_max_width_chars(60)
+    summary.set_selectable(True)
+    shown = {"text": None}
+
+    def update(*_args):
+        text = summary_text(spec, config, photo, info)
+        if text != shown["text"]:
+            shown["text"] = text
+            summary.set_text(text)
+            if echo:
+                print(f"MAGIC dialog summary {spec.name}: " + text.replace("\n", " | "),
+                      file=sys.stderr, flush=True)
+
+    with contextlib.suppress(Exception):  # only a help: never stop the dialog for it
+        frame = Gtk.Frame(label="This run will use")
+        summary.set_margin_start(8)
+        summary.set_margin_end(8)
+        summary.set_margin_bottom(6)
+        frame.add(summary)
+        dialog.get_content_area().pack_end(frame, False, False, 6)
+        frame.show_all()
+        update()
+        config.connect("notify", update)
+    if echo:
+        shown_values = {a.name: config.get_property(a.name) for a in spec.args
+                        if a.name in ("preset", "samples")}
+        print(f"MAGIC dialog {spec.name}: {json.dumps(shown_values, sort_keys=True)}; presets "
               f"offered: {json.dumps(offered)}", file=sys.stderr, flush=True)
     ok = dialog.run()
     dialog.destroy()
@@ -198,35 +265,67 @@ def rerun_photo(image, spec, drawables):
     return [photo]
 
 
-def fit_defaults_to_server(spec, config, plugin_config) -> None:
-    """First run on an image with the registered defaults: preset and samples that fit the
-    server (draft, 1 sample on a CPU; quality, 3 on a GPU; draft when no server answers)."""
-    names = [a.name for a in spec.args]
-    if "preset" not in names or "samples" not in names:
-        return  # e.g. the label map: nothing to fit
-    if any(config.get_property(k) != spec.arg(k).default for k in ("preset", "samples")):
-        return
+def server_info(config, plugin_config, timeout_s=0.5):
+    """The server's handshake (device, presets, time estimates) for the dialog, or None when
+    it does not answer at once (not running, no pyzmq, a bad server field)."""
     from gimp_plugin.gimp3_host import DirectRunner
 
-    device = None
     try:
         address = settings.resolve_address(config.get_property("server-address"),
                                            plugin_config)
         runner = DirectRunner(curve=settings.curve_options(
             config.get_property("server-address"), plugin_config))
-        device = runner.handshake(address, 0.5).get("device")
-    except Exception:  # noqa: BLE001 - no server, no pyzmq, bad field: the safe default
-        device = None
+        return runner.handshake(address, timeout_s)
+    except Exception:  # noqa: BLE001 - no server, no pyzmq, bad field: nothing known
+        return None
+
+
+def fit_defaults_to_server(spec, config, plugin_config, info=False) -> None:
+    """First run on an image with the registered defaults: preset and samples that fit the
+    server (draft, 1 sample on a CPU; quality, 3 on a GPU; draft when no server answers).
+    info: the server's handshake (None: it did not answer); left out, it is asked here."""
+    names = [a.name for a in spec.args]
+    if "preset" not in names or "samples" not in names:
+        return  # e.g. the label map: nothing to fit
+    if any(config.get_property(k) != spec.arg(k).default for k in ("preset", "samples")):
+        return
+    if info is False:
+        info = server_info(config, plugin_config)
+    device = (info or {}).get("device")
     for k, v in procedures.server_defaults(device).items():
         config.set_property(k, v)
 
 
+def vary_seed(spec, config) -> None:
+    """Vary on: this run's new seed, set before the dialog shows it (and for Repeat)."""
+    if "vary" in [a.name for a in spec.args] and config.get_property("vary"):
+        config.set_property("seed", procedures.new_seed())
+
+
+def keep_sample(procedure, image, drawables):
+    from gimp_plugin.gimp3_host import keep_sample as keep
+
+    if len(drawables) != 1:
+        return fail(procedure, None, "Select one MAGIC result layer (a sample inside a 'MAGIC "
+                                     "...' group) in the Layers dock, then run Keep this sample.")
+    try:
+        said = keep(image, drawables[0])
+    except ValueError as exc:
+        return fail(procedure, None, str(exc))
+    if os.environ.get("MAGIC_GIMP_PREVIEW") == "1":  # tests: what was done
+        print("MAGIC keep: " + said, file=sys.stderr, flush=True)
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
+
+
 def run_procedure(procedure, run_mode, image, drawables, config, data):
     spec = procedures.BY_NAME[procedure.get_name()]
+    if spec.mode == procedures.KEEP:
+        return keep_sample(procedure, image, drawables)
     try:
         plugin_config = settings.load_config(PLUGIN_DIR)
     except ValueError as exc:
         return fail(procedure, run_mode, str(exc))
+    info = None
     if run_mode != Gimp.RunMode.NONINTERACTIVE:
         try:
             remembered = restore_memory(image, spec, config)
@@ -236,9 +335,14 @@ def run_procedure(procedure, run_mode, image, drawables, config, data):
             drawables = rerun_photo(image, spec, drawables)
         except Exception as exc:  # noqa: BLE001 - the same: run on the selection then
             print(f"MAGIC: could not find the remembered photo: {exc}", file=sys.stderr)
-        if run_mode == Gimp.RunMode.INTERACTIVE and not remembered:
-            fit_defaults_to_server(spec, config, plugin_config)
-    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, spec):
+        vary_seed(spec, config)
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            info = server_info(config, plugin_config)
+            if not remembered:
+                fit_defaults_to_server(spec, config, plugin_config, info)
+    photo = drawables[0] if len(drawables) == 1 else None
+    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, spec, photo,
+                                                                info):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
     if run_mode != Gimp.RunMode.NONINTERACTIVE:
         try:
@@ -256,6 +360,7 @@ def run_procedure(procedure, run_mode, image, drawables, config, data):
         preview = (run_mode != Gimp.RunMode.NONINTERACTIVE
                    or os.environ.get("MAGIC_GIMP_PREVIEW") == "1")
         host = Gimp3Host(preview=preview)
+        host.interactive = run_mode != Gimp.RunMode.NONINTERACTIVE
         try:
             curve = settings.curve_options(args.get("server-address"), plugin_config)
         except ValueError as exc:

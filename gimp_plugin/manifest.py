@@ -81,4 +81,5 @@ PROCEDURES = (
     "python-fu-magic-remove-object",
     "python-fu-magic-layout",
     "python-fu-magic-label-map",
+    "python-fu-magic-keep-sample",
 )

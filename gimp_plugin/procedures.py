@@ -8,6 +8,7 @@ its own registration calls (GIMP 3: Gimp.Procedure.add_*_argument; 2.10: gimpfu 
 MODES = ("synthesize", "move", "copy", "reshape", "remove")
 LAYOUT = "layout"  # an edit from two label maps instead of masks
 LABEL_MAP = "label-map"  # no edit: a first label map of the photo, to paint a layout on
+KEEP = "keep-sample"  # no job: keep the selected result layer, drop the other samples
 PRESETS = ("quality", "draft", "paper", "tiny")  # first one is the default
 MIN_LABELS, MAX_LABELS = 2, 16
 SOURCE_LABELS_LAYER = "MAGIC source labels"
@@ -67,7 +68,7 @@ SOURCE_MASK = Arg("source-mask", "layer", "So_urce mask layer",
 GUIDE_MASK = Arg("guide-mask", "layer", "_Guide mask layer",
                  "Layer marking where and in what shape the object should be (white or opaque)",
                  optional=True)
-MOVED_LAYER = Arg("moved-layer", "layer", "Mo_ved layer",
+MOVED_LAYER = Arg("moved-layer", "layer", "_Moved layer",
                   "The object copied to its own layer and moved or transformed; its alpha is the "
                   "guide", optional=True)
 SEED_FROM_LAYER = Arg("seed-from-layer", "bool", "Start from the moved la_yer",
@@ -96,8 +97,13 @@ COMMON = [
         "quality: good and slow (a GPU server); draft: a quick look (fits a CPU server); "
         "paper: the paper's setting",
         default=PRESETS[0], choices=PRESETS),
-    Arg("seed", "int", "See_d", "Random seed of the first sample (the next ones use seed+1, ...)",
+    Arg("seed", "int", "See_d", "Random seed of the first sample (the next ones use seed+1, "
+        "...); with Vary on, a new one is drawn for every run and shown here",
         default=0, lo=0, hi=MAX_SEED),
+    Arg("vary", "bool", "_Vary the seed (a new one every run)",
+        "On: every run (and Filters > Repeat) draws a new seed, so each run gives new samples; "
+        "the dialog shows the seed it will use. Off: the Seed field is used as it is",
+        default=True),
     Arg("region", "choice", "Result cov_ers",
         "edited-area: only the edited area (plus a border) is replaced, the rest stays exactly "
         "as it was; whole-image: the whole synthesized picture", default=REGIONS[0],
@@ -141,6 +147,10 @@ PROCEDURES = [
               "Make a first label map of the photo (flat colours, one per region) as two layers: "
               "the source labels and a copy to paint the wanted layout on.",
               [LABELS, LABEL_MAP_SEED] + LABEL_MAP_COMMON),
+    Procedure("python-fu-magic-keep-sample", KEEP, "_Keep this sample",
+              "Keep the selected MAGIC result layer: the other samples of its run are deleted "
+              "(one undo step) and it is shown. Select the sample in the Layers dock first.",
+              []),
 ]
 
 BY_NAME = dict((p.name, p) for p in PROCEDURES)
@@ -164,12 +174,42 @@ def server_defaults(device):
     return {"preset": "draft", "samples": 1}
 
 
-def result_layer_name(mode, seed):
-    return "MAGIC %s seed %d" % (mode, seed)
+def result_layer_name(mode, preset, seed):
+    """One sample: "MAGIC move draft seed 123" (mode, preset, seed: every sample of every run
+    has its own name, so GIMP adds no " #1")."""
+    return "MAGIC %s %s seed %d" % (mode, preset, seed)
 
 
-def group_name(mode):
-    return "MAGIC %s" % mode
+def group_name(mode, preset, seeds):
+    """One run's group: "MAGIC move draft (seed 123)" or "(seeds 123-125)"."""
+    seeds = list(seeds)
+    if len(seeds) == 1:
+        which = "seed %d" % seeds[0]
+    else:
+        which = "seeds %d-%d" % (min(seeds), max(seeds))
+    return "MAGIC %s %s (%s)" % (mode, preset, which)
+
+
+RESULT_PREFIX = "MAGIC "
+
+
+def new_seed(rng=None):
+    """A fresh seed for a run with Vary on (random, within GIMP's int argument range)."""
+    import random
+
+    return (rng or random).randint(0, MAX_SEED)
+
+
+def format_duration(seconds):
+    """A time estimate for the artist: "about 40 s", "about 3 min", "about 1 h 35 min"."""
+    if seconds is None or seconds < 0:
+        return ""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return "about %d s" % max(1, seconds)
+    if seconds < 3600:
+        return "about %d min" % int(round(seconds / 60.0))
+    return "about %d h %02d min" % (seconds // 3600, (seconds % 3600) // 60)
 
 
 # What the server's progress stages are called in GIMP's progress bar.
@@ -191,3 +231,32 @@ def format_eta(seconds):
     if seconds < 3600:
         return "%d min %02d s left" % (seconds // 60, seconds % 60)
     return "%d h %02d min left" % (seconds // 3600, (seconds % 3600) // 60)
+
+
+LAYER_WORDS = {"source-mask": "Source", "guide-mask": "Guide mask", "moved-layer": "Moved layer",
+               "source-labels": "Source labels", "target-labels": "Target labels"}
+EMPTY_LAYER = {"source-mask": "none: the selection marks the object",
+               "guide-mask": "none: pick the layer that marks the new place",
+               "moved-layer": "none: pick the layer you moved",
+               "source-labels": "none: pick the photo's label map",
+               "target-labels": "none: pick the label map you painted"}
+
+
+def dialog_summary(procedure, values, layer_name, photo, estimate):
+    """What the dialog says this run will use, one fact a line: the photo, each layer (by
+    name: GIMP's layer pickers show only a thumbnail), the seed, the time. values: the
+    arguments as they are now; layer_name(layer) -> its name; photo: the photo's name;
+    estimate: "about 3 min (...)" or a sentence why there is none."""
+    lines = ["Runs on the photo layer '%s'." % photo]
+    for a in procedure.args:
+        if a.kind == "layer":
+            layer = values.get(a.name)
+            lines.append("%s: %s" % (LAYER_WORDS.get(a.name, a.name), EMPTY_LAYER.get(
+                a.name, "none") if layer is None else "'%s'" % layer_name(layer)))
+    names = [a.name for a in procedure.args]
+    if "vary" in names:
+        lines.append("Seed: %d%s" % (values["seed"], " (Vary is on: the next run draws a new "
+                                     "one)" if values.get("vary") else " (fixed)"))
+    if "preset" in names and estimate:
+        lines.append("Time: %s" % estimate)
+    return "\n".join(lines)

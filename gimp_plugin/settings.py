@@ -122,3 +122,30 @@ def log_tail(log_file=None, lines=3):
     except (IOError, OSError):
         return ""
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def log_size(log_file=None):
+    """The log's size now: what a server started next writes comes after it."""
+    try:
+        return os.path.getsize(log_file or log_path())
+    except (IOError, OSError):
+        return 0
+
+
+def log_since(offset, log_file=None, limit=20000):
+    """The log's lines written after `offset` (the last `limit` characters of them)."""
+    try:
+        with open(log_file or log_path(), "rb") as f:
+            f.seek(offset)
+            text = f.read()[-limit:].decode("utf-8", "replace")
+    except (IOError, OSError):
+        return []
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def server_said(lines):
+    """The server's own one-line reason for stopping ("magic-server: ..."), or None."""
+    for line in reversed(lines):
+        if line.startswith("magic-server: "):
+            return line[len("magic-server: "):]
+    return None

@@ -10,13 +10,19 @@ host:   layer_geometry(layer) -> (width, height, x, y); layer_name(layer); same_
         read_selection(image, x, y, w, h) -> bytes or None when nothing is selected
         progress_start(text); progress_update(fraction, text); progress_end(); cancel_requested()
         wants_preview (bool); show_preview(image, base, rgb, w, h); clear_preview(image)
-        insert_results(image, base, group_name, results)  # results: list of ResultLayer,
-                                                          # one undo step, above `base`
+        insert_results(image, base, group_name, results, hide)
+            # results: list of ResultLayer, as one group, in one undo step: on top of the
+            # photo's earlier MAGIC results (directly above `base`, see result_stack), which
+            # are hidden, as are the `hide` layers (the run's visible inputs, e.g. the moved
+            # layer): the canvas shows the new result; Undo shows everything as before
         insert_label_maps(image, base, layers)  # ResultLayers directly above `base`, the first
                                                 # on top and selected, one undo step
         tell(text)  # a message the artist reads after the run (what to do next)
+        confirm(text) -> bool  # optional: ask before a long run (absent: go ahead)
+        keep_sample(image, layer)  # Keep this sample (see keep_sample below)
         The insert methods set each ResultLayer's `layer` to the GIMP layer made from it.
-runner: handshake(address, timeout_s) -> {"max_pixels": int, "presets": [...], "modes": [...]}
+runner: handshake(address, timeout_s) -> {"max_pixels": int, "presets": [...], "modes": [...],
+                                          "device": str, "estimates": {...} (optional)}
         submit(address, request, on_event, cancelled, timeout_s) -> (images, seeds[, notes])
             request: dict(width, height, image (RGBA), params, init (RGBA rough composite,
                           alpha 0 = the image's pixel) or None) plus the mode's frames:
@@ -38,6 +44,9 @@ RUNNER_ERROR_KINDS = ("unreachable", "mismatch", "failed", "cancelled", "timeout
 HARD_MAX_SIDE = 65535  # the protocol's frame limit
 STARTUP_TIMEOUT_S = 180.0
 PROBE_TIMEOUT_S = 3.0
+STARTUP_PROBE_S = 1.0  # one handshake try while a started server loads
+STARTUP_SAY_EVERY_S = 5.0  # while a started server loads: what it is doing, this often
+LONG_RUN_S = 300.0  # a run estimated longer than this asks before it starts
 
 
 class UserError(Exception):
@@ -302,8 +311,11 @@ def unreachable_message(address):
             "--bind %s (or run magic-installer to let the plug-in start it)." % (address, address))
 
 
-def connect(host, runner, address, config):
-    """Handshake; start the server first when it is down and the installer said how."""
+def connect(host, runner, address, config, clock=time.time, sleep=time.sleep):
+    """Handshake; start the server first when it is down and the installer said how. While a
+    started server loads, the progress text says how long it has been and what the server
+    last wrote, every STARTUP_SAY_EVERY_S; a server that stops is reported at once with its
+    own reason (e.g. no classifier weights)."""
     try:
         return runner.handshake(address, PROBE_TIMEOUT_S)
     except RunnerError as exc:
@@ -312,21 +324,27 @@ def connect(host, runner, address, config):
     command = config.get("server_command")
     if not command:
         raise UserError(unreachable_message(address))
-    host.progress_update(0.0, "Starting the MAGIC server...")
+    host.progress_update(0.0, "Starting the MAGIC server at %s..." % address)
     log = settings.log_path()
+    offset = settings.log_size(log)
     try:
         proc = settings.start_server(command, log)
     except (OSError, ValueError) as exc:
         raise UserError("Could not start the MAGIC server with `%s`: %s. Fix server_command in "
                         "magic_gimp.json or run magic-installer again." % (" ".join(command), exc))
-    deadline = time.time() + STARTUP_TIMEOUT_S
+    started = said = clock()
     while True:
-        time.sleep(0.5)
+        sleep(0.3)
         if proc.poll() is not None:
+            lines = settings.log_since(offset, log)
+            reason = settings.server_said(lines)
+            if reason:
+                raise UserError("The MAGIC server could not start: %s. (Started with `%s`; log: "
+                                "%s)" % (reason.rstrip("."), " ".join(command), log))
             raise UserError("The MAGIC server stopped right after starting (exit code %s): %s "
-                            "(log: %s)" % (proc.returncode, settings.log_tail(log), log))
+                            "(log: %s)" % (proc.returncode, " | ".join(lines[-3:]), log))
         try:
-            info = runner.handshake(address, PROBE_TIMEOUT_S)
+            info = runner.handshake(address, STARTUP_PROBE_S)
             info["started_pid"] = proc.pid
             return info
         except RunnerError as exc:
@@ -334,9 +352,16 @@ def connect(host, runner, address, config):
                 raise UserError(runner_message(exc, address))
         if host.cancel_requested():
             raise UserError("Cancelled while the MAGIC server was starting.", cancelled=True)
-        if time.time() > deadline:
+        now = clock()
+        if now - started > STARTUP_TIMEOUT_S:
             raise UserError("The MAGIC server started with `%s` did not answer at %s within %d s "
                             "(log: %s)." % (" ".join(command), address, STARTUP_TIMEOUT_S, log))
+        if now - said >= STARTUP_SAY_EVERY_S:
+            said = now
+            lines = settings.log_since(offset, log)
+            host.progress_update(None, "Starting the MAGIC server: %d s so far, %s" % (
+                now - started, ("it says: " + lines[-1][-120:]) if lines else
+                "no output yet (log: %s)" % log))
 
 
 def runner_message(exc, address):
@@ -436,7 +461,7 @@ def _check_size(job, w, h):
                         % (w, h, job.width, job.height))
 
 
-def build_results(job, images, seeds, first_seed):
+def build_results(job, images, seeds, first_seed, preset):
     x0, y0, x1, y1 = job.edit_box
     out = []
     for i, (rgb, w, h) in enumerate(images):
@@ -444,9 +469,72 @@ def build_results(job, images, seeds, first_seed):
         seed = seeds[i] if i < len(seeds) else first_seed + i
         cropped = M.crop(rgb, w, h, job.edit_box, channels=3)
         rgba = M.rgb_to_rgba(cropped, job.edit_alpha)
-        out.append(ResultLayer(procedures.result_layer_name(job.mode, seed), x1 - x0, y1 - y0,
-                               job.x + x0, job.y + y0, rgba))
+        layer = ResultLayer(procedures.result_layer_name(job.mode, preset, seed), x1 - x0,
+                            y1 - y0, job.x + x0, job.y + y0, rgba)
+        layer.seed = seed
+        out.append(layer)
     return out
+
+
+def input_layers(args):
+    """The layers a run read (moved layer, masks, label maps): hidden when its result comes in,
+    so that the canvas shows the result, not the artist's paste over it."""
+    return [args[name] for name in LAYER_ARGS if args.get(name) is not None]
+
+
+def result_stack(siblings, base_index, is_magic, is_result_group):
+    """Where a new result group goes among the photo's siblings (top first) and which earlier
+    result groups to hide: above the run of MAGIC-made items directly above the photo (its
+    earlier results, label maps), so that it is the top-most of them and the canvas shows it.
+    Returns (insert position, [earlier result groups in that run])."""
+    top = base_index
+    while top > 0 and is_magic(siblings[top - 1]):
+        top -= 1
+    return top, [s for s in siblings[top:base_index] if is_result_group(s)]
+
+
+def estimate_seconds(info, params):
+    """(seconds, preset figure) the server's estimates say this job takes, or (None, None)."""
+    figure = (info.get("estimates") or {}).get(params.get("preset"))
+    if not isinstance(figure, dict):
+        return None, None
+    try:
+        rate = float(figure["seconds_per_iteration"])
+        fixed = float(figure.get("fixed_seconds") or 0.0)
+        iterations = int(params.get("iterations") or figure["iterations"])
+    except (KeyError, TypeError, ValueError):
+        return None, None
+    return fixed + rate * iterations * max(1, int(params.get("samples") or 1)), figure
+
+
+def preset_estimate_text(info, preset, samples=1, iterations=0):
+    """What a dialog shows beside a preset: "about 3 min" (per the server's own figures), or ""
+    when the server gave none."""
+    seconds, figure = estimate_seconds(info, {"preset": preset, "samples": samples,
+                                              "iterations": iterations})
+    if seconds is None:
+        return ""
+    text = procedures.format_duration(seconds)
+    if figure.get("source") not in ("measured", None):
+        text += " (rough)"
+    return text
+
+
+def long_run_question(info, params, address):
+    """The question to ask before a job estimated longer than LONG_RUN_S, or None."""
+    seconds, figure = estimate_seconds(info, params)
+    if seconds is None or seconds <= LONG_RUN_S:
+        return None
+    device = info.get("device") or "its device"
+    how = {"measured": "measured on this server's earlier runs",
+           "other preset": "from this server's runs of another preset",
+           "start-up probe": "a rough figure from this server's start-up"}.get(
+        figure.get("source"), "the server's figure")
+    n = int(params.get("samples") or 1)
+    return ("This run is estimated to take %s on the MAGIC server at %s (%s; %s, %d sample%s, "
+            "%s). Start it anyway? (A faster preset, fewer samples or fewer iterations make it "
+            "shorter.)" % (procedures.format_duration(seconds)[len("about "):], address, device,
+                           params.get("preset"), n, "" if n == 1 else "s", how))
 
 
 def label_map_layers(job, images):
@@ -515,6 +603,11 @@ def _run_job(host, runner, image, base, job, args, config, address):
     _check_server(job, info, args, address)
     preview = bool(getattr(host, "wants_preview", False))
     params = job_params(job, args, preview)
+    question = long_run_question(info, params, address) if mode != procedures.LABEL_MAP else None
+    confirm = getattr(host, "confirm", None)
+    if question and confirm is not None and not confirm(question):
+        raise UserError("Not started: the run was estimated to take too long. Pick a faster "
+                        "preset, fewer samples or fewer iterations.", cancelled=True)
     request = {"width": job.width, "height": job.height, "image": job.image_rgba,
                "params": params, "init": job.init_rgba}
     request.update(job.frames())
@@ -547,7 +640,8 @@ def _run_job(host, runner, image, base, job, args, config, address):
         host.progress_update(1.0, "MAGIC %s: adding the label layers" % mode)
         host.insert_label_maps(image, base, layers)
         return layers, label_map_next_steps(notes)
-    results = build_results(job, images, seeds, params["seed"])
+    results = build_results(job, images, seeds, params["seed"], params["preset"])
     host.progress_update(1.0, "MAGIC %s: adding %d layer(s)" % (mode, len(results)))
-    host.insert_results(image, base, procedures.group_name(mode), results)
+    name = procedures.group_name(mode, params["preset"], [r.seed for r in results])
+    host.insert_results(image, base, name, results, input_layers(args))
     return results, None

@@ -230,7 +230,9 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
         if unit:
             state.update(systemd_unit=str(unit))
     _install_weights(args, ctx, plan.python, state)
-    for w in dict.fromkeys(warnings):
+    if args.no_weights:
+        warnings.append(_no_weights_note(ctx))
+    for w in dict.fromkeys(w for w in warnings if w):
         ctx.say(f"ACTION NEEDED: {w}")
     if args.dry_run:
         ctx.say("dry run: nothing was changed")
@@ -239,6 +241,20 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
     else:
         ctx.say("done: start GIMP and open Filters > MAGIC")
     return 0
+
+
+def _no_weights_note(ctx: Context) -> str | None:
+    """--no-weights: what still has to be done (None when weights are there already)."""
+    from magic_server import weights_store as ws
+
+    found = ws.installed_weights_path(ctx.cache_dir)
+    if found is not None:
+        ctx.say(f"weights: skipped (--no-weights); the ones installed before stay: {found}")
+        return None
+    return ("no classifier weights are installed (--no-weights), so MAGIC cannot run any edit "
+            "yet: the server refuses to start without them. Run `magic-installer weights` "
+            f"(a download of about {ws.ESTIMATED_DOWNLOAD_MB} MB; `magic-installer weights "
+            "--file FILE` installs a checkpoint you have), then open Filters > MAGIC in GIMP")
 
 
 class _State:

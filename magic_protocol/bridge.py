@@ -10,7 +10,7 @@ frames; every frame is a 4-byte big-endian length and that many bytes.
 
 Requests (plug-in -> bridge):
   {"op": "handshake", "address", "timeout_s"}
-      -> {"ok": true, "info": {"max_pixels", "presets", "modes", "device"}}
+      -> {"ok": true, "info": {"max_pixels", "presets", "modes", "device", "estimates"}}
   {"op": "submit", "address", "params", "width", "height", "timeout_s" | null, "nframes"}
       + the frames params["mode"] submits (protocol.submit_frame_names), in that order:
         image (RGBA), source mask, guide mask (1 channel each) [+ init (RGBA rough composite)];
@@ -164,9 +164,11 @@ class Bridge:
         with self.c.MagicClient(h["address"], timeout_s=float(h.get("timeout_s") or 5),
                                 retries=0) as client:
             info = client.handshake()
+        estimates = info.raw.get("estimates")
         write_message(self.out, {"ok": True, "info": {
             "max_pixels": info.limits.max_pixels, "presets": list(info.presets),
-            "modes": list(info.modes), "device": info.device}})
+            "modes": list(info.modes), "device": info.device,
+            "estimates": estimates if isinstance(estimates, dict) else {}}})
 
     def submit(self, h: dict[str, Any], frames: list[bytes]) -> None:
         c = self.c

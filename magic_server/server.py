@@ -38,6 +38,8 @@ import zmq
 from magic_protocol import protocol as P
 from magic_protocol.protocol import DEFAULT_ADDRESS, DEFAULT_LIMITS, ErrorCode, Limits
 from magic_server.devices import DeviceError, parse_device_list, resolve_device_list
+from magic_server.estimates import Estimates, probe_rate, probe_seconds
+from magic_server.estimates import default_path as default_estimates_path
 from magic_server.jobs import FairQueue, Job, Worker, WorkerEvent, engine_device
 from magic_server.server_curve import (
     CurveConfig,
@@ -46,6 +48,7 @@ from magic_server.server_curve import (
     is_local_endpoint,
     keygen,
 )
+from magic_server.server_weights import NoWeights, resolve_weights
 
 log = logging.getLogger("magic_server")
 
@@ -101,6 +104,9 @@ class Server:
         self._threads_before: int | None = None
         self.workers_info: list[dict[str, Any]] = []
         self.capabilities = self._capabilities()
+        # seconds per iteration, from this server's finished jobs (main() adds a start-up
+        # probe and a file that keeps them): "estimates" in welcome and status_report
+        self.estimates = Estimates(self.capabilities.get("preset_iterations") or {}, "")
         self.router = self._bind()
         # PULL, not PAIR: every worker thread connects its own PUSH end.
         self._wake_rx = self.ctx.socket(zmq.PULL)
@@ -342,7 +348,14 @@ class Server:
             job = ev.job
             fields = {"job": job.id, **ev.fields}
             self._send(job.owner, P.encode(ev.kind, fields, ev.frames, req=job.req))
+            if ev.kind == P.PROGRESS:
+                self.estimates.progress(job.id, ev.fields.get("stage"),
+                                        int(ev.fields.get("iteration") or 0))
+            elif ev.kind == P.RESULT:
+                self.estimates.observe(job.params.preset, int(ev.fields.get("iterations") or 0),
+                                       job.params.samples, ev.fields.get("elapsed_s"), job.id)
             if ev.kind in P.TERMINAL_EVENTS:
+                self.estimates.forget(job.id)
                 elapsed = time.monotonic() - job.submitted_at
                 detail = ev.fields.get("code") or ev.fields.get("message") or ""
                 log.info("job %s %s after %.1f s on worker %s %s", job.id[:8], ev.kind,
@@ -374,7 +387,8 @@ class Server:
     def _on_hello(self, who: bytes, msg: P.Message) -> None:
         log.info("client %s: hello (%s)", self._client_name(who),
                  str(msg.header.get("client", ""))[:80])
-        server = {**self.capabilities, "workers": self.workers_status()}
+        server = {**self.capabilities, "workers": self.workers_status(),
+                  "estimates": self.estimates.report()}
         self._send(who, P.encode(P.WELCOME, {"server": server}, req=msg.req))
 
     def _on_ping(self, who: bytes, msg: P.Message) -> None:
@@ -390,7 +404,8 @@ class Server:
         self._send(who, P.encode(P.STATUS_REPORT, {
             "running": running[0] if running else None, "running_jobs": running,
             "queued": queued, "workers": self.workers_status(),
-            "clients": len(self.last_seen)}, req=msg.req))
+            "clients": len(self.last_seen), "estimates": self.estimates.report()},
+            req=msg.req))
 
     def _on_cancel(self, who: bytes, msg: P.Message) -> None:
         key = P.cancel_key_field(msg) if "job" not in msg.header else None
@@ -579,7 +594,8 @@ def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:
         progress = ProgressBar("classifier weights")
     except (ImportError, TypeError):
         pass
-    model, label = load_classifier(weights, "cpu", progress=progress)
+    # Never a download here (see server_weights): main() refused missing weights already.
+    model, label = load_classifier(weights, "cpu", allow_download=False, progress=progress)
     engines = []
     for i, device in enumerate(devices):
         own = model if i == len(devices) - 1 else copy.deepcopy(model)
@@ -605,7 +621,16 @@ def main(argv: Sequence[str] | None = None,
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s magic-server %(message)s", datefmt="%H:%M:%S")
     keys_dir = args.keys or default_keys_dir()
+    weights = args.weights
     if not args.keygen:
+        try:
+            # Before the port and the engines: no usable weights is refused at once (a
+            # stand-in engine from engine_factory has its own).
+            if engine_factory is None:
+                weights = resolve_weights(args.weights)
+        except NoWeights as exc:
+            print(f"magic-server: {exc}", file=sys.stderr, flush=True)
+            return 1
         try:
             devices = worker_devices(args.device, resolve=engine_factory is None)
         except DeviceError as exc:
@@ -638,7 +663,7 @@ def main(argv: Sequence[str] | None = None,
             engines = [engine_factory(argparse.Namespace(**{**vars(args), "device": d}))
                        for d in devices]
         else:
-            engines = load_engines(devices, args.weights)
+            engines = load_engines(devices, weights)
         engine_box.update(enumerate(engines))
         if str(getattr(engines[0], "weights_label", "")).startswith("untrained"):
             log.warning("using an UNTRAINED classifier (random weights): results will not look "
@@ -648,6 +673,8 @@ def main(argv: Sequence[str] | None = None,
                 log.info("warming up worker %d (%s)", i, device)
                 engine.warm_up()
         server.capabilities = server._capabilities()
+        server.estimates = server_estimates(server.capabilities, engines[0], args,
+                                            keep=engine_factory is None)
     except Exception as exc:  # noqa: BLE001 - one clear line for the user
         server._shutdown()
         print(f"magic-server: cannot start the engine: {exc}", file=sys.stderr)
@@ -670,6 +697,17 @@ def main(argv: Sequence[str] | None = None,
     server.serve_forever()
     log.info("stopped")
     return 0
+
+
+def server_estimates(caps: dict[str, Any], engine: Any, args: argparse.Namespace,
+                     keep: bool = True) -> Estimates:
+    """The time estimates of a started server: kept per device and weights in the cache
+    folder (keep=False: not kept, a stand-in engine), with a start-up probe of the first
+    worker's engine until a job is measured."""
+    step = None if args.no_warm_up else probe_seconds(engine.warm_up)
+    key = f"{caps.get('device')} {caps.get('gpu_name') or ''} {caps.get('weights_label')}"
+    return Estimates(caps.get("preset_iterations") or {}, key,
+                     default_estimates_path() if keep else None, probe_rate(step, args.resolution))
 
 
 class _LazyEngine:

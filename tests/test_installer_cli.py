@@ -119,7 +119,9 @@ def test_pyzmq_wheel_is_vendored_for_gimp_python_without_zmq(tmp_path, repo):
             "print(zmq.__version__)")
     probe = subprocess.run([gimp_py, "-c", code], capture_output=True, text=True, check=False)
     assert probe.stdout.split() == ["not", "at", "the", "top", "26.0.0"], probe.stderr
-    assert "ACTION NEEDED" not in out.getvalue()
+    # nothing to do about pyzmq (the only ACTION NEEDED: the weights, --no-weights)
+    assert [ln for ln in out.getvalue().splitlines() if ln.startswith("ACTION NEEDED")] == [
+        ln for ln in out.getvalue().splitlines() if ln.startswith("ACTION NEEDED: no classifier")]
     record = json.loads((folder / ".magic-install.json").read_text())
     assert f"vendor/{tag}/zmq/__init__.py" in record["vendored"]
     assert f"GIMP runs Python {version} at" in out.getvalue()
@@ -245,3 +247,26 @@ def test_venv_with_chosen_torch_build_is_recorded_and_uninstalled(tmp_path, repo
     assert not any("pip" in c for c in runner.calls[calls:])  # the venv is there: nothing to do
     assert main(["uninstall"], ctx) == 0
     assert not venv.exists() and not (home / "data").exists()
+
+
+def test_no_weights_says_plainly_what_still_has_to_be_done(tmp_path, repo):
+    home = tmp_path / "home"
+    make_profiles(home, [LINUX_LAYOUTS["native-3"]])
+    ctx, out = context(home, repo)
+    assert install(ctx, "--no-weights") == 0, out.getvalue()
+    text = out.getvalue()
+    assert "done: start GIMP" not in text
+    assert ("ACTION NEEDED: no classifier weights are installed (--no-weights), so MAGIC cannot "
+            "run any edit yet") in text
+    assert "Run `magic-installer weights`" in text
+    assert text.strip().splitlines()[-1].startswith("installed, but see ACTION NEEDED above")
+    # weights installed before: --no-weights keeps them and says so, nothing more to do
+    weights = small_ckpt(tmp_path / "w.ckpt")
+    ctx, out = context(home, repo, validate=small_validator)
+    assert main(["weights", "--file", str(weights)], ctx) == 0
+    out.truncate(0)
+    out.seek(0)
+    assert install(ctx, "--no-weights") == 0
+    text = out.getvalue()
+    assert "the ones installed before stay" in text and "no classifier weights" not in text
+    assert "no classifier weights" not in text, text

@@ -138,7 +138,7 @@ def test_a_whole_run_from_the_plugin_through_the_curve_server(curve_server, tmp_
         status = module.run_procedure(proc, Gimp.RunMode.NONINTERACTIVE, image, [base],
                                       fake.Config(values), None)
         assert status == ("SUCCESS", None)
-        assert [la.name for la in image.layers if la.is_group()] == ["MAGIC reshape"]
+        assert [la.name for la in image.layers if la.is_group()] == ["MAGIC reshape tiny (seed 0)"]
 
 
 def test_the_cancel_guard_cancels_through_the_curve_server(curve_server, plugin_modules):

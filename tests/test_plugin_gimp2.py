@@ -25,6 +25,7 @@ from test_server_support import FakeEngine, ThreadedServer, address
 
 W, H = 24, 16
 LAYOUT, LABEL_MAP = "python-fu-magic-layout", "python-fu-magic-label-map"
+KEEP = "python-fu-magic-keep-sample"
 
 
 @pytest.fixture
@@ -88,6 +89,9 @@ def test_registers_the_documented_procedures_with_gimpfu_params(gimpfu, tmp_path
         assert reg["menu"] == "<Image>/Filters/MAGIC"
         names = [p[1] for p in reg["params"]]
         assert names[:2] == ["image", "drawable"]
+        if name == KEEP:
+            assert names == ["image", "drawable"]
+            continue
         assert {"seed", "server-address"} <= set(names)
         if name not in (LAYOUT, LABEL_MAP):
             assert {"samples", "preset", "source-mask"} <= set(names)
@@ -111,12 +115,15 @@ def test_move_through_the_bridge_adds_layers_in_one_undo_step(gimpfu, tmp_path):
         status, message = gimpfu.stub_run(
             "python-fu-magic-move-object",
             *values("python-fu-magic-move-object", image, base,
-                    **{"moved-layer": moved, "source-mask": base, "samples": 2, "seed": 9}))
+                    **{"moved-layer": moved, "source-mask": base, "samples": 2, "seed": 9,
+                       "vary": False}))
     assert (status, message) == (gimpfu.PDB_SUCCESS, None)
     names = [layer.name for layer in image.layers]
-    assert names == ["guide", "moved", "MAGIC move", "photo"]
+    assert names == ["guide", "moved", "MAGIC move quality (seeds 9-10)", "photo"]
+    assert not moved.visible  # the run's input, hidden in its undo group (image.log empty)
     group = image.layers[2]
-    assert [c.name for c in group.children] == ["MAGIC move seed 9", "MAGIC move seed 10"]
+    assert [c.name for c in group.children] == ["MAGIC move quality seed 9",
+                                                "MAGIC move quality seed 10"]
     top = group.children[0]
     # edited area: selection (2..6, 2..6) + moved (16..20, 8..12), margin 4, in photo frame
     assert top.offsets == (3 + 0, 2 + 0) and (top.width, top.height) == (24, 16)
@@ -132,6 +139,29 @@ def test_move_through_the_bridge_adds_layers_in_one_undo_step(gimpfu, tmp_path):
     outside = np.ones((H, W), bool)
     outside[8:12, 16:20] = False
     assert (init[outside] == (0x50, 0x60, 0x70)).all()
+
+
+def test_vary_reruns_and_keep_this_sample_on_gimp_2_10(gimpfu, tmp_path):
+    """Each run a new seed (Vary, on by default), the new group on top and the earlier one
+    hidden; Keep this sample drops the other samples of its group."""
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        load_plugin(install_210(tmp_path, srv.address))
+        image, base, moved, _guide = scene(gimpfu)
+        args = values("python-fu-magic-move-object", image, base,
+                      **{"moved-layer": moved, "source-mask": base, "samples": 2, "seed": 9})
+        for _ in range(2):
+            assert gimpfu.stub_run("python-fu-magic-move-object", *args) == (
+                gimpfu.PDB_SUCCESS, None)
+    first, second = image.layers[3], image.layers[2]
+    assert [la.name for la in image.layers][:2] == ["guide", "moved"]
+    assert first.name != second.name and "(seeds 9-10)" not in first.name + second.name
+    assert second.visible and not first.visible and image.layers[4] is base
+    assert image.log == []  # every change inside an undo group
+    kept = second.children[1]
+    assert gimpfu.stub_run(KEEP, image, kept) == (gimpfu.PDB_SUCCESS, None)
+    assert second.children == [kept] and image.active_layer is kept
+    status, message = gimpfu.stub_run(KEEP, image, base)
+    assert status == gimpfu.PDB_EXECUTION_ERROR and "Select one MAGIC result layer" in message
 
 
 def test_errors_are_messages_and_execution_errors(gimpfu, tmp_path):
@@ -208,17 +238,17 @@ def test_the_plugin_runs_under_python_2_7(tmp_path):
             moved = image.stub_add(g.Layer(image, "moved", 4, 4, g.RGBA_IMAGE)
                                    .stub_fill(b"\\x01\\x02\\x03\\xff"), 19, 10)
             image.stub_select(5, 4, 9, 8)
-            # image, drawable, moved-layer, source-mask, samples, preset, seed, region,
+            # image, drawable, moved-layer, source-mask, samples, preset, seed, vary, region,
             # iterations, resolution, timeout, server-address, seed-from-layer
             print(g.stub_run("python-fu-magic-copy-object", image, base, moved, None, 1, 0, 4, 0,
-                             0, 0, 0, "", 1))
+                             0, 0, 0, 0, "", 1))
             print([la.name for la in image.layers])
             print(sys.version_info[0])
         """)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0] == "('SUCCESS', None)", r.stdout + r.stderr
-    assert lines[1] == "['moved', 'MAGIC copy', 'photo']"
+    assert lines[1] == "['moved', 'MAGIC copy quality (seed 4)', 'photo']"
     assert lines[2] == "2"
 
 
@@ -263,7 +293,7 @@ def run_layout_210(stub, srv, tmp_path, colour=BLUE):
     target = label_layer(stub, image, "wanted", paint=(2, 3, 8, 9), colour=colour)
     result = stub.stub_run(LAYOUT, *values(LAYOUT, image, base, **{
         "source-labels": source, "target-labels": target, "samples": 1, "seed": 4,
-        "preset": "tiny"}))
+        "preset": "tiny", "vary": False}))
     return result, image
 
 
@@ -278,8 +308,8 @@ def test_layout_through_the_bridge_sends_the_label_maps(gimpfu, tmp_path):
     assert np.array_equal(call["source_labels"] != call["target_labels"], changed)
     assert call["options"].mode == "layout"
     names = [la.name for la in image.layers]
-    assert names == ["wanted", "labels", "guide", "moved", "MAGIC layout", "photo"]
-    assert [c.name for c in image.layers[4].children] == ["MAGIC layout seed 4"]
+    assert names == ["wanted", "labels", "guide", "moved", "MAGIC layout tiny (seed 4)", "photo"]
+    assert [c.name for c in image.layers[4].children] == ["MAGIC layout tiny seed 4"]
     assert image.undo_groups == 1 and image.undo_depth == 0
 
 
@@ -355,10 +385,10 @@ def test_label_map_and_layout_run_under_python_2_7(tmp_path, monkeypatch):
             target = image.layers[0]
             rgn = target.get_pixel_rgn(0, 0, 24, 16, True)
             rgn[2:6, 3:7] = b"\\x00\\x00\\xc8\\xff" * 16  # paint blue into the black half
-            # image, drawable, source-labels, target-labels, samples, preset, seed, region,
-            # iterations, resolution, timeout, server-address
+            # image, drawable, source-labels, target-labels, samples, preset, seed, vary,
+            # region, iterations, resolution, timeout, server-address
             print(g.stub_run("python-fu-magic-layout", image, base, image.layers[1], target, 1,
-                             3, 6, 0, 0, 0, 0, ""))
+                             3, 6, 0, 0, 0, 0, 0, ""))
             print([la.name for la in image.layers])
         """)
     assert r.returncode == 0, r.stderr
@@ -366,8 +396,9 @@ def test_label_map_and_layout_run_under_python_2_7(tmp_path, monkeypatch):
     assert lines[0] == "('SUCCESS', None)", r.stdout + r.stderr
     assert lines[1] == "['MAGIC target labels (paint here)', 'MAGIC source labels', 'photo']"
     assert lines[2] == "('SUCCESS', None)", r.stdout + r.stderr
-    assert lines[3] == ("['MAGIC target labels (paint here)', 'MAGIC source labels', "
-                        "'MAGIC layout', 'photo']")
+    # the result on top of the label maps (MAGIC's too), the painted one hidden (an input)
+    assert lines[3] == ("['MAGIC layout tiny (seed 6)', 'MAGIC target labels (paint here)', "
+                        "'MAGIC source labels', 'photo']")
     changed = np.zeros((H, W), bool)
     changed[3:7, 2:6] = True
     assert np.array_equal(engine.last_call["source_labels"] != engine.last_call["target_labels"],

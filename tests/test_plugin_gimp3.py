@@ -58,16 +58,21 @@ def test_registers_the_procedures_with_the_documented_arguments(plugin):
     names = module.MagicPlugIn().do_query_procedures()
     binary = ["python-fu-magic-synthesize", "python-fu-magic-move-object",
               "python-fu-magic-copy-object", "python-fu-magic-remove-object"]
-    assert names == binary + ["python-fu-magic-layout", "python-fu-magic-label-map"]
+    assert names == binary + ["python-fu-magic-layout", "python-fu-magic-label-map",
+                              "python-fu-magic-keep-sample"]
     assert names == list(manifest.PROCEDURES)
-    for name in names:
+    keep = create(module, "python-fu-magic-keep-sample")
+    assert keep.args == {} and keep.label == "_Keep this sample"
+    assert keep.menu_paths == ["<Image>/Filters/MAGIC"]
+    for name in names[:-1]:
         proc = create(module, name)
         assert proc.menu_paths == ["<Image>/Filters/MAGIC"]
         assert proc.image_types == "RGB*"
         assert {"seed", "timeout", "server-address"} <= set(proc.args)
     for name in binary:
         proc = create(module, name)
-        assert {"source-mask", "samples", "preset", "region"} <= set(proc.args)
+        assert {"source-mask", "samples", "preset", "region", "vary"} <= set(proc.args)
+        assert proc.args["vary"][0] == "bool" and proc.args["vary"][3] is True
         assert proc.args["source-mask"][0] == "layer" and proc.args["source-mask"][3] is True
         assert proc.args["preset"][3] == procedures.PRESETS
     synth = create(module, "python-fu-magic-synthesize")
@@ -100,8 +105,9 @@ def test_run_against_a_real_server_adds_result_layers(plugin, tmp_path, monkeypa
                                                 cfg, None)
     assert (status, message) == ("SUCCESS", None)
     group = image.layers[1]
-    assert group.name == "MAGIC copy" and image.layers[2] is base
-    assert [c.name for c in group.children] == ["MAGIC copy seed 21", "MAGIC copy seed 22"]
+    assert group.name == "MAGIC copy quality (seeds 21-22)" and image.layers[2] is base
+    assert [c.name for c in group.children] == ["MAGIC copy quality seed 21",
+                                                "MAGIC copy quality seed 22"]
     # the stand-in engine inverts the image: a pixel inside the edited area
     top = group.children[0]
     assert top.pixel(5, 5) == bytes([255 - 80, 255 - 90, 255 - 100, 255])
@@ -214,7 +220,7 @@ def test_autostart_uses_the_installed_server_command(plugin, tmp_path, monkeypat
                             {"server_address": addr, "server_command": command})
     try:
         assert "tiny" in info["presets"]
-        assert "Starting the MAGIC server..." in host.texts
+        assert f"Starting the MAGIC server at {addr}..." in host.texts
         assert "ready" in (tmp_path / "server.log").read_text()
     finally:
         os.kill(info["started_pid"], signal.SIGTERM)
@@ -233,10 +239,93 @@ def test_autostart_failure_shows_the_log(plugin, tmp_path, monkeypatch):
         def cancel_requested(self):
             return False
 
+    (tmp_path / "server.log").write_text("magic-server: an older run's reason\n")
     with pytest.raises(workflow.UserError) as err:
         workflow.connect(Host(), gimp3_host.DirectRunner(), address(),
                          {"server_command": command})
     assert "exit code 3" in err.value.message and "no weights here" in err.value.message
+    assert "older run" not in err.value.message  # only this start's output
+
+
+def test_a_started_server_without_weights_is_reported_at_once_with_its_reason(
+        plugin, tmp_path, monkeypatch):
+    """The real magic-server with no weights installed (an empty cache): the plug-in's
+    autostart reports the server's own reason within seconds, not after download retries."""
+    from gimp_plugin import gimp3_host, settings
+
+    monkeypatch.setattr(settings, "log_path", lambda: str(tmp_path / "server.log"))
+    monkeypatch.setenv("MAGIC_CACHE_DIR", str(tmp_path / "empty-cache"))
+    addr = address()
+    command = [sys.executable, "-m", "magic_server.server", "--bind", addr, "--device", "cpu"]
+    texts = []
+
+    class Host:
+        def progress_update(self, fraction, text):
+            texts.append(text)
+
+        def cancel_requested(self):
+            return False
+
+    t0 = time.monotonic()
+    with pytest.raises(workflow.UserError) as err:
+        workflow.connect(Host(), gimp3_host.DirectRunner(), addr,
+                         {"server_address": addr, "server_command": command})
+    took = time.monotonic() - t0
+    assert err.value.message.startswith(
+        "The MAGIC server could not start: no classifier weights installed: run "
+        "`magic-installer weights`"), err.value.message
+    assert took < 15, f"reported after {took:.1f} s"
+    assert texts[0] == f"Starting the MAGIC server at {addr}..."
+
+
+def test_a_slow_server_start_is_explained_every_few_seconds(plugin, tmp_path, monkeypatch):
+    """Never a silent wait: while a started server is not answering, the progress text says
+    how long it has been and what the server last wrote."""
+    from gimp_plugin import settings
+
+    monkeypatch.setattr(settings, "log_path", lambda: str(tmp_path / "server.log"))
+    now = [1000.0]
+
+    class Proc:
+        pid, returncode = 4242, None
+
+        def poll(self):
+            return None
+
+    def start_server(command, log):
+        with open(log, "a") as f:
+            f.write("magic-server loading the classifier\n")
+        return Proc()
+
+    monkeypatch.setattr(settings, "start_server", start_server)
+
+    class Runner:
+        def handshake(self, address, timeout_s):
+            now[0] += timeout_s
+            if now[0] > 1021:
+                return {"presets": ["draft"]}
+            raise workflow.RunnerError("unreachable", "no answer")
+
+    texts = []
+
+    class Host:
+        def progress_update(self, fraction, text):
+            texts.append((now[0], text))
+
+        def cancel_requested(self):
+            return False
+
+    def sleep(s):
+        now[0] += s
+
+    info = workflow.connect(Host(), Runner(), "tcp://x:1", {"server_command": ["srv"]},
+                            clock=lambda: now[0], sleep=sleep)
+    assert info["started_pid"] == 4242
+    said = [(t, text) for t, text in texts if "so far" in text]
+    assert len(said) >= 3
+    assert all(b - a <= workflow.STARTUP_SAY_EVERY_S + 2 for (a, _), (b, _) in
+               zip([(texts[0][0], "")] + said, said))
+    assert said[0][1].endswith("it says: magic-server loading the classifier")
 
 
 def test_manifest_lists_existing_files_for_both_variants():
@@ -270,9 +359,10 @@ def test_preview_frames_from_a_real_server_reach_the_host_not_the_image(plugin, 
         workflow.run(host, DirectRunner(), image, base, "move", args, {})
     assert shown, "no preview frame arrived"
     assert all(w > 0 and h > 0 and len(rgb) == 3 for w, h, rgb in shown)
-    assert [la.name for la in image.layers] == ["moved", "MAGIC move", "photo"]
+    assert [la.name for la in image.layers] == ["moved", "MAGIC move quality (seed 0)", "photo"]
     assert image.frozen == 0 and host.previews_received == len(shown)
-    assert image.history[0] == "insert MAGIC move"  # nothing before the result
+    # nothing before the result but hiding the moved layer (in the result's undo group)
+    assert image.history[:2] == ["visible moved", "insert MAGIC move quality (seed 0)"]
 
 
 def test_the_plugin_process_imports_only_stdlib_gi_pyzmq_and_our_packages():
@@ -353,7 +443,7 @@ def test_remove_the_only_object_through_a_real_server(plugin, tmp_path, monkeypa
     assert not call["guide_mask"].any() and call["init_image"] is None
     assert call["source_mask"][3:7, 3:7].all() and call["source_mask"].sum() == 16
     group = image.layers[1]
-    assert group.name == "MAGIC remove" and image.layers[2] is base
+    assert group.name.startswith("MAGIC remove quality (seed ") and image.layers[2] is base
 
 
 # ------------------------------------------------------------------------ layout and label map
@@ -402,8 +492,8 @@ def test_layout_through_a_real_server_reaches_the_engine_as_label_indices(plugin
     assert np.array_equal(source != target, changed)
     assert call["options"].mode == "layout" and call["options"].preset == "tiny"
     group = image.layers[image.layers.index(base) - 1]
-    assert group.name == "MAGIC layout"
-    assert [c.name for c in group.children] == ["MAGIC layout seed 5"]
+    assert group.name == "MAGIC layout tiny (seed 5)"
+    assert [c.name for c in group.children] == ["MAGIC layout tiny seed 5"]
     assert image.undo_groups == 1
 
 

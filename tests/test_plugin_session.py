@@ -64,7 +64,7 @@ def test_repeat_and_reshow_use_the_remembered_layers(plugin, monkeypatch):
     module, Gimp = plugin
     dialogs = []
 
-    def dialog(procedure, cfg, spec):
+    def dialog(procedure, cfg, spec, *shown):
         dialogs.append(dict(cfg.values))
         return True
 
@@ -85,11 +85,16 @@ def test_repeat_and_reshow_use_the_remembered_layers(plugin, monkeypatch):
         assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, reshow)[0] == "SUCCESS"
     assert dialogs[1]["source-mask"] is src and dialogs[1]["samples"] == 2
     assert dialogs[1]["server-address"] == srv.address
-    groups = [la.name for la in image.layers if la.is_group()]
-    assert groups == ["MAGIC reshape"] * 3
+    groups = [la for la in image.layers if la.is_group()]
+    assert [g.name.split(" (")[0] for g in groups] == ["MAGIC reshape quality"] * 3
+    # the newest on top and shown, the earlier ones hidden; Vary (on) gave each its own seed
+    assert [g.visible for g in groups] == [True, False, False]
+    assert len({g.name for g in groups}) == 3
     # remembering made no undo step and the photo is the selected layer again
     assert not any(h.startswith("parasite") for h in image.history)
-    assert image.history[len(history):len(history) + 1] == ["insert MAGIC reshape"]
+    # the first result group hidden, then the next one inserted above it
+    assert image.history[len(history)].startswith("visible MAGIC reshape quality (seeds "), image.history
+    assert image.history[len(history) + 1].startswith("insert MAGIC reshape quality (seeds ")
     assert image.get_selected_layers() == [base]
     assert image.parasites[memory.PARASITE_NAME].flags == 0
 
@@ -98,7 +103,7 @@ def test_repeat_after_undo_and_redo_runs_on_the_photo_not_on_the_result(plugin, 
     """GIMP's Redo selects the result layer it adds back: Repeat still runs on the photo (with
     the same masks), not on MAGIC's own cropped result. A layer the artist picked stays."""
     module, Gimp = plugin
-    monkeypatch.setattr(module, "show_dialog", lambda procedure, cfg, spec: True)
+    monkeypatch.setattr(module, "show_dialog", lambda procedure, cfg, spec, *shown: True)
     with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
         image, base, src, guide = scene(Gimp)
         first = config(**{"source-mask": src, "guide-mask": guide, "samples": 1,
@@ -117,8 +122,8 @@ def test_repeat_after_undo_and_redo_runs_on_the_photo_not_on_the_result(plugin, 
         assert call["image"].shape[:2] == (30, 40)  # the photo's pixels, not the result's
         for k, mask in first_masks.items():
             assert (call[k] == mask).all(), k
-        assert [la.name for la in image.layers] == ["guide", "source", "MAGIC reshape",
-                                                    "MAGIC reshape", "photo"]
+        assert [la.name.split(" (")[0] for la in image.layers] == [
+            "guide", "source", "MAGIC reshape quality", "MAGIC reshape quality", "photo"]
         assert image.get_selected_layers() == [base]
         # the artist's own layer is run on as chosen (here: refused, it is the source mask)
         status, message = run(module, Gimp, Gimp.RunMode.WITH_LAST_VALS, image, base=src,
@@ -130,11 +135,12 @@ def test_a_failed_run_keeps_the_dialog_values(plugin, monkeypatch):
     module, Gimp = plugin
     seen = []
 
-    def dialog(procedure, cfg, spec):
+    def dialog(procedure, cfg, spec, *shown):
         seen.append(dict(cfg.values))
         if len(seen) == 1:  # the artist's choices in the first dialog
             cfg.set_property("samples", 5)
             cfg.set_property("seed", 77)
+            cfg.set_property("vary", False)  # a fixed seed: the next dialog shows it
             cfg.set_property("guide-mask", guide)
             cfg.set_property("server-address", down)
         return True
@@ -279,7 +285,8 @@ def test_mask_guided_synthesis_with_mode_move_uses_the_guide_layer(plugin):
                             "samples": 1, "server-address": srv.address})
             assert run(module, Gimp, Gimp.RunMode.NONINTERACTIVE, image, base, cfg) == (
                 "SUCCESS", None)
-            assert [la.name for la in image.layers if la.is_group()] == [f"MAGIC {mode}"]
+            assert [la.name for la in image.layers if la.is_group()] == [
+                f"MAGIC {mode} quality (seed 0)"]
         # remove may go without a guide: nothing stays
         image, base, src, _guide = scene(Gimp)
         cfg = config(**{"source-mask": src, "mode": "remove", "samples": 1,
@@ -444,7 +451,7 @@ def test_label_map_and_layout_remember_their_arguments(plugin, monkeypatch):
     monkeypatch.setattr(jobs, "label_map_result", two_halves)
     dialogs = []
 
-    def dialog(procedure, cfg, spec):
+    def dialog(procedure, cfg, spec, *shown):
         dialogs.append((spec.name, dict(cfg.values)))
         if spec.name == LABEL_MAP and len(dialogs) == 1:
             cfg.set_property("labels", 4)
@@ -476,4 +483,167 @@ def test_label_map_and_layout_remember_their_arguments(plugin, monkeypatch):
     assert again.values["source-labels"] is source and again.values["target-labels"] is target
     assert dialogs[2][0] == LABEL_MAP and dialogs[2][1]["labels"] == 4
     assert dialogs[2][1]["server-address"] == srv.address
-    assert [la.name for la in image.layers if la.is_group()] == ["MAGIC layout"] * 2
+    assert [la.name.split(" (")[0] for la in image.layers if la.is_group()] == [
+        "MAGIC layout draft"] * 2
+
+
+# ------------------------------------------------------------------------ the artist's loop
+
+def move_scene(Gimp):
+    """A photo, its object selected, and the object pasted as a visible layer somewhere else
+    (what an artist does before Move object...)."""
+    image = Gimp.Image(40, 30)
+    base = image.add(Gimp.Layer(image, "photo", 40, 30, 4).fill((80, 90, 100, 255)))
+    moved = image.add(Gimp.Layer(image, "Pasted Layer", 4, 4, 4).fill((9, 9, 9, 255)), 25, 15)
+    image.select(5, 5, 9, 9)
+    image.set_selected_layers([base])
+    return image, base, moved
+
+
+def visible_on_top(image):
+    """The top-most visible layer (or group) of the image: what covers the canvas first."""
+    return next(la for la in image.layers if la.visible)
+
+
+MOVE = "python-fu-magic-move-object"
+KEEP = "python-fu-magic-keep-sample"
+
+
+def test_the_canvas_shows_each_new_result_and_undo_brings_back_the_moved_layer(plugin,
+                                                                              monkeypatch):
+    module, Gimp = plugin
+    monkeypatch.setattr(module, "show_dialog", lambda procedure, cfg, spec, *shown: True)
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        image, base, moved = move_scene(Gimp)
+        cfg = config(MOVE, **{"moved-layer": moved, "samples": 2,
+                              "server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, cfg, MOVE)[0] == \
+            "SUCCESS"
+        first = image.layers[1]
+        # the moved layer is hidden (not deleted), the result is what the canvas shows
+        assert image.layers[0] is moved and not moved.visible
+        assert first.is_group() and visible_on_top(image) is first
+        assert image.layers[2] is base
+        seed1 = srv.engine.last_call["options"].seed
+        # Filters > Repeat: a new seed, a new group on top of the first, which is hidden
+        again = config(MOVE, **{"samples": 2, "server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.WITH_LAST_VALS, image, base, again,
+                   MOVE)[0] == "SUCCESS"
+        seed2 = srv.engine.last_call["options"].seed
+        second = image.layers[1]
+        assert seed2 != seed1 and second is not first
+        assert [la.name for la in image.layers] == [
+            "Pasted Layer", f"MAGIC move quality (seeds {seed2}-{seed2 + 1})",
+            f"MAGIC move quality (seeds {seed1}-{seed1 + 1})", "photo"]
+        assert visible_on_top(image) is second and not first.visible
+        assert run(module, Gimp, Gimp.RunMode.NONINTERACTIVE, image, base,
+                   config(MOVE, **{"moved-layer": moved, "samples": 1, "seed": 5,
+                                   "server-address": srv.address}), MOVE)[0] == "SUCCESS"
+        assert srv.engine.last_call["options"].seed == 5  # a script's seed is used as given
+    # Edit > Undo, three times: each run goes, the earlier result shows again, then the paste
+    assert image.undo() and image.undo()
+    assert image.layers[1] is first and first.visible and not moved.visible
+    assert image.undo()
+    assert [la.name for la in image.layers] == ["Pasted Layer", "photo"] and moved.visible
+
+
+def test_vary_off_keeps_the_seed_and_the_dialog_shows_the_seed_it_will_use(plugin,
+                                                                            monkeypatch):
+    module, Gimp = plugin
+    shown = []
+
+    def dialog(procedure, cfg, spec, *rest):
+        if len(shown) == 2:  # the artist turns Vary off and types a seed in the third dialog
+            cfg.set_property("vary", False)
+            cfg.set_property("seed", 7)
+        shown.append(cfg.values["seed"])
+        return True
+
+    monkeypatch.setattr(module, "show_dialog", dialog)
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        image, base, moved = move_scene(Gimp)
+        seeds = []
+        for _ in range(4):
+            cfg = config(MOVE, **{"moved-layer": moved, "samples": 1,
+                                  "server-address": srv.address})
+            assert run(module, Gimp, Gimp.RunMode.INTERACTIVE, image, base, cfg, MOVE)[0] == \
+                "SUCCESS"
+            seeds.append(srv.engine.last_call["options"].seed)
+    assert seeds == shown  # what the dialog showed is what ran
+    assert seeds[0] != seeds[1] and seeds[2] == seeds[3] == 7
+
+
+def test_keep_this_sample_drops_the_other_samples_of_its_run(plugin, monkeypatch):
+    module, Gimp = plugin
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        image, base, moved = move_scene(Gimp)
+        cfg = config(MOVE, **{"moved-layer": moved, "samples": 3, "seed": 10,
+                              "server-address": srv.address})
+        assert run(module, Gimp, Gimp.RunMode.NONINTERACTIVE, image, base, cfg, MOVE)[0] == \
+            "SUCCESS"
+    group = image.layers[1]
+    chosen = group.children[1]
+    assert chosen.name == "MAGIC move quality seed 11"
+    proc = module.MagicPlugIn().do_create_procedure(KEEP)
+    # on the photo (no sample selected): says what to select, changes nothing
+    status, message = module.run_procedure(proc, Gimp.RunMode.INTERACTIVE, image, [base],
+                                           fake.Config({}), None)
+    assert status == "EXECUTION_ERROR" and "Select one MAGIC result layer" in message
+    assert len(group.children) == 3
+    chosen.set_visible(False)
+    status, message = module.run_procedure(proc, Gimp.RunMode.INTERACTIVE, image, [chosen],
+                                           fake.Config({}), None)
+    assert (status, message) == ("SUCCESS", None)
+    assert group.children == [chosen] and chosen.visible
+    assert image.get_selected_layers() == [chosen]
+    assert image.undo()  # one undo step brings the other samples back
+    assert [c.name for c in group.children] == [f"MAGIC move quality seed {s}"
+                                                for s in (10, 11, 12)]
+
+
+def test_a_long_run_asks_first_and_a_no_starts_nothing(plugin, monkeypatch):
+    _module, Gimp = plugin
+    from gimp_plugin.gimp3_host import DirectRunner, Gimp3Host
+
+    questions = []
+    host = Gimp3Host()
+    host.confirm = lambda text: questions.append(text) or False
+    with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
+        image, base, moved = move_scene(Gimp)
+        srv.server.estimates.iterations = {"paper": 18000, "draft": 240}
+        srv.server.estimates.observe("draft", 240, 1, 76.8)  # 0.32 s an iteration
+        args = procedures.defaults(procedures.BY_NAME[MOVE])
+        args.update({"moved-layer": moved, "samples": 1, "preset": "paper",
+                     "server-address": srv.address})
+        with pytest.raises(workflow.UserError) as err:
+            workflow.run(host, DirectRunner(), image, base, "move", args, {})
+        assert err.value.cancelled and "Not started" in err.value.message
+        assert srv.engine.calls == 0 and [la.name for la in image.layers] == [
+            "Pasted Layer", "photo"]
+        assert len(questions) == 1 and questions[0].startswith(
+            "This run is estimated to take 1 h 36 min on the MAGIC server")
+        # a short one (draft) is not asked about
+        args["preset"] = "draft"
+        workflow.run(host, DirectRunner(), image, base, "move", args, {})
+        assert len(questions) == 1 and srv.engine.calls == 1
+
+
+def test_the_dialog_summary_names_what_the_run_will_use():
+    spec = procedures.BY_NAME[MOVE]
+    values = procedures.defaults(spec)
+    values.update({"seed": 42, "vary": True, "moved-layer": None})
+    info = {"device": "cpu", "estimates": {"draft": {"iterations": 240, "seconds": 76.8,
+                                                     "seconds_per_iteration": 0.32,
+                                                     "source": "measured"}}}
+    text = procedures.dialog_summary(spec, values, lambda la: la, "photo", "about 1 min")
+    assert text.splitlines() == [
+        "Runs on the photo layer 'photo'.", "Moved layer: none: pick the layer you moved",
+        "Source: none: the selection marks the object",
+        "Seed: 42 (Vary is on: the next run draws a new one)", "Time: about 1 min"]
+    values.update({"moved-layer": "Pasted Layer", "vary": False, "preset": "draft"})
+    text = procedures.dialog_summary(spec, values, lambda la: la, "photo", "x")
+    assert "Moved layer: 'Pasted Layer'" in text and "Seed: 42 (fixed)" in text
+    assert workflow.preset_estimate_text(info, "draft") == "about 1 min"
+    assert workflow.preset_estimate_text(info, "paper") == ""
+    assert workflow.estimate_seconds(info, {"preset": "draft", "samples": 3,
+                                            "iterations": 100})[0] == pytest.approx(96.0)

@@ -105,10 +105,11 @@ def test_synthesize_sends_aligned_masks_and_adds_cropped_layers(gimp):
 
     margin = workflow.blend_margin(W, H)
     x0, y0, x1, y1 = 10 - margin, 6 - margin, 34 + margin, 24 + margin
-    assert [layer.name for layer in image.layers] == ["moved", "src", "MAGIC reshape", "photo"]
+    assert [layer.name for layer in image.layers] == ["moved", "src",
+                                                      "MAGIC reshape quality (seeds 4-5)", "photo"]
     group = image.layers[2]
     assert group.is_group() and [c.name for c in group.children] == [
-        "MAGIC reshape seed 4", "MAGIC reshape seed 5"]
+        "MAGIC reshape quality seed 4", "MAGIC reshape quality seed 5"]
     for i, layer in enumerate(group.children):
         assert (layer.x, layer.y) == (BASE_AT[0] + x0, BASE_AT[1] + y0)
         assert (layer.width, layer.height) == (x1 - x0, y1 - y0)
@@ -313,10 +314,13 @@ def test_preview_frames_never_touch_the_image(gimp):
                  {"server_address": "tcp://127.0.0.1:1"})
     assert seen == [(["moved", "src", "photo"], [], 0)] * 2
     assert host.previews_received == 2 and host.previews_shown == 0
-    assert [la.name for la in image.layers] == ["moved", "src", "MAGIC move", "photo"]
+    group = "MAGIC move quality (seeds 0-2)"
+    assert [la.name for la in image.layers] == ["moved", "src", group, "photo"]
     assert image.frozen == 0 and image.undo_groups == 1
-    assert image.history == ["insert MAGIC move", "insert MAGIC move seed 0",
-                             "insert MAGIC move seed 1", "insert MAGIC move seed 2"]
+    # the inputs (moved layer, source mask layer) hidden, in the result's one undo group
+    assert image.history == ["visible src", "visible moved", "insert " + group] + [
+        f"insert MAGIC move quality seed {i}" for i in range(3)]
+    assert not image.layers[0].visible and not image.layers[1].visible
     assert image.get_selected_layers() == [base]  # the photo again, for Repeat and Re-show
 
 
@@ -412,8 +416,8 @@ def test_remove_the_only_selected_object_sends_an_empty_guide(gimp, with_layer):
     x0, y0 = (10, 6) if with_layer else (9, 5)
     assert (layer.x, layer.y) == (BASE_AT[0] + max(0, x0 - margin), BASE_AT[1] + max(0, y0 - margin))
     group = image.layers[image.layers.index(base) - 1]
-    assert group.name == "MAGIC remove" and [c.name for c in group.children] == [
-        "MAGIC remove seed 2"]
+    assert group.name == "MAGIC remove quality (seed 2)" and [
+        c.name for c in group.children] == ["MAGIC remove quality seed 2"]
 
 
 def test_progress_names_the_server_stages(gimp):
@@ -499,8 +503,9 @@ def test_layout_sends_both_label_maps_in_the_photo_frame_and_adds_cropped_layers
     assert bytes(req["image"]) == bytes([100, 110, 120, 255]) * (W * H)
 
     group = image.layers[image.layers.index(base) - 1]
-    assert group.name == "MAGIC layout"
-    assert [c.name for c in group.children] == ["MAGIC layout seed 8", "MAGIC layout seed 9"]
+    assert group.name == "MAGIC layout draft (seeds 8-9)"
+    assert [c.name for c in group.children] == ["MAGIC layout draft seed 8",
+                                                "MAGIC layout draft seed 9"]
     # the result covers where the maps differ (red turned blue), plus the blending border
     changed = rect_mask(PAINTED[0], PAINTED[1], PAINTED[2], PAINTED[3])
     margin = workflow.blend_margin(W, H)

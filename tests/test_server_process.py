@@ -223,3 +223,38 @@ def test_bad_device_is_one_clear_line():
     assert out.returncode == 1 and "ready" not in out.stdout
     lines = out.stderr.strip().splitlines()
     assert "Traceback" not in out.stderr and lines[-1].startswith("magic-server:")
+
+
+def test_no_installed_weights_is_refused_at_once_without_a_download(tmp_path):
+    """The server the plug-in starts must not spend minutes retrying a download: with no
+    weights installed (an empty cache) it exits at once with what to do."""
+    import os
+
+    addr = address()
+    env = {**os.environ, "MAGIC_CACHE_DIR": str(tmp_path / "empty-cache")}
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "magic_server.server", "--bind", addr,
+                          "--device", "cpu"], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT, env=env, check=False)
+    took = time.monotonic() - t0
+    assert out.returncode == 1 and "ready" not in out.stdout
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("magic-server: no classifier weights installed: run "
+                           "`magic-installer weights`"), out.stderr
+    assert "download" not in out.stderr and "Traceback" not in out.stderr
+    assert took < 15, f"refused after {took:.1f} s"
+    assert not (tmp_path / "empty-cache").exists()  # nothing was fetched into it
+    with MagicClient(addr, timeout_s=0.3, retries=0) as c, pytest.raises(ServerUnreachable):
+        c.handshake()  # it never bound the port
+
+
+def test_weights_resolution_is_the_one_place_for_a_fallback(monkeypatch):
+    from magic_server import server_weights as sw
+
+    assert sw.resolve_weights("untrained") == "untrained"
+    assert sw.resolve_weights("/some/file.ckpt") == "/some/file.ckpt"
+    monkeypatch.setattr(sw, "installed_weights", lambda: "/cache/resnet.safetensors")
+    assert sw.resolve_weights(None) is None  # the installed ones
+    monkeypatch.setattr(sw, "installed_weights", lambda: None)
+    with pytest.raises(sw.NoWeights, match="run `magic-installer weights`"):
+        sw.resolve_weights(None)

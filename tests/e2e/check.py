@@ -86,13 +86,28 @@ def check_success(c: Checker, work: Path, spec: dict, case: dict, rec: dict) -> 
     shape = np.asarray(Image.open(work / spec["photo"])).shape[:2]
     marked = (expected_mask(work, spec, exp["source"], shape)
               | expected_mask(work, spec, exp["guide"], shape))
-    check_edit(c, work, spec, case["id"], exp, rec, rec["before"], marked)
+    check_edit(c, work, spec, case["id"], exp, rec, rec["before"], marked,
+               input_layers(case["args"]))
+
+
+LAYER_ARGS = ("source-mask", "guide-mask", "moved-layer", "source-labels", "target-labels")
+
+
+def input_layers(args: dict) -> set[str]:
+    """The names of the layers a case passes (hidden after a successful edit when visible)."""
+    return {str(v).lstrip("@") for k, v in args.items() if k in LAYER_ARGS and v}
+
+
+def result_group_name(mode: str, preset: str, seeds: list[int]) -> str:
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {min(seeds)}-{max(seeds)}"
+    return f"MAGIC {mode} {preset} ({which})"
 
 
 def check_edit(c: Checker, work: Path, spec: dict, cid: str, exp: dict, rec: dict,
-               before: list[dict], marked: np.ndarray) -> None:
-    """An edit's result group above the photo, its layers opaque exactly on the marked area
-    plus the blending border, nothing else changed. `before`: the layers before the edit."""
+               before: list[dict], marked: np.ndarray, inputs: set[str]) -> None:
+    """An edit's result group on top of the photo's MAGIC layers directly above it, its layers
+    opaque exactly on the marked area plus the blending border, the visible input layers
+    hidden, nothing else changed. `before`: the layers before the edit."""
     photo = np.asarray(Image.open(work / spec["photo"]).convert("RGB"))
     h, w = photo.shape[:2]
     bx, by = spec["base_offset"]
@@ -104,26 +119,38 @@ def check_edit(c: Checker, work: Path, spec: dict, cid: str, exp: dict, rec: dic
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
 
     after = rec["after"]
-    group_name = f"MAGIC {exp['mode']}"
-    names = [f"MAGIC {exp['mode']} seed {s}" for s in exp["seeds"]]
+    preset = exp.get("preset", "tiny")
+    group_name = result_group_name(exp["mode"], preset, exp["seeds"])
+    names = [f"MAGIC {exp['mode']} {preset} seed {s}" for s in exp["seeds"]]
     top = [d for d in after if d["parent"] is None]
     groups = [d for d in top if d["group"]]
     c.ok(len(groups) == 1 and groups[0]["name"] == group_name,
          f"{cid}: one new layer group named {group_name!r} (got {[g['name'] for g in groups]})")
     base_before = next(d for d in before if d["name"] == "photo")
     base_after = next(d for d in after if d["name"] == "photo")
+    names_before = [d["name"] for d in sorted((d for d in before if d["parent"] is None),
+                                              key=lambda d: d["index"])]
+    place = names_before.index("photo")
+    while place > 0 and names_before[place - 1].startswith("MAGIC "):
+        place -= 1  # MAGIC's own layers directly above the photo (e.g. label maps)
     if groups:
-        c.ok(groups[0]["index"] == base_before["index"] and
+        c.ok(groups[0]["index"] == place and
              base_after["index"] == base_before["index"] + 1,
-             f"{cid}: the group sits directly above the active layer")
+             f"{cid}: the group sits on top of the photo's MAGIC layers, directly above them "
+             f"(index {groups[0]['index']}, expected {place})")
     children = [d for d in after if d["parent"] == group_name]
     c.ok([d["name"] for d in children] == names,
          f"{cid}: result layers {names} (got {[d['name'] for d in children]})")
     # Nothing else in the image changed: same layers, offsets, sizes and pixels.
-    strip = [{k: v for k, v in d.items() if k != "index"} for d in before]
-    kept = [{k: v for k, v in d.items() if k != "index"} for d in after
-            if d["parent"] is None and not d["group"]]
+    # (Visibility apart: the visible input layers are hidden, so the canvas shows the result.)
+    strip = [{k: v for k, v in d.items() if k not in ("index", "visible")} for d in before]
+    kept_layers = [d for d in after if d["parent"] is None and not d["group"]]
+    kept = [{k: v for k, v in d.items() if k not in ("index", "visible")} for d in kept_layers]
     c.ok(strip == kept, f"{cid}: the other layers are unchanged (names, offsets, pixels)")
+    wanted = [d["visible"] and d["name"] not in inputs for d in before]
+    got = [d["visible"] for d in kept_layers]
+    c.ok(wanted == got, f"{cid}: exactly the visible input layers {sorted(inputs)} are hidden "
+                        f"(visible before {[d['visible'] for d in before]}, after {got})")
     for d in children:
         c.ok((d["x"], d["y"], d["w"], d["h"]) == (bx + x0, by + y0, x1 - x0, y1 - y0),
              f"{cid}: layer {d['name']!r} at ({d['x']},{d['y']}) {d['w']}x{d['h']}, expected "
@@ -216,7 +243,8 @@ def check_then_layout(c: Checker, work: Path, spec: dict, case: dict, rec: dict)
          f"{cid}: the copy is the map with the box painted in the picked colour {then['painted']}")
     marked = (source[..., :3] != target[..., :3]).any(-1)
     c.ok(marked.any(), f"{cid}: the picked label differs from the box's own")
-    check_edit(c, work, spec, cid, exp, rec, then["before"], marked)
+    check_edit(c, work, spec, cid, exp, rec, then["before"], marked,
+               input_layers(case["then"]["args"]))
 
 
 def main(argv: list[str]) -> int:

@@ -52,6 +52,7 @@ def gui_state(image):
             "selected": [la.get_name() for la in image.get_selected_layers()],
             "undo_enabled": bool(image.undo_is_enabled()),
             "dirty": bool(image.is_dirty()),
+            "selection": not Gimp.Selection.is_empty(image),
             "parasites": list(image.get_parasite_list())}
 
 
@@ -70,6 +71,22 @@ def gui_serve(image):
             if name == "select-photo":  # what the artist does with a click in the Layers dock
                 image.set_selected_layers([la for la in image.get_layers()
                                            if la.get_name() == "photo"])
+                Gimp.displays_flush()
+                continue
+            if name.startswith("select-layer-"):  # a click on a layer in the Layers dock
+                image.set_selected_layers([image.get_layer_by_name(name[len("select-layer-"):])])
+                Gimp.displays_flush()
+                continue
+            if name.startswith("select-rect-"):  # the artist's rectangle select: x_y_w_h
+                x, y, w, h = (int(v) for v in name[len("select-rect-"):].split("_"))
+                image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)
+                Gimp.displays_flush()
+                continue
+            if name.startswith("move-layer-"):  # the artist drags a layer: NAME_DX_DY
+                layer_name, dx, dy = name[len("move-layer-"):].rsplit("_", 2)
+                layer = image.get_layer_by_name(layer_name)
+                offsets = layer.get_offsets()
+                layer.set_offsets(offsets[-2] + int(dx), offsets[-1] + int(dy))
                 Gimp.displays_flush()
                 continue
             tmp = gui_path("state/." + name)

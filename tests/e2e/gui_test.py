@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +38,11 @@ MAIN = (1400, 900)  # the image window, at (0, 0)
 DIALOG = "MAGIC - Mask-guided synthesis"
 LAYOUT_DIALOG = "MAGIC - Layout edit"
 LABEL_MAP_DIALOG = "MAGIC - Label map"
-GROUP = "MAGIC reshape"
+GROUP = "MAGIC reshape draft"  # + " (seed N)": names carry mode, preset and seed
+MOVE_DIALOG = "MAGIC - Move object"
+MOVE_GROUP = "MAGIC move draft"
+LONG_RUN = "MAGIC - long run"
+NO_SERVER_LIMIT_S = 20.0
 CANCEL_LIMIT_S = 2.0
 T0 = time.monotonic()
 
@@ -149,12 +154,22 @@ class Session:
 
 
 def groups(st: dict) -> list[str]:
-    """Result groups; GIMP names a second one "MAGIC reshape #1"."""
-    return [la["name"].split(" #")[0] for la in st["layers"] if la["group"]]
+    """Result groups, without their seeds: "MAGIC reshape draft (seed 5)" -> GROUP."""
+    return plain([la["name"] for la in st["layers"] if la["group"]])
+
+
+def group_layers(st: dict, group: str) -> list[dict]:
+    """The groups named `group` (without seeds), top first."""
+    return [la for la in st["layers"] if la["group"] and plain([la["name"]]) == [group]]
 
 
 def children(st: dict, group: str) -> list[str]:
-    return [la["name"] for la in st["layers"] if la["parent"] == group]
+    return [la["name"] for la in st["layers"] if la["parent"] is not None
+            and plain([la["parent"]]) == [group]]
+
+
+def layer(st: dict, name: str) -> dict | None:
+    return next((la for la in st["layers"] if la["name"] == name), None)
 
 
 def top_level(st: dict) -> list[str]:
@@ -162,8 +177,31 @@ def top_level(st: dict) -> list[str]:
 
 
 def plain(names: list[str]) -> list[str]:
-    """Names without the " #1" GIMP adds to a second layer of the same name."""
-    return [n.split(" #")[0] for n in names]
+    """Names without their seeds ("MAGIC reshape draft (seed 5)") and without the " #1" GIMP
+    adds to a second layer of the same name."""
+    return [n.split(" #")[0].split(" (")[0] for n in names]
+
+
+def canvas(png: Path, bottom: int) -> np.ndarray:
+    """The image window's canvas (the picture and around it, not the docks or status bar)."""
+    im = np.asarray(Image.open(png).convert("RGB")).astype(np.int16)
+    return im[60:bottom - 40, 200:1100]
+
+
+def changed_pixels(a: np.ndarray, b: np.ndarray) -> int:
+    return int((np.abs(a - b).max(axis=2) > 8).sum())
+
+
+def summary(work: Path, procedure: str, start: int = 0) -> str | None:
+    """The plug-in's dialog summary (what the run will use), as the dialog last showed it."""
+    lines = (work / "gimp.log").read_text(errors="replace").splitlines()[start:]
+    return next((ln for ln in reversed(lines)
+                 if ln.startswith(f"MAGIC dialog summary {procedure}: ")), None)
+
+
+def seed_of(name: str) -> int | None:
+    m = re.search(r"\(seeds? (\d+)", name)
+    return int(m.group(1)) if m else None
 
 
 def result_boxes(st: dict) -> list[tuple[int, ...]]:
@@ -184,6 +222,14 @@ def dialog_report(work: Path, procedure: str, start: int = 0) -> str | None:
     lines = (work / "gimp.log").read_text(errors="replace").splitlines()[start:]
     return next((ln for ln in reversed(lines) if ln.startswith(f"MAGIC dialog {procedure}:")),
                 None)
+
+
+def run_done(st: dict, group: str, groups_wanted: int, samples: int) -> bool:
+    """A run's insert is complete: its group with all its samples, the photo selected again
+    (GIMP's state is read while the plug-in may still be adding the layers)."""
+    found = group_layers(st, group)
+    return (len(found) == groups_wanted and st["selected"] == ["photo"]
+            and len([la for la in st["layers"] if la["parent"] == found[0]["name"]]) == samples)
 
 
 def free_port() -> int:
@@ -222,8 +268,9 @@ def status_bar(png: Path, bottom: int) -> np.ndarray:
     return im[bottom - 28:bottom - 6, 200:1168].astype(np.int16)
 
 
-def run_dialog(s: Session, ck: Checks, choose_layers: bool, iterations: int) -> bool:
-    """The dialog is open: optionally pick the layers, set the iterations, press OK."""
+def run_dialog(s: Session, ck: Checks, choose_layers: bool, iterations: int,
+               samples: int | None = None) -> bool:
+    """The dialog is open: optionally pick the layers, set the iterations (and samples)."""
     d = s.wait_window(DIALOG, 15)
     if not ck.ok(d is not None, f"the dialog '{DIALOG}' opens"):
         return False
@@ -240,6 +287,10 @@ def run_dialog(s: Session, ck: Checks, choose_layers: bool, iterations: int) -> 
     s.key("alt+i", "ctrl+a", window=d)
     s.x("xdotool", "type", "--delay", "60", str(iterations))
     s.key("Tab")
+    if samples is not None:
+        s.key("alt+p", "ctrl+a", window=d)
+        s.x("xdotool", "type", "--delay", "60", str(samples))
+        s.key("Tab")
     return True
 
 
@@ -272,10 +323,11 @@ def main() -> int:
 
     server_log = open(work / "gui-server.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
-        [str(REPO / ".venv/bin/python"), "-m", "magic_server.server", "--bind", address,
+        [sys.executable, "-m", "magic_server.server", "--bind", address,
          "--device", "cpu", "--weights", "untrained", "--resolution", "32"],
         stdin=subprocess.DEVNULL, stdout=server_log, stderr=subprocess.STDOUT, cwd=REPO,
-        start_new_session=True)
+        start_new_session=True,  # its time estimates are kept in the test's own folder
+        env={**os.environ, "MAGIC_CACHE_DIR": str(work / "server-cache")})
     s = Session(a.root, work, a.inside)
     ck = Checks()
     try:
@@ -334,7 +386,7 @@ def main() -> int:
                 seen_bar = True
                 break
             time.sleep(0.3)
-        st = s.wait_state(lambda st: GROUP in groups(st), 180)
+        st = s.wait_state(lambda st: run_done(st, GROUP, 1, 1), 180)
         dupes = [ln for ln in (work / "gimp.log").read_text(errors="replace").splitlines()
                  if "duplicate mnemonic" in ln]
         ck.ok(not dupes, f"every dialog mnemonic is unique ({dupes[:1]})")
@@ -345,7 +397,7 @@ def main() -> int:
               f"progress text with the stage was sent to the status bar ({len(texts)} texts)")
         ck.ok(GROUP in groups(st) and len(children(st, GROUP)) == 1,
               f"the result group appears with one sample ({groups(st)})")
-        ck.ok(top_level(st) == ["guide mask", "source mask", GROUP, "photo"],
+        ck.ok(plain(top_level(st)) == ["guide mask", "source mask", GROUP, "photo"],
               f"the group is directly above the photo ({top_level(st)})")
         ck.ok(st["selected"] == ["photo"] and st["undo_enabled"],
               f"the photo is selected again, undo enabled ({st['selected']})")
@@ -369,10 +421,25 @@ def main() -> int:
         # 3. Filters > Repeat (Ctrl+F) runs again with the same layers, without the dialog,
         #    on the photo (Redo left GIMP's choice selected: the result layer it added back)
         redone = st["selected"]
+        time.sleep(0.5)
+        shown_before = canvas(s.shot("before-repeat"), bottom)
         s.key("ctrl+f", window=main_win)
-        st = s.wait_state(lambda st: groups(st).count(GROUP) == 2, 180)
+        st = s.wait_state(lambda st: run_done(st, GROUP, 2, 1), 180)
         ck.ok(groups(st).count(GROUP) == 2 and not s.windows("GIMP Message"),
               f"Repeat runs again with the remembered layers ({groups(st)})")
+        s.x("xdotool", "mousemove", str(SCREEN[0] - 1), str(SCREEN[1] - 1))
+        time.sleep(1.0)
+        changed = changed_pixels(shown_before, canvas(s.shot("after-repeat"), bottom))
+        new, old = group_layers(st, GROUP)[:2] if len(group_layers(st, GROUP)) == 2 else ({}, {})
+        ck.ok(groups(st).count(GROUP) == 2 and changed > 50,
+              f"the canvas changes after Repeat ({changed} pixels): the new "
+              "result is what it shows")
+        ck.ok(new.get("visible") is True and old.get("visible") is False,
+              f"the new result group is on top and shown, the earlier one hidden ({new.get('name')}"
+              f" {new.get('visible')}, {old.get('name')} {old.get('visible')})")
+        ck.ok(None not in (seed_of(new.get("name", "")), seed_of(old.get("name", "")))
+              and seed_of(new["name"]) != seed_of(old["name"]),
+              f"Repeat re-rolls: a new seed ({old.get('name')} -> {new.get('name')})")
         sizes = job_sizes(work)
         ck.ok(plain(top_level(st)) == ["guide mask", "source mask", GROUP, GROUP, "photo"]
               and st["selected"] == ["photo"] and sizes[-1:] == sizes[:1] == ["384x256"],
@@ -390,14 +457,33 @@ def main() -> int:
         st = s.wait_state(lambda st: st["selected"] == ["photo"], 5)
         ck.ok(st["selected"] == ["photo"], "the photo is selected again")
 
-        # 4. Re-show (Shift+Ctrl+F): the layers are remembered; a long job, cancelled from the
+        # 4. Re-show (Shift+Ctrl+F): the layers are remembered and the dialog says so, by name,
+        #    with the new seed it will use; a long job (asked about first), cancelled from the
         #    status bar at its first progress (the first stage the server reports: learning the
         #    object, when the engine reports that stage) ...
+        last_seed = seed_of(group_layers(st, GROUP)[0]["name"]) if group_layers(st, GROUP) \
+            else None
         log_lines = len((work / "gimp.log").read_text(errors="replace").splitlines())
         s.key("shift+ctrl+f", window=main_win)
-        if not run_dialog(s, ck, choose_layers=False, iterations=100000):
+        # the most the dialog allows: asked about on any CPU (the server measured its rate)
+        if not run_dialog(s, ck, choose_layers=False, iterations=1000000, samples=16):
             raise RuntimeError("the re-shown dialog could not be driven")
+        time.sleep(0.5)
+        said = summary(work, "python-fu-magic-synthesize", log_lines) or ""
+        m = re.search(r"Seed: (\d+) \(Vary is on", said)
+        ck.ok("Source: 'source mask'" in said and "Guide mask: 'guide mask'" in said
+              and m is not None and int(m.group(1)) != last_seed,
+              f"Re-show shows what it will use: the layers by name and a new seed ({said})")
+        ck.ok("of draft on this server (cpu" in said and "you will be asked before it starts"
+              in said, f"the dialog shows the time this run takes on this server ({said})")
+        if a.shots:
+            x0, y0, x1, y1 = window_box(s, s.wait_window(DIALOG, 2))
+            small_png(s.shot("reshow"), (x0, y0 - 20, x1, y1), a.shots / "gimp-reshow.png", 380)
         press_ok(s)
+        ask = s.wait_window(LONG_RUN, 15)
+        ck.ok(ask is not None, "a run estimated at more than a few minutes asks before it starts")
+        if ask is not None:
+            s.key("alt+s", window=ask)
         with MagicClient(address, timeout_s=10) as client:
             end = time.monotonic() + 60
             first = None
@@ -422,9 +508,12 @@ def main() -> int:
 
         #    ... and again while previews are shown
         s.key("shift+ctrl+f", window=main_win)
-        if not run_dialog(s, ck, choose_layers=False, iterations=100000):
+        if not run_dialog(s, ck, choose_layers=False, iterations=100000, samples=1):
             raise RuntimeError("the re-shown dialog could not be driven")
         press_ok(s)
+        ask = s.wait_window(LONG_RUN, 15)
+        if ask is not None:
+            s.key("alt+s", window=ask)
         pv = s.wait_window("MAGIC preview", 120)
         ck.ok(pv is not None, "the preview window opens")
         with MagicClient(address, timeout_s=10) as client:
@@ -434,7 +523,16 @@ def main() -> int:
                 time.sleep(0.3)
                 job = server_running(client)
             if pv:
-                s.x("xdotool", "windowmove", pv, str(MAIN[0] + 2), "0")
+                time.sleep(1.0)  # a few frames in
+                px0, py0, px1, py1 = window_box(s, pv)
+                menu_bottom, toolbox_right = 60, 400
+                ck.ok(min(px1 - px0, py1 - py0) >= 256 + 16 and py0 >= menu_bottom
+                      and px0 >= toolbox_right and px1 <= SCREEN[0] - 8,
+                      f"the preview window is in the top-right corner, at a useful size, not "
+                      f"over the menu bar or the toolbox ({px0},{py0} to {px1},{py1})")
+                if a.shots:
+                    small_png(s.shot("preview"), (px0, py0 - 20, px1, py1),
+                              a.shots / "gimp-preview.png", px1 - px0)
             ck.ok(job is not None, f"the job runs on the server ({job})")
             # While previews arrive (four a second), is the status bar's Cancel button there?
             # (With the old preview layer it was missing about 40% of the time.)
@@ -472,6 +570,10 @@ def main() -> int:
         st = s.state()
         ck.ok(top_level(st) == top_level(before) and st["undo_enabled"],
               f"closing the Label map dialog changes nothing ({top_level(st)})")
+
+        # 6. Move object, the artist's way, then 7. no server and no weights
+        check_move_object(s, ck, main_win, bottom, a.shots)
+        check_no_server(s, ck, main_win, profile, a.inside, a.shots)
         (work / "requests" / "quit").write_text("")
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
         ck.ok(False, f"GUI session: {exc}")
@@ -533,6 +635,178 @@ def check_label_map_dialog(s: Session, ck: Checks, main_win: str) -> None:
           f"the Label map dialog has neither samples nor presets ({shown})")
     s.key("alt+c", window=d)
     ck.ok(s.wait_gone(LABEL_MAP_DIALOG, 5), "Cancel closes the Label map dialog")
+
+
+def object_box(work: Path) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the object the source mask marks: the artist's rectangle selection."""
+    m = np.asarray(Image.open(work / "inputs/source.png").convert("L")) > 127
+    ys, xs = np.nonzero(m)
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def check_move_object(s: Session, ck: Checks, main_win: str, bottom: int,
+                      shots: Path | None) -> None:
+    """Select the object, Edit > Copy, Edit > Paste (README: GIMP 3.0.4 pastes it as a new
+    layer), drag that layer, select the photo, Filters > MAGIC > Move object... with it as
+    the moved layer: the canvas shows the result, the moved layer is hidden, Undo shows it."""
+    work = s.work
+    x, y, w, h = object_box(work)
+    (work / "requests" / f"select-rect-{x}_{y}_{w}_{h}").write_text("")
+    st = s.wait_state(lambda st: st["selection"], 5)
+    names_before = {la["name"] for la in st["layers"]}
+    s.key("ctrl+c", "ctrl+v", window=main_win)
+    st = s.wait_state(lambda st: len(st["layers"]) > len(names_before), 10)
+    new = [la for la in st["layers"] if la["name"] not in names_before]
+    pasted = new[0] if len(new) == 1 else None
+    if not ck.ok(pasted is not None and pasted["parent"] is None and not pasted["group"]
+                 and "Floating" not in pasted["name"] and "floating" not in pasted["name"],
+                 f"Edit > Paste makes a new layer in GIMP 3.0.4, as README says "
+                 f"({[la['name'] for la in st['layers']]})"):
+        return
+    ck.ok(st["selection"], "the selection (the object) stays after the paste")
+    dx = min(80, 384 - (x + w) - 4)
+    (work / "requests" / f"move-layer-{pasted['name']}_{dx}_0").write_text("")
+    (work / "requests" / "select-photo").write_text("")
+    st = s.wait_state(lambda st: st["selected"] == ["photo"], 5)
+    time.sleep(0.5)
+    shown_before = canvas(s.shot("before-move"), bottom)
+    d, log_lines = open_from_menu(s, ck, main_win, "m", MOVE_DIALOG)  # _Move object...
+    if d is None:
+        return
+    downs = top_level(st).index(pasted["name"]) + 1
+    for attempt in (1, 2):  # a loaded machine may lose a key press in the chooser: once more
+        s.key("alt+m", window=d)  # _Moved layer: its Browse... button
+        c = s.wait_window("Choose drawable", 8)
+        if not ck.ok(c is not None, "the moved layer chooser opens (alt+m)"):
+            return
+        time.sleep(1.0)
+        s.key("Tab", *["Down"] * downs, "Return", "alt+o")
+        ck.ok(s.wait_gone("Choose drawable", 5), "the moved layer chooser closes with the choice")
+        time.sleep(0.5)
+        picked = summary(work, "python-fu-magic-move-object", log_lines) or ""
+        if f"Moved layer: '{pasted['name']}'" in picked:
+            break
+        log(f"the chooser picked another layer (attempt {attempt}): {picked}")
+    s.key("alt+i", "ctrl+a", window=d)
+    s.x("xdotool", "type", "--delay", "60", "20")
+    s.key("Tab")
+    s.key("alt+p", "ctrl+a", window=d)  # two samples, to keep one of them afterwards
+    s.x("xdotool", "type", "--delay", "60", "2")
+    s.key("Tab")
+    time.sleep(0.5)
+    said = summary(work, "python-fu-magic-move-object", log_lines) or ""
+    ck.ok(f"Moved layer: '{pasted['name']}'" in said and "Source: none: the selection" in said,
+          f"the Move object dialog names the moved layer it will use ({said})")
+    s.key("alt+o", window=d)
+    st = s.wait_state(lambda st: run_done(st, MOVE_GROUP, 1, 2), 180)
+    moved = layer(st, pasted["name"])
+    ck.ok(MOVE_GROUP in groups(st) and moved is not None and moved["visible"] is False,
+          f"after Move object the moved layer is hidden, not deleted ({top_level(st)}, "
+          f"{moved})")
+    s.x("xdotool", "mousemove", str(SCREEN[0] - 1), str(SCREEN[1] - 1))
+    time.sleep(1.0)
+    changed = changed_pixels(shown_before, canvas(s.shot("after-move"), bottom))
+    ck.ok(MOVE_GROUP in groups(st) and changed > 50,
+          f"the canvas shows the moved object's result ({changed} pixels changed)")
+    if shots:
+        s.key("2", window=main_win)
+        time.sleep(1.0)
+        small_png(s.shot("move-result"), (170, 40, MAIN[0], bottom), shots / "gimp-move.png",
+                  720)
+        s.key("1", window=main_win)
+    # Filters > MAGIC > Keep this sample, on the second sample (selected in the Layers dock)
+    samples = children(st, MOVE_GROUP)
+    if ck.ok(len(samples) == 2, f"two samples to choose from ({samples})"):
+        (work / "requests" / f"select-layer-{samples[1]}").write_text("")
+        s.wait_state(lambda st: st["selected"] == [samples[1]], 5)
+        s.key("alt+r", "Up", "Right", "k", window=main_win)  # _Keep this sample
+        st = s.wait_state(lambda st: len(children(st, MOVE_GROUP)) == 1, 15)
+        ck.ok(children(st, MOVE_GROUP) == [samples[1]] and layer(st, samples[1])["visible"],
+              f"Keep this sample keeps the selected sample and drops the other "
+              f"({children(st, MOVE_GROUP)})")
+        s.key("ctrl+z", window=main_win)
+        st = s.wait_state(lambda st: len(children(st, MOVE_GROUP)) == 2, 10)
+        ck.ok(children(st, MOVE_GROUP) == samples, "one Undo brings the other sample back")
+    s.key("ctrl+z", window=main_win)
+    st = s.wait_state(lambda st: MOVE_GROUP not in groups(st), 10)
+    moved = layer(st, pasted["name"])
+    ck.ok(MOVE_GROUP not in groups(st) and moved is not None and moved["visible"] is True,
+          f"one Undo removes the result and shows the moved layer again ({moved})")
+
+
+RELAY = """#!/bin/sh
+# the plug-in's server_command inside the chroot: the real magic-server runs on the host
+: > "{d}/relay/go"
+while [ ! -f "{d}/relay/rc" ]; do sleep 0.1; done
+cat "{d}/relay/out"
+exit "$(cat "{d}/relay/rc")"
+"""
+
+
+def relay_server(work: Path, argv: list[str], env: dict) -> threading.Thread:
+    """Runs `argv` on the host when the chroot's relay script asks (see RELAY)."""
+    (work / "relay").mkdir(exist_ok=True)
+
+    def serve() -> None:
+        end = time.monotonic() + 300
+        while not (work / "relay/go").exists():
+            if time.monotonic() > end:
+                return
+            time.sleep(0.1)
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO,
+                           timeout=120, check=False)
+        (work / "relay/out").write_text(r.stdout + r.stderr)
+        (work / "relay/rc").write_text(str(r.returncode))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def check_no_server(s: Session, ck: Checks, main_win: str, profile: Path, inside: str,
+                    shots: Path | None) -> None:
+    """No server running and no weights installed: Move object starts the real magic-server (the
+    installer's server_command; here on the host, through a relay) with an empty weights
+    cache; it refuses at once and GIMP shows why within NO_SERVER_LIMIT_S."""
+    work = s.work
+    closed = f"tcp://127.0.0.1:{free_port()}"
+    relay = work / "relay.sh"
+    relay.write_text(RELAY.format(d=inside))
+    relay.chmod(0o755)
+    config_file = profile / "plug-ins/magic-gimp/magic_gimp.json"
+    config = json.loads(config_file.read_text())
+    config.update(server_address=closed, server_command=["/bin/sh", f"{inside}/relay.sh"])
+    config_file.write_text(json.dumps(config))
+    empty = work / "empty-weights-cache"
+    relay_server(work, [sys.executable, "-m", "magic_server.server", "--bind", closed,
+                        "--device", "cpu"],
+                 {**os.environ, "MAGIC_CACHE_DIR": str(empty), "PYTHONPATH": str(REPO)})
+    d, log_lines = open_from_menu(s, ck, main_win, "m", MOVE_DIALOG)  # the same move again
+    if d is None:
+        return
+    said = summary(work, "python-fu-magic-move-object", log_lines) or ""
+    ck.ok("Time: unknown: the MAGIC server is not running" in said,
+          f"with no server the dialog says the time is unknown, and why ({said})")
+    t0 = time.monotonic()
+    s.key("alt+o", window=d)
+    said, took = None, None
+    while time.monotonic() - t0 < 60 and said is None:
+        lines = (work / "gimp.log").read_text(errors="replace").splitlines()[log_lines:]
+        said = next((ln for ln in lines if ln.startswith("MAGIC error: ")), None)
+        took = time.monotonic() - t0
+        time.sleep(0.1)
+    box = s.wait_window("GIMP Message|Error|Calling error", 10)
+    ck.ok(said is not None and took <= NO_SERVER_LIMIT_S
+          and "no classifier weights installed: run `magic-installer weights`" in said
+          and box is not None,
+          f"no server and no weights: GIMP shows why within {NO_SERVER_LIMIT_S:g} s "
+          f"(took {fmt_s(took)}; {said}; message window {box})")
+    if shots and box is not None:
+        x0, y0, x1, y1 = window_box(s, box)
+        small_png(s.shot("no-server"), (x0, y0 - 20, x1, y1), shots / "gimp-no-weights.png",
+                  min(480, x1 - x0))
+    if box is not None:
+        s.key("Return", window=box)
 
 
 def fmt_s(seconds: float | None) -> str:

@@ -98,7 +98,8 @@ mkdir -p "$PROFILE"
 SERVER=("$REPO/.venv/bin/magic-server")
 [[ -x "${SERVER[0]}" ]] || SERVER=("$PY" -m magic_server.server)
 log "starting ${SERVER[*]} --bind $ADDRESS --device cpu --weights untrained"
-"${SERVER[@]}" --bind "$ADDRESS" --device cpu --weights untrained --max-pixels 10000 \
+MAGIC_CACHE_DIR="$WORK/server-cache" \
+    "${SERVER[@]}" --bind "$ADDRESS" --device cpu --weights untrained --max-pixels 10000 \
     --resolution 32 </dev/null >"$WORK/server.log" 2>&1 &
 server_pid=$!
 

@@ -149,6 +149,10 @@ class Item:
         return self.visible
 
     def set_visible(self, visible):
+        """Recorded in the undo history (GIMP pushes an undo step): see Image.undo."""
+        if not self.image.frozen:
+            self.image.history.append("visible " + str(self.name))
+            self.image.undo_stack.append(("visible", self, self.visible))
         self.visible = bool(visible)
         return True
 
@@ -198,6 +202,9 @@ class GroupLayer(Layer):
     def new(cls, image, name=None):
         return cls(image, name)
 
+    def get_children(self):
+        return list(self.children)
+
     def is_group(self):
         return True
 
@@ -217,11 +224,37 @@ class Image:
         self.history: list[str] = []  # what the undo history recorded
         self.log: list[str] = []
         self.selected: list[Item] = []
+        self.undo_stack: list[tuple] = []  # what Image.undo() reverts, newest last
         self.parasites: dict[str, Parasite] = {}
         self.id = next(_ids)
 
     def get_id(self):
         return self.id
+
+    def get_layers(self):
+        return list(self.layers)
+
+    def undo(self):
+        """Edit > Undo: revert the newest undo group (or single step) that was recorded."""
+        if not self.undo_stack:
+            return False
+        steps = []
+        while self.undo_stack:
+            step = self.undo_stack.pop()
+            if step[0] == "group-start":
+                break
+            steps.append(step)
+        for step in steps:  # newest first
+            if step[0] == "visible":
+                step[1].visible = step[2]
+            elif step[0] == "insert":
+                self.siblings(step[1]).remove(step[1])
+                step[1].parent = None
+            elif step[0] == "remove":
+                layer, parent, position = step[1:]
+                layer.parent = parent
+                (parent.children if parent is not None else self.layers).insert(position, layer)
+        return True
 
     def set_selected_layers(self, layers):
         self.selected = list(layers)
@@ -276,6 +309,7 @@ class Image:
             self.log.append("insert outside an undo group")
         if not self.frozen:
             self.history.append("insert " + str(layer.name))
+            self.undo_stack.append(("insert", layer))
         layer.parent = parent
         (parent.children if parent is not None else self.layers).insert(position, layer)
         return True
@@ -283,6 +317,8 @@ class Image:
     def remove_layer(self, layer):
         if not self.frozen:
             self.history.append("remove " + str(layer.name))
+            self.undo_stack.append(("remove", layer, layer.parent,
+                                    self.get_item_position(layer)))
         self.siblings(layer).remove(layer)
         layer.parent = None
         return True
@@ -301,6 +337,8 @@ class Image:
         return self.siblings(item).index(item)
 
     def undo_group_start(self):
+        if self.undo_depth == 0:
+            self.undo_stack.append(("group-start",))
         self.undo_depth += 1
         self.undo_groups += 1
         return True

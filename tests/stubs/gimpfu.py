@@ -130,6 +130,10 @@ class GroupLayer(Layer):
     def __init__(self, image, name=""):
         Layer.__init__(self, image, name, 1, 1, RGBA_IMAGE)
 
+    @property
+    def layers(self):  # pygimp's GroupLayer.layers: the children, top first
+        return list(self.children)
+
 
 class Channel(Drawable):
     def __init__(self, image, name, width, height):
@@ -186,6 +190,21 @@ class _Pdb(object):
 
     def gimp_item_get_parent(self, item):
         return item.parent
+
+    def gimp_item_get_visible(self, item):
+        return item.visible
+
+    def gimp_item_set_visible(self, item, visible):
+        if item.image.undo_depth == 0:
+            item.image.log.append("visibility outside an undo group")
+        item.visible = bool(visible)
+
+    def gimp_image_remove_layer(self, image, layer):
+        if image.undo_depth == 0:
+            image.log.append("remove outside an undo group")
+        siblings = layer.parent.children if layer.parent is not None else image.layers
+        siblings.remove(layer)
+        layer.parent = None
 
     def gimp_image_undo_group_start(self, image):
         image.undo_depth += 1
