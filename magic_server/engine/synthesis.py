@@ -251,18 +251,23 @@ def composite_repair(changed: np.ndarray, source: np.ndarray, guide: np.ndarray,
 class Engine:
     def __init__(self, classifier: torch.nn.Module, device: torch.device | str = "cpu",
                  weights_label: str = "untrained", *, capture_mode: str | None = None,
-                 capture_backend: str = "inductor") -> None:
+                 capture_backend: str = "inductor", channels_last: bool | None = None) -> None:
         """capture_mode: "auto" (default, or $MAGIC_CAPTURE): the classifier's judgement is
         compiled on CUDA for long runs; "eager"; "compile" (always, any device).
-        capture_backend: torch.compile's backend ("inductor"; tests use "aot_eager")."""
+        capture_backend: torch.compile's backend ("inductor"; tests use "aot_eager").
+        channels_last: run the classifier and x' in NHWC (default: on CUDA only; tests force
+        it on the CPU to check the CUDA layout's code path)."""
         self.device = torch.device(device)
+        self.channels_last = (self.device.type == "cuda") if channels_last is None \
+            else channels_last
         self.capture_mode = capture.resolve_mode(capture_mode)
         self.capture_backend = capture_backend
         self._judge = None  # the latest edit's judged step: _judged_gradient or its capture
         self._judge_mode = self.capture_mode
         self.classifier = classifier.to(self.device).eval()
-        if self.device.type == "cuda":  # convolutions run fastest on NHWC there
+        if self.channels_last:  # convolutions run fastest on NHWC on CUDA
             self.classifier = self.classifier.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
             # same seed, same GPU, same pixels: cuDNN may otherwise pick algorithms whose
             # backward sums in a different order on every run (the critic, the mask network)
             torch.backends.cudnn.deterministic = True
@@ -743,9 +748,11 @@ class Engine:
         """The classifier's and the mask network's terms on x' at the working resolution and
         the gradient of their weighted sum with respect to x'. Its shapes are fixed for a
         whole edit: this is the part that is captured (engine/capture.py)."""
-        seen = seen.detach().requires_grad_(True)
-        if self.device.type == "cuda":
+        # NHWC before it is marked for the gradient: the tensor differentiated must be the one
+        # the graph uses (a copy made after it is not, and torch.compile then refuses it)
+        if self.channels_last:
             seen = seen.contiguous(memory_format=torch.channels_last)
+        seen = seen.detach().requires_grad_(True)
         terms: dict[str, torch.Tensor] = {}
         with torch.enable_grad(), self._autocast():
             if jw.classifier or jw.feature_stats:
