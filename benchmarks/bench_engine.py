@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from magic_server.engine.api import Cancelled, SynthesisOptions
-from magic_server.engine.presets import Schedule
+from magic_server.engine.presets import Schedule, resolve_preset
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import CRITIC_WARM_START_STEPS, Engine, LossWeights
 from magic_server.jobs import PREVIEW_EVERY
@@ -255,7 +255,8 @@ def term_costs(engine: Engine, inputs, args, fwd: float, reported: set[str]) -> 
     """Each loss term's cost: the iteration without it (weight 0) against a full one timed
     just before (so both see warm caches and the same machine load), `--term-repeats` times."""
     base = LossWeights.for_mode("synthesize")  # the paper's weights: every term on
-    names = sorted(n for n in reported if n in WEIGHT_FIELDS and getattr(base, n))
+    names = sorted(n for n in reported if n in WEIGHT_FIELDS and getattr(base, n)
+                   and (not args.terms or n in args.terms.split(",")))
     repeats = max(1, args.term_repeats)
     full_runs: list[float] = []
     differences: dict[str, list[float]] = {n: [] for n in names}
@@ -287,6 +288,15 @@ def preset_options(args) -> SynthesisOptions:
                             preset=args.preset, iterations=args.edit_iterations,
                             preview_every=PREVIEW_EVERY, composite=composite, refine=refine,
                             mode="move" if args.scene == "sample" else "synthesize")
+
+
+def edit_schedule(opts: SynthesisOptions, args, init) -> Schedule | None:
+    """The preset's schedule, with --mask-net-steps when given (smoke runs only)."""
+    if args.mask_net_steps is None:
+        return None
+    schedule = resolve_preset(opts.preset).schedule(opts.iterations,
+                                                    from_composite=init is not None)
+    return dataclasses.replace(schedule, mask_net_steps=args.mask_net_steps)
 
 
 def stage_speeds(stamps: list[tuple[str, float]]) -> dict[str, dict]:
@@ -382,7 +392,8 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
     with setup_timer(engine) as setup:
         try:
             result = engine.synthesize(img, src, guide, opts, on_progress, cancel,
-                                       init_image=init)
+                                       init_image=init, schedule=edit_schedule(opts, args,
+                                                                               init))
         except Cancelled:
             result = None
         finally:
@@ -569,6 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "weights file")
     ap.add_argument("--weights-dir", default=str(Path(tempfile.gettempdir()) / "magic-bench"),
                     help="where --weights random-file writes its file")
+    ap.add_argument("--mask-net-steps", type=int, default=None,
+                    help="override the preset's mask network steps (in-process edit only; "
+                         "smoke runs)")
+    ap.add_argument("--terms", default=None, metavar="NAME,...",
+                    help="cost only these terms (default: every term the objective reports)")
     ap.add_argument("--term-repeats", type=int, default=3,
                     help="repeats of each per-term difference (median and spread reported)")
     ap.add_argument("--threads", type=int, help="torch CPU threads")

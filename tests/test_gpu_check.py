@@ -1,0 +1,97 @@
+"""benchmarks/gpu_check.sh and what it reports, checked on the CPU (its --cpu-smoke run):
+everything in one archive with summary.json inside, the docs/bench_engine_gpu.json keys
+null where nothing was measured, and per-term costs that are never negative."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import gpu_summary  # noqa: E402
+
+from bench_engine import cost_statistics  # noqa: E402
+
+
+def test_a_term_cost_below_the_noise_is_zero_not_negative():
+    fwd = 0.01
+    noisy = cost_statistics([-0.002, 0.001, -0.0005], full=[0.050, 0.054, 0.048], fwd=fwd)
+    assert noisy["sec"] == 0.0 and noisy["forwards"] == 0.0
+    assert noisy["median_difference_sec"] == -0.0005  # what was measured stays in the report
+    assert noisy["spread_sec"] == [-0.002, 0.001] and noisy["noise_sec"] == 0.003
+    assert noisy["resolved"] is False and noisy["repeats"] == 3
+    clear = cost_statistics([0.020, 0.022, 0.019], full=[0.050, 0.051, 0.049], fwd=fwd)
+    assert clear["sec"] == 0.02 and clear["forwards"] == 2.0 and clear["resolved"] is True
+
+
+def write(folder: Path, name: str, data: dict) -> None:
+    (folder / name).write_text(json.dumps(data))
+
+
+def test_the_summary_takes_the_figures_from_the_steps_and_names_what_is_missing(tmp_path):
+    write(tmp_path, "env.json", {"device_name": "NVIDIA H200", "torch": "2.11"})
+    write(tmp_path, "iteration.json", {"sec_per_iteration": 0.03,
+                                       "iteration_cost_in_forwards": 4.5, "peak_gpu_mb": 900.0})
+    write(tmp_path, "quality.json", {"completed": True, "time_to_result_s": 2.0,
+                                     "peak_gpu_mb": 1200.0, "server": {
+                                         "completed": True, "submit_to_result_s": 2.5,
+                                         "submit_to_first_preview_s": 0.4,
+                                         "second_job": {"submit_to_result_s": 2.2}}})
+    write(tmp_path, "paper.json", {"completed": False, "stopped_after_s": 90,
+                                   "time_to_result_s": None, "peak_gpu_mb": 3000.0,
+                                   "capture": {"captured": False, "failure": "X: y"}})
+    (tmp_path / "steps.tsv").write_text("env\t0\t3\npaper\t124\t100\n")
+    summary = gpu_summary.summarise(tmp_path, 400, 390)
+    assert {k: summary[k] for k in gpu_summary.HEADLINE} == {
+        "device_name": "NVIDIA H200", "paper_seconds": None, "quality_seconds": 2.5,
+        "first_preview_s": 0.4, "sec_per_iteration": 0.03, "iteration_cost_in_forwards": 4.5,
+        "peak_gpu_mb": 3000.0}
+    assert summary["unmeasured"] == ["paper_seconds"]
+    assert summary["paper_setting"]["capture"] == {"captured": False, "failure": "X: y"}
+    assert summary["quality_second_job_seconds"] == 2.2 and summary["draft_seconds"] is None
+    assert summary["steps"]["paper"] == {"exit": 124, "seconds": 100}
+    assert "error" in summary["gpu_tests"] or summary["gpu_tests"]["tests"] is None
+    assert gpu_summary.main([str(tmp_path), "400", "390"]) == 1  # a step failed
+    assert json.loads((tmp_path / "summary.json").read_text())["quality_seconds"] == 2.5
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
+def test_the_cpu_smoke_run_leaves_one_archive_with_the_summary(tmp_path):
+    """The script's steps for real on the CPU (tiny settings; the server step runs a real
+    magic-server process): one file comes back, and the summary in it has the figures."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_STEPS": "env iteration quality",
+           "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu-smoke", str(out)],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert [p.name for p in out.iterdir()] == ["gpu_check.tar.gz"], proc.stdout + proc.stderr
+    with tarfile.open(out / "gpu_check.tar.gz") as archive:
+        names = archive.getnames()
+        summary = json.load(archive.extractfile("gpu_check/summary.json"))
+        quality = json.load(archive.extractfile("gpu_check/quality.json"))
+    assert {"gpu_check/env.json", "gpu_check/iteration.json", "gpu_check/steps.tsv",
+            "gpu_check/iteration.log"} <= set(names)
+    assert proc.returncode == 0, (summary["steps"], proc.stdout[-2000:])
+    assert summary["device_name"] == "CPU"
+    assert summary["sec_per_iteration"] > 0 and summary["iteration_cost_in_forwards"] > 0
+    assert summary["quality_seconds"] > 0 and summary["first_preview_s"] is not None
+    assert summary["paper_seconds"] is None and summary["peak_gpu_mb"] is None  # not run / CPU
+    assert set(summary["unmeasured"]) == {"paper_seconds", "peak_gpu_mb"}
+    costs = summary["term_costs"]["terms"]
+    assert set(costs) == {"classifier", "mask"}  # the smoke run costs these two only
+    assert all(c["sec"] >= 0 for c in costs.values())
+    server = quality["server"]
+    assert server["path"] == "magic-server process"
+    assert server["server_weights_label"] == "ResNet-50 from random-resnet50.safetensors"
+    assert server["second_job"]["completed"] is True
+    assert {"classifier", "feature_stats"} <= set(quality["terms_seen"])  # terms on
+    assert set(quality["setup"]["steps_s"]) >= {"reference", "levels", "start"}
+    assert not list(tmp_path.glob("gpu_check.*")), "the work folder was left behind"
