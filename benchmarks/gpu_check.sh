@@ -128,7 +128,7 @@ print(json.dumps(info))
 ' "$RUN/env.json"
 
 step gpu_tests 90 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider \
-	--junitxml="$RUN/gpu_tests.xml" tests/test_gpu.py
+	--junitxml="$RUN/gpu_tests.xml" tests/
 
 WEIGHTS=(--weights random-file --weights-dir "$WORK/weights")
 if [ "$SMOKE" = 1 ]; then

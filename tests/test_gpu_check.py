@@ -12,6 +12,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
+from gpu_tolerance import judgement_differs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -30,6 +32,23 @@ def test_a_term_cost_below_the_noise_is_zero_not_negative():
     assert noisy["resolved"] is False and noisy["repeats"] == 3
     clear = cost_statistics([0.020, 0.022, 0.019], full=[0.050, 0.051, 0.049], fwd=fwd)
     assert clear["sec"] == 0.02 and clear["forwards"] == 2.0 and clear["resolved"] is True
+
+
+def test_classifier_outputs_judge_alike_within_what_bf16_and_tf32_allow():
+    """The GPU tests' tolerance (tests/gpu_tolerance.py), checked on made-up logits."""
+    expected = 10 * torch.randn(2, 1000, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, 1000, generator=torch.Generator().manual_seed(1))
+    assert judgement_differs(expected + 0.01 * noise, expected) is None  # TF32-sized
+    assert judgement_differs(expected + 0.1 * noise, expected) is None  # bf16-sized
+    shuffled = expected[:, torch.randperm(1000, generator=torch.Generator().manual_seed(2))]
+    assert "top-5 classes" in judgement_differs(shuffled, expected)
+    promoted = expected.clone()
+    promoted[1, 7] = expected[1].max() + 5  # a class that was not in the top 5 now leads
+    assert judgement_differs(promoted, expected).startswith("image 1: top-5 classes")
+    top = expected.topk(5, dim=1).indices
+    blurred = 1.2 * expected + 3 * noise  # the same top 5, but logits far from the CPU's
+    blurred.scatter_(1, top, expected.gather(1, top) + 100)
+    assert "cosine similarity" in judgement_differs(blurred, expected)
 
 
 def write(folder: Path, name: str, data: dict) -> None:
