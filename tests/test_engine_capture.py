@@ -41,7 +41,8 @@ def test_the_captured_step_gives_the_eager_result(classifier):
     test can afford): same seed, same pixels as the eager step."""
     eager = Engine(classifier, "cpu", "untrained", capture_mode="eager")
     expected = eager.synthesize(*scene(), OPTIONS)
-    assert eager.last_capture == {"captured": False, "failure": None, "mode": "eager"}
+    assert eager.last_capture == {"captured": False, "failure": None, "mode": "eager",
+                                  "reason": "capture mode eager"}
     captured = Engine(classifier, "cpu", "untrained", capture_mode="compile",
                       capture_backend="aot_eager")
     got = captured.synthesize(*scene(), OPTIONS)
@@ -62,7 +63,8 @@ def test_the_channels_last_step_is_captured_and_gives_the_eager_result(classifie
     captured = Engine(net, "cpu", "untrained", capture_mode="compile",
                       capture_backend="aot_eager", channels_last=True)
     got = captured.synthesize(*scene(), OPTIONS)
-    assert captured.last_capture == {"captured": True, "failure": None, "mode": "compile"}
+    assert captured.last_capture == {"captured": True, "failure": None, "mode": "compile",
+                                     "reason": "capture mode compile"}
     assert captured._captured.calls == 4
     assert np.abs(got.images[0].astype(int) - expected.images[0].astype(int)).max() <= 1
 
@@ -114,6 +116,11 @@ def test_auto_captures_only_long_runs_on_a_gpu():
     assert not capture.wants_capture("auto", cpu, 18_000)
     assert not capture.wants_capture("eager", cuda, 18_000)
     assert capture.wants_capture("compile", cpu, 1)
+    assert capture.decide("auto", cuda, 240) == (
+        False, "auto: eager for 240 iterations (compiling pays from 2000)")
+    assert capture.decide("auto", cpu, 18_000) == (
+        False, "auto: eager on cpu (captures run on CUDA only)")
+    assert capture.decide("auto", cuda, 18_000) == (True, "auto: 18000 iterations on CUDA")
 
 
 def test_the_capture_mode_comes_from_the_environment_and_is_checked(monkeypatch):

@@ -383,10 +383,12 @@ class Engine:
                                            donated)
                       if pyramid else self._paper_levels(judge, schedule))
             job.total = sum(level.schedule.iterations for level in levels)
+            z = self._initial(levels[0], init, job, pyramid)
+            self._show_start(z, levels[0], job, started,
+                             schedule.mask_net_steps if weights.mask else 0)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
             self._judge, self._judge_mode = self._judge_runner(job.total), self.capture_mode
             job.t0 = time.monotonic()
-            z = self._initial(levels[0], init, job, pyramid)
             report: dict[str, float] = {}
             field = None
             for i, level in enumerate(levels):
@@ -628,6 +630,23 @@ class Engine:
             start = start * (1 - here) + fill * here
         return start
 
+    def _show_start(self, z: torch.Tensor, level: Level, job: Job, started: float,
+                    mask_net_steps: int) -> None:
+        """The first preview: x' as it starts (the composite or the fill, with its noise),
+        shown before the mask network's training and the first iterations (their compile
+        when captured), so that the artist sees the edit take shape at once. Reported as
+        iteration 0 of the stage that comes next."""
+        if job.on_progress is None or not job.options.preview_every:
+            return
+        copies = PreviewCopies(self.device)
+        h, w = z.shape[-2:]
+        copies.start(self.norm.pixels(self._compose(z, level)),
+                     preview_size(h, w, job.options.preview_size))
+        stage, total = ("mask-net", mask_net_steps) if mask_net_steps else (level.stage,
+                                                                            job.total)
+        job.on_progress(Progress(0, total, time.monotonic() - started, {},
+                                 copies.collect(wait=True), stage=stage))
+
     def _fit_mask_net(self, ref: Reference, schedule: Schedule, job: Job) -> MaskNet:
         t0 = time.monotonic()
 
@@ -766,8 +785,12 @@ class Engine:
         return {k: v.detach() for k, v in terms.items()}, gradient
 
     def _judge_runner(self, iterations: int):
-        """The judged part for this edit: captured when the capture mode asks for it."""
-        if capture.wants_capture(self.capture_mode, self.device, iterations):
+        """The judged part for this edit: captured when the capture mode asks for it (the
+        choice and its reason are logged and reported in last_capture)."""
+        wanted, self._judge_reason = capture.decide(self.capture_mode, self.device, iterations)
+        capture.log.debug("judged step: %s (%s)", "captured" if wanted else "eager",
+                          self._judge_reason)
+        if wanted:
             cached = getattr(self, "_captured", None)
             if cached is None or not cached.active:
                 cached = self._captured = capture.Captured(self._judged_gradient,
@@ -783,4 +806,5 @@ class Engine:
             return None
         captured = isinstance(runner, capture.Captured)
         return {"captured": captured and runner.active,
-                "failure": runner.failure if captured else None, "mode": self._judge_mode}
+                "failure": runner.failure if captured else None, "mode": self._judge_mode,
+                "reason": getattr(self, "_judge_reason", None)}
