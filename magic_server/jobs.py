@@ -259,13 +259,13 @@ class Worker(threading.Thread):
             self._bind_device()
             binding = False
             self._loop()
-        except BaseException as exc:  # noqa: BLE001 - reported, never left to hang a job
+        except BaseException as exc:
             where = "binding its device" if binding else "outside a job"
             log.exception("worker %d (%s) failed %s", self.index, self.device, where)
             self.failure = WorkerFailure(self.index, self.device, one_line(exc), binding)
             try:
                 self.emit(self.failure)
-            except BaseException:  # noqa: BLE001 - the server also notices the dead thread
+            except BaseException:
                 log.exception("worker %d could not report its failure", self.index)
         finally:
             if self.on_exit is not None:

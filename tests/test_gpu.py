@@ -10,10 +10,9 @@ classifier as the engine runs it judges like the CPU (tests/gpu_tolerance.py: bf
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
-
-import copy
 
 import numpy as np
 import pytest

@@ -18,9 +18,8 @@ from gpu_tolerance import judgement_differs
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import gpu_summary  # noqa: E402
-
-from bench_engine import cost_statistics  # noqa: E402
+import gpu_summary
+from bench_engine import cost_statistics
 
 
 def test_a_term_cost_below_the_noise_is_zero_not_negative():
@@ -90,7 +89,7 @@ def test_the_cpu_smoke_run_leaves_one_archive_with_the_summary(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_STEPS": "env iteration quality",
            "TMPDIR": str(tmp_path)}
     proc = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu-smoke", str(out)],
-                          capture_output=True, text=True, env=env, timeout=900)
+                          check=False, capture_output=True, text=True, env=env, timeout=900)
     assert [p.name for p in out.iterdir()] == ["gpu_check.tar.gz"], proc.stdout + proc.stderr
     with tarfile.open(out / "gpu_check.tar.gz") as archive:
         names = archive.getnames()
