@@ -24,6 +24,9 @@ default: the engine's, `auto`). `--compare-eager` times the same iterations eage
 (torch.compile) in one run: seconds per iteration of each, the speed-up, and the wall time the
 first captured run spent compiling.
 
+`--compare-determinism` times the same iterations with cuDNN's deterministic algorithms (the
+engine's setting on CUDA) and with cuDNN free to pick: what same-seed-same-pixels costs.
+
 `--preset` also times a whole edit with that preset: time to the first preview (previews every
 PREVIEW_EVERY iterations, as the server asks for them), time to the result, seconds per
 iteration of each stage; `--via-server` runs that edit through a loopback magic-server and
@@ -34,7 +37,7 @@ forward, the levels with their patch banks, the mask network's training, the sta
 
 `--via-server` runs the edit through a real `magic-server` process (started on the same device
 and weights, on a loopback port; its start-up is not counted): submit to first preview and to
-result, twice (`first_job`, then `second_job` on the warm server).
+result, twice (`first_job`, then `second_job` on the warm server; `--server-jobs 1`: once).
 """
 
 from __future__ import annotations
@@ -205,6 +208,30 @@ def compare_eager(engine: Engine, inputs, args) -> dict:
         "compile_overhead_s": round(compiled["wall_s"] - eager["wall_s"], 2),
         "backend": engine.capture_backend,
     }
+
+
+def compare_determinism(engine: Engine, inputs, args) -> dict:
+    """What same-seed-same-pixels costs on CUDA: the paper's iterations with cuDNN's
+    deterministic algorithms (the engine's setting) against cuDNN free to pick (benchmark
+    mode), in one process, each run once to warm up and once timed. The engine should make
+    determinism an option when it costs more than 10 %."""
+    if engine.device.type != "cuda":
+        return {"skipped": "cuDNN determinism matters on CUDA only"}
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.deterministic, cudnn.benchmark)
+    runs = {}
+    try:
+        for name, flags in (("deterministic", (True, False)), ("free", (False, True))):
+            cudnn.deterministic, cudnn.benchmark = flags
+            timed_iterations(engine, inputs, args)  # warm-up (benchmark mode picks here)
+            runs[name] = statistics.median(timed_iterations(engine, inputs, args)[0])
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+    cost = runs["deterministic"] / runs["free"] - 1 if runs["free"] else None
+    return {"deterministic_sec_per_iteration": round(runs["deterministic"], 5),
+            "free_sec_per_iteration": round(runs["free"], 5),
+            "cost_fraction": round(cost, 3) if cost is not None else None,
+            "over_10_percent": cost is not None and cost > 0.10}
 
 
 # ---------------------------------------------------------------------------- iterations
@@ -505,7 +532,7 @@ def server_edit(engine: Engine, inputs, args) -> dict:
                 MagicClient(address, timeout_s=30, heartbeat_s=1.0) as client:
             info = client.handshake()
             out["server_weights_label"] = info.raw.get("weights_label")
-            for key in ("first_job", "second_job"):
+            for key in ("first_job", "second_job")[:max(1, args.server_jobs)]:
                 marks: dict[str, float] = {}
                 t0 = time.perf_counter()
 
@@ -565,11 +592,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-refine", action="store_true", help="no second, finer stage")
     ap.add_argument("--via-server", action="store_true",
                     help="also run the preset edit through a loopback magic-server")
+    ap.add_argument("--server-jobs", type=int, default=2, choices=(1, 2),
+                    help="--via-server: time the first job only, or a second one too")
     ap.add_argument("--no-terms", action="store_true", help="skip the per-term costs")
     ap.add_argument("--skip-iterations", action="store_true",
                     help="only the preset edit (no per-iteration timing)")
     ap.add_argument("--compare-eager", action="store_true",
                     help="captured (torch.compile) vs eager seconds per iteration")
+    ap.add_argument("--compare-determinism", action="store_true",
+                    help="CUDA: seconds per iteration with cuDNN deterministic (the engine's "
+                         "setting) against cuDNN free to pick")
     ap.add_argument("--capture", choices=("auto", "eager", "compile"), default=None,
                     help="how the classifier's judgement runs (default: auto = compiled on "
                          "CUDA for runs of 2000+ iterations)")
@@ -647,6 +679,9 @@ def main(argv: list[str] | None = None) -> None:
         iteration_peak = None
     if args.compare_eager:
         report["compare_eager"] = compare_eager(engine, inputs, args)
+        save(report, args.out)
+    if args.compare_determinism:
+        report["cudnn_determinism"] = compare_determinism(engine, inputs, args)
         save(report, args.out)
     if args.preset:
         save(report, args.out)

@@ -10,7 +10,8 @@
 #
 # Inside the archive: env.json (torch, CUDA, GPU), gpu_tests.json (+ gpu_tests.xml),
 # iteration.json (the paper objective, eager: seconds per iteration, cost in classifier
-# forwards, per-term costs as the median of repeats with their spread), quality.json and
+# forwards, per-term costs as the median of repeats with their spread, what cuDNN
+# determinism costs), quality.json and
 # draft.json (the bundled sample with the classifier terms on, in process and through a real
 # magic-server process: submit to first preview and to result), memory_24mp.json (peak GPU
 # memory, 24 MP photo, 1000 px edit), paper.json (the paper's setting: 18,000 iterations,
@@ -20,8 +21,8 @@
 # iteration_cost_in_forwards, peak_gpu_mb; null when a step did not produce them: nothing is
 # estimated). The classifier runs with random weights written as a safetensors file and loaded
 # as installed weights are (bench_engine --weights random-file): its terms are on, as for users.
-# Each step has its own time limit; the paper run gets what is left and, if it cannot finish,
-# says how far it got. Exit status 0 when every step succeeded, 1 otherwise (the archive is
+# Each step has its own time limit (15 + 70 + 55 + 140 + 55 + 35 + at most 30 s, within the
+# 400 s budget); the paper run is stopped after 120 s and then says how far it got. Exit status 0 when every step succeeded, 1 otherwise (the archive is
 # written either way).
 #
 # Needs a Python with torch (CUDA), numpy, Pillow, scipy, scikit-image, safetensors, pytest and
@@ -112,7 +113,7 @@ if ! "$PY" -c 'import zmq' 2>/dev/null; then
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-step env 20 "$PY" -c '
+step env 15 "$PY" -c '
 import json, sys, torch
 info = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda, "device_count": torch.cuda.device_count(),
@@ -127,7 +128,7 @@ json.dump(info, open(sys.argv[1], "w"), indent=2)
 print(json.dumps(info))
 ' "$RUN/env.json"
 
-step gpu_tests 90 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider \
+step gpu_tests 70 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider \
 	--junitxml="$RUN/gpu_tests.xml" tests/
 
 WEIGHTS=(--weights random-file --weights-dir "$WORK/weights")
@@ -140,25 +141,27 @@ if [ "$SMOKE" = 1 ]; then
 	PAPER=(--batch 1 --resolution 32 --edit-iterations 4 --mask-net-steps 2)
 else
 	BENCH=("$PY" benchmarks/bench_engine.py --device cuda "${WEIGHTS[@]}")
-	ITER=(--resolution 224 --batch 5 --iterations 8 --term-repeats 3)
+	ITER=(--resolution 224 --batch 5 --iterations 8 --term-repeats 2)
 	QUALITY=(--preset quality --batch 3 --resolution 224)
 	DRAFT=(--preset draft --batch 3 --resolution 224)
 	MEMORY=(--preset quality --batch 3 --edit-iterations 30)
 	PAPER=(--batch 5 --resolution 224)
 fi
-step iteration 60 "${BENCH[@]}" "${ITER[@]}" --capture eager --json "$RUN/iteration.json"
-step quality 60 "${BENCH[@]}" --scene sample "${QUALITY[@]}" --skip-iterations --via-server \
-	--time-limit 20 --json "$RUN/quality.json"
-step draft 40 "${BENCH[@]}" --scene sample "${DRAFT[@]}" --skip-iterations --via-server \
-	--time-limit 12 --json "$RUN/draft.json"
-step memory_24mp 40 "${BENCH[@]}" --scene photo24mp "${MEMORY[@]}" --skip-iterations \
-	--time-limit 25 --json "$RUN/memory_24mp.json"
-# The paper's setting runs captured (auto: compiled on CUDA for long runs) with what is left.
-PAPER_LIMIT=$((($(left) - 10) / SCALE))
-PAPER_TIME=$((PAPER_LIMIT - 20))
-[ "$PAPER_TIME" -ge 5 ] || PAPER_TIME=5
-step paper "$PAPER_LIMIT" "${BENCH[@]}" --preset paper "${PAPER[@]}" --skip-iterations \
+step iteration 55 "${BENCH[@]}" "${ITER[@]}" --capture eager --compare-determinism \
+	--json "$RUN/iteration.json"
+# The paper's setting runs captured (auto: compiled on CUDA for long runs); stopped after
+# PAPER_TIME s, it says how far it got (paper_seconds is then null, not estimated).
+PAPER_TIME=120
+step paper $((PAPER_TIME + 20)) "${BENCH[@]}" --preset paper "${PAPER[@]}" --skip-iterations \
 	--time-limit "$PAPER_TIME" --json "$RUN/paper.json"
+step quality 55 "${BENCH[@]}" --scene sample "${QUALITY[@]}" --skip-iterations --via-server \
+	--server-jobs 1 --time-limit 15 --json "$RUN/quality.json"
+step draft 35 "${BENCH[@]}" --scene sample "${DRAFT[@]}" --skip-iterations --via-server \
+	--server-jobs 1 --time-limit 8 --json "$RUN/draft.json"
+MEMORY_LIMIT=$(($(left) / SCALE - 5))
+[ "$MEMORY_LIMIT" -le 30 ] || MEMORY_LIMIT=30
+step memory_24mp "$MEMORY_LIMIT" "${BENCH[@]}" --scene photo24mp "${MEMORY[@]}" \
+	--skip-iterations --time-limit $((MEMORY_LIMIT - 12)) --json "$RUN/memory_24mp.json"
 
 "$PY" benchmarks/gpu_summary.py "$RUN" "$BUDGET_S" "$(($(date +%s) - START))"
 exit $?
