@@ -64,7 +64,7 @@ mkdir -p "$RUN"
 BUDGET_S="${GPU_CHECK_BUDGET_S:-400}"
 # a loaded CPU (smoke runs) gets longer step limits; the GPU run keeps the 7-minute plan
 SCALE=1
-[ "$SMOKE" = 1 ] && SCALE=4 && BUDGET_S="${GPU_CHECK_BUDGET_S:-1600}"
+[ "$SMOKE" = 1 ] && SCALE=10 && BUDGET_S="${GPU_CHECK_BUDGET_S:-4000}"
 STEPS_WANTED=" ${GPU_CHECK_STEPS:-env gpu_tests iteration quality draft memory_24mp paper} "
 START=$(date +%s)
 STEPS="$RUN/steps.tsv"
@@ -134,7 +134,7 @@ step gpu_tests 70 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider \
 WEIGHTS=(--weights random-file --weights-dir "$WORK/weights")
 if [ "$SMOKE" = 1 ]; then
 	BENCH=("$PY" benchmarks/bench_engine.py --device cpu "${WEIGHTS[@]}")
-	ITER=(--resolution 32 --batch 1 --iterations 1 --term-repeats 1 --terms classifier,mask)
+	ITER=(--resolution 32 --batch 1 --iterations 1 --term-repeats 1 --terms classifier)
 	QUALITY=(--preset tiny --no-refine --batch 1 --resolution 32 --edit-iterations 2)
 	DRAFT=(--preset tiny --no-refine --batch 1 --resolution 32 --edit-iterations 2)
 	MEMORY=(--preset tiny --no-refine --batch 1 --resolution 32 --edit-iterations 2)

@@ -89,7 +89,7 @@ def test_the_cpu_smoke_run_leaves_one_archive_with_the_summary(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_STEPS": "env iteration quality",
            "TMPDIR": str(tmp_path)}
     proc = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu-smoke", str(out)],
-                          check=False, capture_output=True, text=True, env=env, timeout=900)
+                          check=False, capture_output=True, text=True, env=env, timeout=1800)
     assert [p.name for p in out.iterdir()] == ["gpu_check.tar.gz"], proc.stdout + proc.stderr
     with tarfile.open(out / "gpu_check.tar.gz") as archive:
         names = archive.getnames()
@@ -104,7 +104,7 @@ def test_the_cpu_smoke_run_leaves_one_archive_with_the_summary(tmp_path):
     assert summary["paper_seconds"] is None and summary["peak_gpu_mb"] is None  # not run / CPU
     assert set(summary["unmeasured"]) == {"paper_seconds", "peak_gpu_mb"}
     costs = summary["term_costs"]["terms"]
-    assert set(costs) == {"classifier", "mask"}  # the smoke run costs these two only
+    assert set(costs) == {"classifier"}  # the smoke run costs this one only
     assert all(c["sec"] >= 0 for c in costs.values())
     assert summary["cudnn_determinism"] == {"skipped": "cuDNN determinism matters on CUDA only"}
     server = quality["server"]
