@@ -130,6 +130,22 @@ class WorkerEvent:
 
 
 @dataclass
+class WorkerFailure:
+    """A worker thread ended by a failure outside any job (binding its device, its loop):
+    `cause` is the exception in one line, `binding` whether it failed before its loop."""
+
+    worker: int
+    device: str
+    cause: str
+    binding: bool
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    message = str(exc).strip()
+    return type(exc).__name__ + (f": {message.splitlines()[0][:limit]}" if message else "")
+
+
+@dataclass
 class Inputs:
     """A job's frames decoded for the engine (numpy copies; the raw buffers can go)."""
 
@@ -194,6 +210,13 @@ def free_device_memory(device: str | None = None) -> None:
         log.debug("could not empty the CUDA cache: %s", exc)
 
 
+def cuda_index(torch: Any, device: str) -> int:
+    """The index of a CUDA device string; a bare "cuda" means the current device (set_device
+    refuses a torch.device without an index)."""
+    index = torch.device(device).index
+    return torch.cuda.current_device() if index is None else index
+
+
 def engine_device(engine: Any) -> str:
     """The device an engine runs on, as a string ("cpu", "cuda:0", ...)."""
     return str(getattr(engine, "device", "cpu"))
@@ -202,7 +225,7 @@ def engine_device(engine: Any) -> str:
 class Worker(threading.Thread):
     """Runs jobs one at a time on one engine (one worker per device)."""
 
-    def __init__(self, engine: Any, emit: Callable[[WorkerEvent], None], *,
+    def __init__(self, engine: Any, emit: Callable[[WorkerEvent | WorkerFailure], None], *,
                  default_resolution: int = 224, name: str = "magic-worker",
                  on_exit: Callable[[], None] | None = None, index: int = 0) -> None:
         super().__init__(name=name, daemon=True)
@@ -210,6 +233,7 @@ class Worker(threading.Thread):
         self.emit = emit
         self.on_exit = on_exit
         self.index = index
+        self.failure: WorkerFailure | None = None  # set when it ended by a failure
         self.threads: int | None = None  # torch intra-op threads for this worker (CPU share)
         self.default_resolution = default_resolution
         self._inbox: collections.deque[Job | None] = collections.deque()
@@ -230,9 +254,19 @@ class Worker(threading.Thread):
         return engine_device(self.engine)
 
     def run(self) -> None:
+        binding = True
         try:
             self._bind_device()
+            binding = False
             self._loop()
+        except BaseException as exc:
+            where = "binding its device" if binding else "outside a job"
+            log.exception("worker %d (%s) failed %s", self.index, self.device, where)
+            self.failure = WorkerFailure(self.index, self.device, one_line(exc), binding)
+            try:
+                self.emit(self.failure)
+            except BaseException:
+                log.exception("worker %d could not report its failure", self.index)
         finally:
             if self.on_exit is not None:
                 self.on_exit()
@@ -249,7 +283,7 @@ class Worker(threading.Thread):
         if self.threads:
             torch.set_num_threads(self.threads)
         if device.startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.set_device(torch.device(device))
+            torch.cuda.set_device(cuda_index(torch, device))
 
     def _loop(self) -> None:
         while True:

@@ -40,7 +40,14 @@ from magic_protocol.protocol import DEFAULT_ADDRESS, DEFAULT_LIMITS, ErrorCode, 
 from magic_server.devices import DeviceError, parse_device_list, resolve_device_list
 from magic_server.estimates import Estimates, probe_rate, probe_seconds
 from magic_server.estimates import default_path as default_estimates_path
-from magic_server.jobs import FairQueue, Job, Worker, WorkerEvent, engine_device
+from magic_server.jobs import (
+    FairQueue,
+    Job,
+    Worker,
+    WorkerEvent,
+    WorkerFailure,
+    engine_device,
+)
 from magic_server.server_curve import (
     CurveConfig,
     CurveSetupError,
@@ -58,6 +65,9 @@ HOUSEKEEPING_INTERVAL_S = 0.2
 MAX_MESSAGES_PER_TURN = 64  # keep worker events flowing even under a flood of requests
 CANCELLED_KEY_TTL_S = 120.0  # how long a cancel key whose job has not arrived is kept
 MAX_CANCELLED_KEYS = 4096
+# A worker that fails outside a job is replaced by a new thread on the same engine this many
+# times; one that fails binding its device is not (it would fail again).
+MAX_WORKER_RESTARTS = 2
 
 
 class BindError(Exception):
@@ -97,7 +107,9 @@ class Server:
         self.cancelled_keys: dict[str, float] = {}
         self.last_seen: dict[bytes, float] = {}
         self.client_names: dict[bytes, int] = {}
-        self._events: queue.Queue[WorkerEvent] = queue.Queue()
+        self._events: queue.Queue[WorkerEvent | WorkerFailure] = queue.Queue()
+        self.failed: dict[int, str] = {}  # workers that failed for good: index -> why
+        self.restarts = [0] * len(engines)
         self._stop = threading.Event()
         self._wake_addr = f"inproc://magic-wake-{id(self):x}"
         self._auth = None
@@ -112,9 +124,12 @@ class Server:
         self._wake_rx = self.ctx.socket(zmq.PULL)
         self._wake_rx.bind(self._wake_addr)
         self._wake_tx_local = threading.local()
-        self.workers = [Worker(e, self._emit, default_resolution=default_resolution,
-                               name=f"magic-worker-{i}", on_exit=self._close_wake_tx, index=i)
-                        for i, e in enumerate(engines)]
+        self.default_resolution = default_resolution
+        self.workers = [self._new_worker(i) for i in range(len(engines))]
+
+    def _new_worker(self, index: int) -> Worker:
+        return Worker(self.engines[index], self._emit, default_resolution=self.default_resolution,
+                      name=f"magic-worker-{index}", on_exit=self._close_wake_tx, index=index)
 
     @property
     def worker(self) -> Worker:
@@ -218,9 +233,12 @@ class Server:
     def workers_status(self) -> list[dict[str, Any]]:
         """Each worker: its device, its name, busy or idle, and the job it runs (or None)."""
         out = []
-        for info, job in zip(self.workers_info, self.busy):
-            out.append({**info, "state": "busy" if job is not None else "idle",
-                        "job": job.id if job is not None else None})
+        for i, (info, job) in enumerate(zip(self.workers_info, self.busy)):
+            entry = {**info, "state": "busy" if job is not None else "idle",
+                     "job": job.id if job is not None else None}
+            if i in self.failed:
+                entry.update(state="failed", failure=self.failed[i])
+            out.append(entry)
         return out
 
     # -- running ----------------------------------------------------------------
@@ -256,6 +274,7 @@ class Server:
                         self._handle(parts)
                 now = time.monotonic()
                 if now >= next_housekeeping:
+                    self._check_workers()
                     self._reap_silent_clients(now)
                     next_housekeeping = now + HOUSEKEEPING_INTERVAL_S
                 self._dispatch()
@@ -345,6 +364,11 @@ class Server:
                 ev = self._events.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(ev, WorkerFailure):
+                worker = self.workers[ev.worker]
+                if worker.failure is ev:
+                    self._on_worker_failure(worker, ev)
+                continue
             job = ev.job
             fields = {"job": job.id, **ev.fields}
             self._send(job.owner, P.encode(ev.kind, fields, ev.frames, req=job.req))
@@ -364,6 +388,72 @@ class Server:
                 if job.worker is not None and self.busy[job.worker] is job:
                     self.busy[job.worker] = None
                 self._forget(job)
+
+    # -- failed workers ---------------------------------------------------------------
+
+    def _check_workers(self) -> None:
+        """A worker thread that ended without being asked to (and without a report that
+        arrived) counts as failed too: its job must not wait for ever."""
+        if self._stop.is_set():
+            return
+        for i, worker in enumerate(self.workers):
+            if i in self.failed or worker.ident is None or worker.is_alive():
+                continue
+            failure = worker.failure or WorkerFailure(
+                i, worker.device, "its thread ended unexpectedly", binding=False)
+            worker.failure = failure
+            self._on_worker_failure(worker, failure)
+
+    def _on_worker_failure(self, worker: Worker, failure: WorkerFailure) -> None:
+        """Fail the job the worker ran (at once, `internal`, naming the cause), then replace
+        the worker, or take it out of service; with no worker left, fail the queued jobs and
+        refuse new ones with the reason."""
+        i = failure.worker
+        if self.workers[i] is not worker or i in self.failed:
+            return  # already handled (its report and the housekeeping check both saw it)
+        where = "binding its device" if failure.binding else "outside a job"
+        reason = f"worker {i} ({failure.device}) failed {where}: {failure.cause}"
+        job = self.busy[i]
+        if job is not None:
+            self.busy[i] = None
+            self._fail(job, reason)
+        if failure.binding or self.restarts[i] >= MAX_WORKER_RESTARTS or self._stop.is_set():
+            self.failed[i] = reason
+            why = ("binding would fail again" if failure.binding else
+                   f"it failed {self.restarts[i] + 1} times")
+            left = len(self.workers) - len(self.failed)
+            if left:
+                log.error("%s; it is not replaced (%s): %d worker(s) left", reason, why, left)
+                return
+            log.error("%s; it is not replaced (%s): no worker left, refusing new jobs",
+                      reason, why)
+            for queued in list(self.queue):
+                self.queue.remove(queued)
+                self._fail(queued, reason)
+            return
+        self.restarts[i] += 1
+        replacement = self._new_worker(i)
+        replacement.threads = worker.threads
+        self.workers[i] = replacement
+        replacement.start()
+        log.warning("%s; replaced by a new worker thread (restart %d of %d)", reason,
+                    self.restarts[i], MAX_WORKER_RESTARTS)
+
+    def _fail(self, job: Job, reason: str) -> None:
+        job.cancel_reason = reason
+        job.cancel.set()
+        self._send(job.owner, P.encode_error(ErrorCode.INTERNAL, f"internal error: {reason}",
+                                             req=job.req, job=job.id))
+        log.info("job %s error after %.1f s: internal error: %s", job.id[:8],
+                 time.monotonic() - job.submitted_at, reason)
+        job.state = "done"
+        self._forget(job)
+
+    def unavailable(self) -> str | None:
+        """Why no job can run (every worker failed), or None."""
+        if self.failed and len(self.failed) == len(self.workers):
+            return "; ".join(self.failed[i] for i in sorted(self.failed))
+        return None
 
     # -- requests -------------------------------------------------------------------
 
@@ -443,6 +533,10 @@ class Server:
 
     def _on_submit(self, who: bytes, msg: P.Message) -> None:
         params = P.validate_submit(msg, self.limits, self.capabilities["presets"])
+        down = self.unavailable()
+        if down is not None:
+            raise P.ProtocolError(ErrorCode.INTERNAL, f"internal error: the server cannot run "
+                                  f"jobs ({down}); restart magic-server", msg.req)
         cancel_key = P.cancel_key_field(msg)
         if len(self.queue) >= self.limits.max_queue:
             raise P.ProtocolError(ErrorCode.QUEUE_FULL, f"the queue is full ({len(self.queue)} "
@@ -474,12 +568,13 @@ class Server:
         """`position` of the queued job at `index` in pop order: 0 when a free worker will
         start it at once, else how many jobs start before it (the running ones included)."""
         busy = len(self.running_jobs())
-        return 0 if index < len(self.workers) - busy else index + busy
+        return 0 if index < len(self.workers) - len(self.failed) - busy else index + busy
 
     def _dispatch(self) -> None:
         """Give queued jobs (round-robin over clients) to free workers, lowest index first."""
         while not self._stop.is_set():
-            free = next((i for i, job in enumerate(self.busy) if job is None), None)
+            free = next((i for i, job in enumerate(self.busy)
+                         if job is None and i not in self.failed), None)
             if free is None:
                 return
             job = self.queue.pop()

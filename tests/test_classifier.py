@@ -7,6 +7,7 @@ import types
 
 import pytest
 import torch
+from gpu_tolerance import judgement_differs
 from safetensors.torch import load_file, save_file
 
 from magic_server import devices
@@ -230,4 +231,5 @@ def test_classifier_on_a_real_gpu(weights_file):
     model, _ = load_classifier(str(path), device)
     with torch.no_grad():
         got = model(x.to(device)).cpu()
-    assert torch.allclose(got, expected, atol=1e-3, rtol=1e-3)
+    # TF32 convolutions: about 1e-2 from the CPU's float32, the same judgement
+    assert judgement_differs(got, expected) is None, judgement_differs(got, expected)

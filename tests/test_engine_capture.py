@@ -4,6 +4,7 @@ and `auto` leaves short runs and CPUs eager."""
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -40,13 +41,53 @@ def test_the_captured_step_gives_the_eager_result(classifier):
     test can afford): same seed, same pixels as the eager step."""
     eager = Engine(classifier, "cpu", "untrained", capture_mode="eager")
     expected = eager.synthesize(*scene(), OPTIONS)
-    assert eager.last_capture == {"captured": False, "failure": None, "mode": "eager"}
+    assert eager.last_capture == {"captured": False, "failure": None, "mode": "eager",
+                                  "reason": "capture mode eager"}
     captured = Engine(classifier, "cpu", "untrained", capture_mode="compile",
                       capture_backend="aot_eager")
     got = captured.synthesize(*scene(), OPTIONS)
     assert captured.last_capture["captured"] is True and captured._captured.calls == 4
     assert np.abs(got.images[0].astype(int) - expected.images[0].astype(int)).max() <= 1
     assert set(got.losses) == set(expected.losses)
+
+
+def test_the_channels_last_step_is_captured_and_gives_the_eager_result(classifier):
+    """The CUDA layout (NHWC classifier and x', forced here on the CPU): x' is made
+    channels-last before it is marked for the gradient, so the tensor differentiated is the
+    one the compiled graph uses (made after, torch.compile refused it: "One of the
+    differentiated Tensors appears to not have been used in the graph", issue 18)."""
+    net = copy.deepcopy(classifier)
+    eager = Engine(net, "cpu", "untrained", capture_mode="eager", channels_last=True)
+    expected = eager.synthesize(*scene(), OPTIONS)
+    assert next(eager.classifier.parameters()).is_contiguous(memory_format=torch.channels_last)
+    captured = Engine(net, "cpu", "untrained", capture_mode="compile",
+                      capture_backend="aot_eager", channels_last=True)
+    got = captured.synthesize(*scene(), OPTIONS)
+    assert captured.last_capture == {"captured": True, "failure": None, "mode": "compile",
+                                     "reason": "capture mode compile"}
+    assert captured._captured.calls == 4
+    assert np.abs(got.images[0].astype(int) - expected.images[0].astype(int)).max() <= 1
+
+
+def test_marking_x_for_the_gradient_before_the_layout_change_is_what_compile_refuses():
+    """The five-line cause of the capture failure, kept as a check that the CPU reproduces
+    it: a conv net, x' marked for the gradient, then made channels-last."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 2, 3)).to(memory_format=torch.channels_last)
+
+    def step(x, after):
+        if after:
+            seen = x.detach().requires_grad_(True).contiguous(memory_format=torch.channels_last)
+        else:
+            seen = x.contiguous(memory_format=torch.channels_last).detach().requires_grad_(True)
+        return torch.autograd.grad(net(seen).square().sum(), seen)[0]
+
+    x = torch.randn(2, 3, 12, 12)
+    fixed = torch.compile(step, backend="aot_eager", dynamic=False)(x, False)
+    assert torch.allclose(fixed, step(x, False), atol=1e-5)
+    with pytest.raises(RuntimeError, match="not have been used in the graph"):
+        torch.compile(step, backend="aot_eager", dynamic=False)(x, True)
 
 
 def test_a_failed_capture_runs_eager_and_logs_why(classifier, monkeypatch, caplog):
@@ -75,6 +116,11 @@ def test_auto_captures_only_long_runs_on_a_gpu():
     assert not capture.wants_capture("auto", cpu, 18_000)
     assert not capture.wants_capture("eager", cuda, 18_000)
     assert capture.wants_capture("compile", cpu, 1)
+    assert capture.decide("auto", cuda, 240) == (
+        False, "auto: eager for 240 iterations (compiling pays from 2000)")
+    assert capture.decide("auto", cpu, 18_000) == (
+        False, "auto: eager on cpu (captures run on CUDA only)")
+    assert capture.decide("auto", cuda, 18_000) == (True, "auto: 18000 iterations on CUDA")
 
 
 def test_the_capture_mode_comes_from_the_environment_and_is_checked(monkeypatch):

@@ -126,7 +126,11 @@ def test_progress_reports_losses_and_previews(engine, scene, preset, terms):
     result = engine.synthesize(img, source, guide, quick(iterations=10, preview_every=5,
                                                          preview_size=16, preset=preset),
                                events.append)
-    synth = [e for e in events if e.stage != "mask-net"]
+    start = events[0]  # the start image, shown before the mask network and the iterations
+    assert start.iteration == 0 and start.stage == ("mask-net" if preset == "paper"
+                                                    else "synthesis")
+    assert len(start.previews) == 2 and max(start.previews[0].shape[:2]) == 16
+    synth = [e for e in events[1:] if e.stage != "mask-net"]
     assert [e.iteration for e in synth] == list(range(1, 11))
     assert all(e.total == 10 for e in synth)
     previews = [e for e in synth if e.previews]

@@ -4,17 +4,20 @@ Deselected by default (pyproject's addopts `-m 'not gpu'`), and skipped when tor
 CUDA GPU: a small edit on cuda, deterministic for a seed; a job forced out of GPU memory
 (capped with torch.cuda.set_per_process_memory_fraction) gets `out_of_memory`, its memory is
 given back and the next job succeeds; with two GPUs, two workers run two jobs at once; the
-captured (compiled) paper step runs, repeats for a seed and stays close to the eager one.
+captured (compiled) paper step runs, repeats for a seed and stays close to the eager one; the
+classifier as the engine runs it judges like the CPU (tests/gpu_tolerance.py: bf16/TF32).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
 import numpy as np
 import pytest
 import torch
+from gpu_tolerance import judgement_differs
 from test_server_support import ThreadedServer, as_array
 
 from magic_protocol.client import JobFailed, JobRequest, MagicClient, RawImage
@@ -78,6 +81,22 @@ def test_small_edit_on_cuda_is_deterministic_for_a_seed(engine):
         assert np.array_equal(a, b), (
             f"same seed, same GPU, different result: {np.count_nonzero(a != b)} values differ")
     assert not np.array_equal(first[0], other[0])  # another seed, another result
+
+
+def test_the_engines_classifier_on_cuda_judges_like_the_cpu():
+    """The classifier as the engine runs it on CUDA (channels-last, bf16 autocast, TF32) against
+    the CPU's float32: the same top-5 classes and cosine >= 0.999 (tests/gpu_tolerance.py),
+    not atol 1e-3, which bf16/TF32 do not keep."""
+    model, label = load_classifier("untrained", "cpu")
+    x = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = copy.deepcopy(model)(x)
+    engine = Engine(model, "cuda", label)
+    with torch.no_grad(), engine._autocast():
+        seen = x.to(engine.device).contiguous(memory_format=torch.channels_last)
+        got = engine.classifier(seen).float().cpu()
+    problem = judgement_differs(got, expected)
+    assert problem is None, problem
 
 
 def test_out_of_memory_job_is_reported_memory_freed_next_job_succeeds(engine):

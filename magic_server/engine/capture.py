@@ -36,9 +36,21 @@ def resolve_mode(mode: str | None) -> str:
 
 
 def wants_capture(mode: str, device: torch.device, iterations: int) -> bool:
+    return decide(mode, device, iterations)[0]
+
+
+def decide(mode: str, device: torch.device, iterations: int) -> tuple[bool, str]:
+    """(capture?, why): the choice for one edit, with the reason that is logged and reported."""
     if mode == "compile":
-        return True
-    return mode == "auto" and device.type == "cuda" and iterations >= AUTO_MIN_ITERATIONS
+        return True, "capture mode compile"
+    if mode == "eager":
+        return False, "capture mode eager"
+    if device.type != "cuda":
+        return False, f"auto: eager on {device.type} (captures run on CUDA only)"
+    if iterations < AUTO_MIN_ITERATIONS:
+        return False, (f"auto: eager for {iterations} iterations (compiling pays from "
+                       f"{AUTO_MIN_ITERATIONS})")
+    return True, f"auto: {iterations} iterations on CUDA"
 
 
 class Captured:

@@ -278,18 +278,23 @@ def composite_repair(changed: np.ndarray, source: np.ndarray, guide: np.ndarray,
 class Engine:
     def __init__(self, classifier: torch.nn.Module, device: torch.device | str = "cpu",
                  weights_label: str = "untrained", *, capture_mode: str | None = None,
-                 capture_backend: str = "inductor") -> None:
+                 capture_backend: str = "inductor", channels_last: bool | None = None) -> None:
         """capture_mode: "auto" (default, or $MAGIC_CAPTURE): the classifier's judgement is
         compiled on CUDA for long runs; "eager"; "compile" (always, any device).
-        capture_backend: torch.compile's backend ("inductor"; tests use "aot_eager")."""
+        capture_backend: torch.compile's backend ("inductor"; tests use "aot_eager").
+        channels_last: run the classifier and x' in NHWC (default: on CUDA only; tests force
+        it on the CPU to check the CUDA layout's code path)."""
         self.device = torch.device(device)
+        self.channels_last = (self.device.type == "cuda") if channels_last is None \
+            else channels_last
         self.capture_mode = capture.resolve_mode(capture_mode)
         self.capture_backend = capture_backend
         self._judge = None  # the latest edit's judged step: _judged_gradient or its capture
         self._judge_mode = self.capture_mode
         self.classifier = classifier.to(self.device).eval()
-        if self.device.type == "cuda":  # convolutions run fastest on NHWC there
+        if self.channels_last:  # convolutions run fastest on NHWC on CUDA
             self.classifier = self.classifier.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
             # same seed, same GPU, same pixels: cuDNN may otherwise pick algorithms whose
             # backward sums in a different order on every run (the critic, the mask network)
             torch.backends.cudnn.deterministic = True
@@ -412,10 +417,12 @@ class Engine:
                                            donated, pasted)
                       if pyramid else self._paper_levels(judge, schedule))
             job.total = sum(level.schedule.iterations for level in levels)
+            z = self._initial(levels[0], init, job, pyramid)
+            self._show_start(z, levels[0], job, started,
+                             schedule.mask_net_steps if weights.mask else 0)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
             self._judge, self._judge_mode = self._judge_runner(job.total), self.capture_mode
             job.t0 = time.monotonic()
-            z = self._initial(levels[0], init, job, pyramid)
             report: dict[str, float] = {}
             field = None
             for i, level in enumerate(levels):
@@ -654,6 +661,23 @@ class Engine:
             start = start * (1 - here) + fill * here
         return start
 
+    def _show_start(self, z: torch.Tensor, level: Level, job: Job, started: float,
+                    mask_net_steps: int) -> None:
+        """The first preview: x' as it starts (the composite or the fill, with its noise),
+        shown before the mask network's training and the first iterations (their compile
+        when captured), so that the artist sees the edit take shape at once. Reported as
+        iteration 0 of the stage that comes next."""
+        if job.on_progress is None or not job.options.preview_every:
+            return
+        copies = PreviewCopies(self.device)
+        h, w = z.shape[-2:]
+        copies.start(self.norm.pixels(self._compose(z, level)),
+                     preview_size(h, w, job.options.preview_size))
+        stage, total = ("mask-net", mask_net_steps) if mask_net_steps else (level.stage,
+                                                                            job.total)
+        job.on_progress(Progress(0, total, time.monotonic() - started, {},
+                                 copies.collect(wait=True), stage=stage))
+
     def _fit_mask_net(self, ref: Reference, schedule: Schedule, job: Job) -> MaskNet:
         t0 = time.monotonic()
 
@@ -799,9 +823,11 @@ class Engine:
         """The classifier's and the mask network's terms on x' at the working resolution and
         the gradient of their weighted sum with respect to x'. Its shapes are fixed for a
         whole edit: this is the part that is captured (engine/capture.py)."""
-        seen = seen.detach().requires_grad_(True)
-        if self.device.type == "cuda":
+        # NHWC before it is marked for the gradient: the tensor differentiated must be the one
+        # the graph uses (a copy made after it is not, and torch.compile then refuses it)
+        if self.channels_last:
             seen = seen.contiguous(memory_format=torch.channels_last)
+        seen = seen.detach().requires_grad_(True)
         terms: dict[str, torch.Tensor] = {}
         with torch.enable_grad(), self._autocast():
             if jw.classifier or jw.feature_stats:
@@ -815,8 +841,12 @@ class Engine:
         return {k: v.detach() for k, v in terms.items()}, gradient
 
     def _judge_runner(self, iterations: int):
-        """The judged part for this edit: captured when the capture mode asks for it."""
-        if capture.wants_capture(self.capture_mode, self.device, iterations):
+        """The judged part for this edit: captured when the capture mode asks for it (the
+        choice and its reason are logged and reported in last_capture)."""
+        wanted, self._judge_reason = capture.decide(self.capture_mode, self.device, iterations)
+        capture.log.debug("judged step: %s (%s)", "captured" if wanted else "eager",
+                          self._judge_reason)
+        if wanted:
             cached = getattr(self, "_captured", None)
             if cached is None or not cached.active:
                 cached = self._captured = capture.Captured(self._judged_gradient,
@@ -832,4 +862,5 @@ class Engine:
             return None
         captured = isinstance(runner, capture.Captured)
         return {"captured": captured and runner.active,
-                "failure": runner.failure if captured else None, "mode": self._judge_mode}
+                "failure": runner.failure if captured else None, "mode": self._judge_mode,
+                "reason": getattr(self, "_judge_reason", None)}
