@@ -541,8 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cuda, cuda:N, mps, cpu or auto (default); a comma-separated list runs "
                          "one engine worker per entry (cuda:0,cuda:1; cpu,cpu); all = every "
                          "CUDA GPU, or the CPU when there is none")
-    ap.add_argument("--weights", default=None, metavar="FILE|untrained",
-                    help="classifier weights (default: the installed ones)")
+    ap.add_argument("--weights", default=None, metavar="FILE|efficientnet-lite0|untrained",
+                    help="classifier weights (default: the installed robust ResNet-50, else the "
+                         "efficientnet-lite0 stand-in: ImageNet, not robust)")
     ap.add_argument("--keygen", action="store_true",
                     help="create a server and a client CurveZMQ key pair and exit")
     ap.add_argument("--keys", type=Path, default=None, metavar="FOLDER",
@@ -570,7 +571,7 @@ def load_engine(device_name: str, weights: str | None) -> Any:
 def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:
     """One real engine per device, each with its own copy of the classifier on its device
     (the checkpoint is read once)."""
-    from magic_server.classifier import load_classifier
+    from magic_server.classifier import load_classifier, load_default_classifier
     from magic_server.engine.synthesis import Engine
 
     progress = None
@@ -579,7 +580,10 @@ def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:
         progress = ProgressBar("classifier weights")
     except (ImportError, TypeError):
         pass
-    model, label = load_classifier(weights, "cpu", progress=progress)
+    if weights is None:
+        model, label = load_default_classifier("cpu", progress=progress, say=log.warning)
+    else:
+        model, label = load_classifier(weights, "cpu", progress=progress)
     engines = []
     for i, device in enumerate(devices):
         own = model if i == len(devices) - 1 else copy.deepcopy(model)
