@@ -698,8 +698,9 @@ class Engine:
                 field = matches.field
                 if job.weights.relative:
                     jw, measured = self._balance(z, x, level, matches, job.weights)
+            extra = {"measured": measured} if measured is not None else {}
             terms, surrogate = self._objective(x, level, mask_net,
-                                               critic if critic_on else None, jw, measured)
+                                               critic if critic_on else None, jw, **extra)
             measured = None
             if matches is not None:
                 terms["patch"] = patch_loss(x, matches, level.free)
