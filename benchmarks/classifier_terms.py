@@ -25,7 +25,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import quality  # noqa: E402
-import run as bench  # noqa: E402
+import quality
+import run as bench
 
 FIGURES = ("guide_iou", "changed_agreement", "psnr_outside", "coherence_ratio",
            "completeness_ratio", "noise_figure", "diversity", "object_left")
