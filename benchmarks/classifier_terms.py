@@ -15,8 +15,9 @@ terms (product presets: shares of the patch term's gradient norm, engine/term_ba
 and reports every quality figure benchmarks/run.py reports, and the cost (seconds per iteration
 and to the result). With --paper-iterations N it also runs the `paper` preset (N iterations) on
 each scene and records the photo's predicted class, its probability, and x''s cross-entropy to
-that class at the start and at the end. Writes results.json and one picture per edit (the rows:
-the configurations) under --out, and prints Markdown tables.
+that class at the start and at the end. Writes results.json and one picture per edit under
+--out (the edit's region at 100 %, one column per configuration in --configs order, one row per
+sample), and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ class WeightedEngine:
 
     def __getattr__(self, name):
         return getattr(self._engine, name)
+
+
+def crop(scene, mode: str, image: np.ndarray) -> np.ndarray:
+    """The edit's region at 100 % (what the engine synthesized)."""
+    from magic_server.engine.synthesis import plan_edit
+
+    box = plan_edit(scene.source_mask, scene.guides[mode]).box
+    return image[box.top:box.bottom, box.left:box.right]
 
 
 def config_weights(name: str, args):
@@ -159,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                                 "quality": q})
                 log("  " + ", ".join(f"{k} {q[k]:.3f}" for k in FIGURES if q.get(k) is not None)
                     + f", {rec.seconds_per_iteration:.3f} s/it, {rec.result_s:.1f} s")
-                rows.append(np.concatenate(images, axis=1))
-            picture = np.concatenate(rows, axis=0)
-            Image.fromarray(picture).save(args.out / f"{scene.name}_{mode}.png")
+                rows.append(np.concatenate([crop(scene, mode, im) for im in images], axis=0))
+            gap = np.full((rows[0].shape[0], 4, 3), 255, np.uint8)
+            picture = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=1)
+            Image.fromarray(picture).save(args.out / f"{scene.name}_{mode}.jpg", quality=92)
             if args.paper_iterations:
                 papers.append(paper_run(engine, scene, mode, args, log))
     payload = {"command": " ".join(["python benchmarks/classifier_terms.py",
