@@ -95,9 +95,14 @@ class LossWeights:
         units). The patch term asks every patch of x' to be one of the photo's with the label
         the guide gives it, which is what the critic (realism) and the mask network (the
         object where the guide is) ask too: measured on the sample scenes, both left guide
-        IoU and coherence unchanged and cost most of the time, so they are off. With an
-        untrained classifier its two terms are off too: random features carry no meaning, and
-        measured, they only added noise (docs/benchmarks.md)."""
+        IoU and coherence unchanged and cost most of the time, so they are off. The
+        classifier's two terms are weighted as shares of the patch term's pull (`relative`,
+        engine/term_balance.py), and off by default: with an untrained classifier random
+        features carry no meaning and only added noise (docs/benchmarks.md); with a real one
+        (EfficientNet-Lite0, ImageNet) they changed no quality figure at a share of 0.1, made
+        guide adherence worse from 0.5 on, and cost 3-8 times the time per iteration
+        (docs/classifier-terms.md). `trained_classifier` still gates them for experiments that
+        set the shares."""
         semantic = 1.0 if trained_classifier else 0.0
         return cls(classifier=PRODUCT_CLASS_SHARE * semantic,
                    feature_stats=PRODUCT_FEATURE_SHARE * semantic, mask=0.0, critic=0.0,
@@ -108,8 +113,8 @@ class LossWeights:
         return {"classifier": self.classifier, "feature_stats": self.feature_stats}
 
 
-# The product presets' judged terms, as shares of the patch term's gradient norm, measured with
-# EfficientNet-Lite0 on the sample scenes (docs/classifier-terms.md)
+# The product presets' judged terms, as shares of the patch term's gradient norm: off, chosen from
+# measurements with EfficientNet-Lite0 on the sample scenes (docs/classifier-terms.md)
 PRODUCT_CLASS_SHARE = 0.0
 PRODUCT_FEATURE_SHARE = 0.0
 PRODUCT_SMOOTHING = 0
