@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 records.append({"scene": scene.name, "mode": mode, "config": name,
                                 "seconds_per_iteration": rec.seconds_per_iteration,
                                 "result_s": rec.result_s, "iterations": rec.iterations,
+                                "iteration_cost_forwards": rec.iteration_cost_forwards,
+                                "load_avg": rec.load_avg,
                                 "quality": q})
                 log("  " + ", ".join(f"{k} {q[k]:.3f}" for k in FIGURES if q.get(k) is not None)
                     + f", {rec.seconds_per_iteration:.3f} s/it, {rec.result_s:.1f} s")
