@@ -151,10 +151,21 @@ def test_missing_installed_weights_say_how_to_get_them(scene, stand_in, capsys, 
     monkeypatch.setitem(sys.modules, "magic_server.weights_store", store)
     d, _ = scene
     argv = _base(d)[:-4] + ["--device", "cpu"]  # no --weights: the installed ones
+    # the stand-in classifier (installed with the test extras) runs instead, and it is said
+    from magic_server import efficientnet_weights
+    from magic_server.classifier import EFFICIENTNET_LABEL
+
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 0, err
+    assert "cannot download the weights from https://example: no network" in err
+    assert EFFICIENTNET_LABEL in err and "magic-installer weights" in err
+    assert stand_in.calls[-1]["label"] == EFFICIENTNET_LABEL
+    # without the stand-in's package either: an error saying how to get each
+    monkeypatch.setattr(efficientnet_weights, "PACKAGE", "no_such_package_for_magic_tests")
     rc, _, err = _run(capsys, *argv)
     assert rc == 1
     assert "magic-edit: error: cannot download the weights" in err
-    assert "magic-installer weights" in err
+    assert "magic-installer weights" in err and "magic-for-gimp[efficientnet]" in err
 
 
 def test_usage_errors_exit_2(scene, capsys):
