@@ -99,8 +99,8 @@ class LossWeights:
         classifier's two terms are weighted as shares of the patch term's pull (`relative`,
         engine/term_balance.py), and off by default: with an untrained classifier random
         features carry no meaning and only added noise (docs/benchmarks.md); with a real one
-        (EfficientNet-Lite0, ImageNet) they changed no quality figure at a share of 0.1, made
-        guide adherence worse from 0.5 on, and cost 3-8 times the time per iteration
+        (EfficientNet-Lite0, ImageNet) they improved no edit consistently at a share of 0.1,
+        made guide adherence worse from 0.5 on, and cost 2-9 times the time per iteration
         (docs/classifier-terms.md). `trained_classifier` still gates them for experiments that
         set the shares."""
         semantic = 1.0 if trained_classifier else 0.0
