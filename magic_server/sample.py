@@ -1,7 +1,8 @@
 """`python -m magic_server.sample` (`make sample`): one MAGIC edit on the bundled sample scene.
 
-Reads samples/index.json for the default scene, uses the real classifier weights when they are
-installed or can be downloaded (and says so plainly when they cannot), runs a move edit with a
+Reads samples/index.json for the default scene, uses the quasi-robust ResNet-50 when it is
+installed or can be downloaded, else the EfficientNet-Lite0 stand-in (ImageNet, not robust; said
+plainly), runs a move edit with a
 budget that suits the device, and writes out/sample-N.png plus out/sample-overview.png.
 """
 
@@ -71,32 +72,18 @@ def read_scene(samples_root: Path, scene: str | None = None, mode: str = "move")
                  samples_root / composite if composite else None)
 
 
-def untrained_notice(reason: str) -> str:
-    return (
-        "NOTE: MAGIC's classifier weights (the quasi-robust ResNet-50 'resnet50_l2_eps0.05') are "
-        f"not installed here and could not be fetched ({reason}). This sample therefore runs "
-        "with an UNTRAINED classifier (random weights): every stage of the pipeline runs and "
-        "files are written, but the pictures will not look like MAGIC's results. To get the real "
-        "weights, run `magic-installer weights` on a machine with internet access (or "
-        "`magic-installer weights --file resnet50_l2_eps0.05.ckpt` with a file you downloaded), "
-        "then run `make sample` again."
-    )
-
-
 def load_weights_or_fallback(weights: str | None, device) -> tuple[object, str]:
-    from magic_server.checkpoints import WeightsError
-    from magic_server.classifier import load_classifier
+    """The named weights; by default the robust ResNet-50, or, when it cannot be had, the
+    EfficientNet-Lite0 stand-in (said on stderr). Random weights only when named."""
+    from magic_server.classifier import load_classifier, load_default_classifier
 
     if weights is not None:  # the user named weights: no silent fallback
         return load_classifier(weights, device, allow_download=False)
     print("sample: looking for the classifier weights (downloading them if needed)...",
           file=sys.stderr, flush=True)
-    try:
-        return load_classifier(None, device, allow_download=True, progress=_download_progress())
-    except WeightsError as e:
-        reason = str(e).split(". ")[0].rstrip(".")
-        print("\n" + untrained_notice(reason) + "\n", file=sys.stderr, flush=True)
-        return load_classifier("untrained", device)
+    return load_default_classifier(
+        device, allow_download=True, progress=_download_progress(),
+        say=lambda text: print(f"\nsample: NOTE: {text}\n", file=sys.stderr, flush=True))
 
 
 def _download_progress():
@@ -191,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", default=None, help="scene name (default: the index's default)")
     p.add_argument("--mode", default="move", help="edit to run (default move)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--weights", default=None, help="checkpoint file, or 'untrained'")
+    p.add_argument("--weights", default=None,
+                   help="checkpoint file, 'efficientnet-lite0', or 'untrained'")
     p.add_argument("--preset", default=None, help="override the device's default budget")
     p.add_argument("--iterations", type=int, default=None, help="override the iteration count")
     p.add_argument("--resolution", type=int, default=None)
@@ -250,7 +238,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     written.append(save_png(args.out / "sample-overview.png", sheet))
     for path in written:
         print(f"wrote {path}")
-    print(f"weights: {label}" + ("  <- UNTRAINED, see the note above" if
+    print(f"weights: {label}" + ("  <- UNTRAINED (random weights)" if
                                  label.startswith("untrained") else ""))
     for note in result.notes:
         print(f"note: {note}")

@@ -55,7 +55,7 @@ from magic_server.server_curve import (
     is_local_endpoint,
     keygen,
 )
-from magic_server.server_weights import NoWeights, resolve_weights
+from magic_server.server_weights import STAND_IN, STAND_IN_NOTICE, NoWeights, resolve_weights
 
 log = logging.getLogger("magic_server")
 
@@ -651,8 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cuda, cuda:N, mps, cpu or auto (default); a comma-separated list runs "
                          "one engine worker per entry (cuda:0,cuda:1; cpu,cpu); all = every "
                          "CUDA GPU, or the CPU when there is none")
-    ap.add_argument("--weights", default=None, metavar="FILE|untrained",
-                    help="classifier weights (default: the installed ones)")
+    ap.add_argument("--weights", default=None, metavar="FILE|efficientnet-lite0|untrained",
+                    help="classifier weights (default: the installed robust ResNet-50, else the "
+                         "efficientnet-lite0 stand-in: ImageNet, not robust)")
     ap.add_argument("--keygen", action="store_true",
                     help="create a server and a client CurveZMQ key pair and exit")
     ap.add_argument("--keys", type=Path, default=None, metavar="FOLDER",
@@ -689,7 +690,8 @@ def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:
         progress = ProgressBar("classifier weights")
     except (ImportError, TypeError):
         pass
-    # Never a download here (see server_weights): main() refused missing weights already.
+    # Never a download here (see server_weights): main() refused missing weights already, or
+    # chose the stand-in classifier.
     model, label = load_classifier(weights, "cpu", allow_download=False, progress=progress)
     engines = []
     for i, device in enumerate(devices):
@@ -723,6 +725,8 @@ def main(argv: Sequence[str] | None = None,
             # stand-in engine from engine_factory has its own).
             if engine_factory is None:
                 weights = resolve_weights(args.weights)
+                if weights == STAND_IN and args.weights is None:
+                    log.warning("%s", STAND_IN_NOTICE)
         except NoWeights as exc:
             print(f"magic-server: {exc}", file=sys.stderr, flush=True)
             return 1

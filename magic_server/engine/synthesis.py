@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from magic_server.engine import capture, donors, finish, losses
+from magic_server.engine import capture, donors, finish, losses, term_balance
 from magic_server.engine.api import (
     Cancelled,
     EngineInputError,
@@ -80,6 +80,11 @@ class LossWeights:
     l2: float = 1e-5
     keep: float = 3.0
     patch: float = 0.0
+    # True (product presets): `classifier` and `feature_stats` are shares of the patch term's
+    # pull, not weights: each term's gradient is rescaled at every patch matching so that its
+    # norm is that fraction of the patch term's (engine/term_balance.py)
+    relative: bool = False
+    smoothing: int = 0  # > 0: the judged gradient averaged over this many noisy, shifted copies
 
     @classmethod
     def for_mode(cls, mode: str) -> LossWeights:
@@ -91,12 +96,29 @@ class LossWeights:
         units). The patch term asks every patch of x' to be one of the photo's with the label
         the guide gives it, which is what the critic (realism) and the mask network (the
         object where the guide is) ask too: measured on the sample scenes, both left guide
-        IoU and coherence unchanged and cost most of the time, so they are off. With an
-        untrained classifier its two terms are off too: random features carry no meaning, and
-        measured, they only added noise (docs/benchmarks.md)."""
+        IoU and coherence unchanged and cost most of the time, so they are off. The
+        classifier's two terms are weighted as shares of the patch term's pull (`relative`,
+        engine/term_balance.py), and off by default: with an untrained classifier random
+        features carry no meaning and only added noise (docs/benchmarks.md); with a real one
+        (EfficientNet-Lite0, ImageNet) they improved no edit consistently at a share of 0.1,
+        made guide adherence worse from 0.5 on, and cost 2-9 times the time per iteration
+        (docs/classifier-terms.md). `trained_classifier` still gates them for experiments that
+        set the shares."""
         semantic = 1.0 if trained_classifier else 0.0
-        return cls(classifier=0.02 * semantic, feature_stats=10.0 * semantic, mask=0.0,
-                   critic=0.0, tv_l1=0.0, tv_l2=0.0, l2=0.0, keep=0.0, patch=1.0)
+        return cls(classifier=PRODUCT_CLASS_SHARE * semantic,
+                   feature_stats=PRODUCT_FEATURE_SHARE * semantic, mask=0.0, critic=0.0,
+                   tv_l1=0.0, tv_l2=0.0, l2=0.0, keep=0.0, patch=1.0, relative=True,
+                   smoothing=PRODUCT_SMOOTHING)
+
+    def shares(self) -> dict[str, float]:
+        return {"classifier": self.classifier, "feature_stats": self.feature_stats}
+
+
+# The product presets' judged terms, as shares of the patch term's gradient norm: off, chosen from
+# measurements with EfficientNet-Lite0 on the sample scenes (docs/classifier-terms.md)
+PRODUCT_CLASS_SHARE = 0.0
+PRODUCT_FEATURE_SHARE = 0.0
+PRODUCT_SMOOTHING = 0
 
 
 LEARNING_RATE = 0.2
@@ -291,6 +313,7 @@ class Engine:
         self.capture_backend = capture_backend
         self._judge = None  # the latest edit's judged step: _judged_gradient or its capture
         self._judge_mode = self.capture_mode
+        self.last_scales: term_balance.TermScales | None = None  # the latest balance (tests)
         self.classifier = classifier.to(self.device).eval()
         if self.channels_last:  # convolutions run fastest on NHWC on CUDA
             self.classifier = self.classifier.to(memory_format=torch.channels_last)
@@ -422,6 +445,9 @@ class Engine:
                              schedule.mask_net_steps if weights.mask else 0)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
             self._judge, self._judge_mode = self._judge_runner(job.total), self.capture_mode
+            if weights.smoothing:
+                self._judge = term_balance.Smoothed(self._judge, weights.smoothing,
+                                                    torch.Generator().manual_seed(options.seed))
             job.t0 = time.monotonic()
             report: dict[str, float] = {}
             field = None
@@ -739,6 +765,7 @@ class Engine:
         options = job.options
         h, w = z.shape[-2:]
         matches = None
+        jw, measured = job.weights, None  # jw: the weights in force (relative: rescaled)
         copies = PreviewCopies(self.device)
         for it in range(schedule.iterations):
             job.check_cancel()
@@ -754,14 +781,18 @@ class Engine:
                 matches = level.bank.match(x.detach(), level.labels, level.centres,
                                            blurred=True, prior=field, agree=level.agree)
                 field = matches.field
+                if job.weights.relative:
+                    jw, measured = self._balance(z, x, level, matches, job.weights)
+            extra = {"measured": measured} if measured is not None else {}
             terms, surrogate = self._objective(x, level, mask_net,
-                                               critic if critic_on else None, job.weights)
+                                               critic if critic_on else None, jw, **extra)
+            measured = None
             if matches is not None:
                 terms["patch"] = patch_loss(x, matches, level.free)
-            live = [getattr(job.weights, k) * v for k, v in terms.items() if v.requires_grad]
+            live = [getattr(jw, k) * v for k, v in terms.items() if v.requires_grad]
             if surrogate is not None:
                 live.append(surrogate)
-            loss = sum(getattr(job.weights, k) * v.detach().float() for k, v in terms.items())
+            loss = sum(getattr(jw, k) * v.detach().float() for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
             if live:
                 sum(live).backward()
@@ -786,23 +817,53 @@ class Engine:
                                          fresh, previews, stage=level.stage))
         return z.detach(), report, field
 
+    @staticmethod
+    def _seen(x: torch.Tensor, judge: Reference) -> torch.Tensor:
+        """x' as the classifier sees it: at the working resolution."""
+        if x.shape[-2:] == judge.z.shape[-2:]:
+            return x
+        return F.interpolate(x, size=judge.z.shape[-2:], mode="bilinear",
+                             antialias=x.shape[-1] > judge.z.shape[-1], align_corners=False)
+
+    def _balance(self, z: torch.Tensor, x: torch.Tensor, level: Level, matches,
+                 weights: LossWeights) -> tuple[LossWeights, tuple | None]:
+        """The weights that give the judged terms their shares of the patch term's pull, from
+        gradient norms measured now on the free pixels (engine/term_balance.py), and this
+        iteration's judged (values, gradient), already computed for the measurement."""
+        shares = weights.shares()
+        if not any(shares.values()):
+            return weights, None
+        seen = self._seen(x, level.judge)
+
+        def back(gradient: torch.Tensor) -> torch.Tensor:
+            return torch.autograd.grad((seen * gradient).sum(), z, retain_graph=True)[0]
+
+        values, grads, norms = term_balance.measure(self._judge, seen.detach(), level.judge,
+                                                    weights, back, shares)
+        patch = weights.patch * patch_loss(x, matches, level.free)
+        patch_norm = float(torch.autograd.grad(patch, z, retain_graph=True)[0].float().norm())
+        scales = term_balance.balance(shares, norms, patch_norm)
+        self.last_scales = scales
+        jw = replace(weights, classifier=scales.classifier, feature_stats=scales.feature_stats)
+        if weights.mask:  # the mask network's term is not in the measured gradient
+            return jw, None
+        gradient = sum(getattr(scales, k) * g for k, g in grads.items())
+        return jw, (values, gradient)
+
     def _objective(self, x: torch.Tensor, level: Level, mask_net: MaskNet | None,
-                   critic: CriticTrainer | None, jw: LossWeights
+                   critic: CriticTrainer | None, jw: LossWeights, measured: tuple | None = None
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """The terms of this level (terms whose weight is 0 are not computed) and the judged
         part's surrogate: the classifier and mask network judge x' through `self._judge`, which
         returns their values (detached, for the report) and their weighted gradient with respect
-        to what they saw; (seen * gradient).sum() carries that gradient back to x'."""
+        to what they saw; (seen * gradient).sum() carries that gradient back to x'.
+        measured: that (values, gradient), already computed (_balance)."""
         judge = level.judge
         terms: dict[str, torch.Tensor] = {}
         surrogate = None
-        if jw.classifier or jw.feature_stats or jw.mask:
-            seen = x
-            if x.shape[-2:] != judge.z.shape[-2:]:
-                seen = F.interpolate(x, size=judge.z.shape[-2:], mode="bilinear",
-                                     antialias=x.shape[-1] > judge.z.shape[-1],
-                                     align_corners=False)
-            judged, gradient = self._judge(seen.detach(), judge, mask_net, jw)
+        if measured is not None or jw.classifier or jw.feature_stats or jw.mask:
+            seen = self._seen(x, judge)
+            judged, gradient = measured or self._judge(seen.detach(), judge, mask_net, jw)
             terms.update(judged)
             surrogate = (seen * gradient).sum()
         with self._autocast():
