@@ -76,12 +76,12 @@ def fetch(cache: Path | None = None, deb: Path | None = None, log=print) -> Path
     if deb is None:
         log(f"fetching {pkg['name']} with apt-get download into {cache}")
         want = f"{pkg['name']}={pkg['version']}"
-        got = subprocess.run(["apt-get", "download", want], cwd=cache, capture_output=True,
-                             text=True)
+        got = subprocess.run(["apt-get", "download", want], cwd=cache, check=False,
+                             capture_output=True, text=True)
         if got.returncode != 0:  # that exact version is gone: any version, said in the report
             log(f"  {want} not available ({got.stderr.strip().splitlines()[-1:]}); "
                 f"taking the archive's version")
-            got = subprocess.run(["apt-get", "download", pkg["name"]], cwd=cache,
+            got = subprocess.run(["apt-get", "download", pkg["name"]], cwd=cache, check=False,
                                  capture_output=True, text=True)
         if got.returncode != 0:
             raise FullsizeError(f"apt-get download {pkg['name']} failed: "
