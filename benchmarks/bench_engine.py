@@ -282,7 +282,10 @@ def preset_options(args) -> SynthesisOptions:
     return SynthesisOptions(samples=args.batch, resolution=args.resolution, seed=0,
                             preset=args.preset, iterations=args.edit_iterations,
                             preview_every=PREVIEW_EVERY, composite=composite, refine=refine,
-                            mode="move" if args.scene == "sample" else "synthesize")
+                            mode="move" if args.scene in MOVE_SCENES else "synthesize")
+
+
+MOVE_SCENES = ("sample", "photo12mp", "photo12mp-composite")  # scenes whose edit is a move
 
 
 def stage_speeds(stamps: list[tuple[str, float]]) -> dict[str, dict]:
