@@ -561,8 +561,9 @@ def print_peers_only(scenes: list[Scene], plan: dict[str, list[str]], log) -> No
         segmenter = quality.ObjectSegmenter(scene.image, scene.source_mask)
         for mode in plan[scene.name]:
             figures, _ = measure_peers(scene, mode, segmenter)
+            rows = list(figures.items())
             log("\n".join(_table_lines(f"{scene.name} {mode}: {scene.edits.get(mode, mode)}",
-                                        list(figures.items()))))
+                                        rows) + _fullres_lines(rows)))
 
 
 # ---------------------------------------------------------------------------- the run
