@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 import platform
 import resource
 import statistics
@@ -316,6 +317,7 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
     reset_peak(engine.device)
     rss = RssSampler()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
 
     def on_progress(p) -> None:
         now = time.perf_counter()
@@ -338,11 +340,17 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
             timer.cancel()
     sync(engine.device)
     took = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     out = {"preset": args.preset, "scene": args.scene, "composite": opts.composite,
            "refine": opts.refine, "completed": result is not None,
            "image_size": [int(img.shape[1]), int(img.shape[0])],
            "rss_before_edit_mb": round(rss.before_mb, 1),
-           "edit_peak_rss_mb": round(rss.peak_mb, 1)}
+           "edit_peak_rss_mb": round(rss.peak_mb, 1),
+           # CPU seconds of the edit (all threads): a figure that depends less on what else
+           # the machine runs than the wall time does
+           "edit_cpu_s": round(cpu, 2),
+           "load_avg_before": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
+           else None}
     if result is None:
         return {**out, "stopped_after_s": round(took, 2), "time_limit_s": args.time_limit,
                 "last_progress": progress, "stages": stage_speeds(stamps),
