@@ -349,7 +349,7 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
            # CPU seconds of the edit (all threads): a figure that depends less on what else
            # the machine runs than the wall time does
            "edit_cpu_s": round(cpu, 2),
-           "load_avg_before": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
+           "load_avg_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
            else None}
     if result is None:
         return {**out, "stopped_after_s": round(took, 2), "time_limit_s": args.time_limit,
