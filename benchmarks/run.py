@@ -640,8 +640,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                                " 3 GPU)")
     ap.add_argument("--iterations", type=int, default=None, help="override preset iterations")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "out" / "benchmarks",
-                    help="folder for results.json (default out/benchmarks)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for results.json (default out/benchmarks, with --fullsize "
+                         "out/benchmarks-fullsize)")
     ap.add_argument("--report", type=Path, default=None,
                     help="Markdown report path (default OUT/report.md); pictures go in a "
                          "folder named like the report without .md (docs/benchmarks.md -> "
@@ -719,9 +720,15 @@ def load_engine(device_name: str, weights: str | None, log):
     return Engine(clf, device, label)
 
 
+def _inside_repo_not_out(path: Path) -> bool:
+    p = path.resolve()
+    return p.is_relative_to(ROOT) and not p.is_relative_to(ROOT / "out")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out: Path = args.out
+    out: Path = args.out or ROOT / "out" / ("benchmarks-fullsize" if args.fullsize
+                                            else "benchmarks")
     report_path: Path = args.report or out / "report.md"
 
     def log(msg: str) -> None:
@@ -730,6 +737,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         devices = QUICK["devices"] if args.quick else resolve_devices(args.device)
         if args.fullsize:
+            if not args.no_report and _inside_repo_not_out(report_path):
+                log("note: the report's pictures are crops of the full-size photographs "
+                    "(mate-backgrounds, GPL-2+; the hummingbird, no licence stated): keep "
+                    "them out of the repository")
             plan = edit_plan(args.edits, args.scenes, args.modes,
                              available=fullsize_mod.scene_names())
             scenes = load_fullsize(plan, args, log)
