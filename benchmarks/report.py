@@ -87,13 +87,39 @@ def crop_box(h: int, w: int, cy: int, cx: int, size: int) -> tuple[int, int, int
     return y0, x0, y0 + ch, x0 + cw
 
 
+def worst_rim_centre(image: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
+                     guide: np.ndarray) -> tuple[int, int] | None:
+    """(y, x) on the rim of the pixels `result` changed, outside the masks, where its gradient
+    most exceeds the photo's (averaged over 17x17 px): where a seam would show worst. None when
+    nothing changed outside the masks."""
+    import quality
+
+    changed = np.any(image != result, axis=-1)
+    r = quality.RIM_PX
+    rim = (quality.dilate(changed, r) & ~quality.erode(changed, r)
+           & ~quality.dilate(source_mask | guide, r + 2))
+    if not rim.any():
+        return None
+    excess = quality.box_mean(quality.luminance_gradient(result)
+                              - quality.luminance_gradient(image), 8)
+    flat = np.where(rim, excess, -np.inf)
+    y, x = np.unravel_index(int(np.argmax(flat)), flat.shape)
+    return int(y), int(x)
+
+
 def crops_picture(image: np.ndarray, source_mask: np.ndarray, guide: np.ndarray,
-                  rows: list[tuple[str, np.ndarray]], size: int = 384) -> Image.Image:
+                  rows: list[tuple[str, np.ndarray]], size: int = 384,
+                  rim_from: np.ndarray | None = None) -> Image.Image:
     """100% crops (the photo's own pixels, no scaling) of the old and the new place: one row
     for the photo, then one per (label, image) row (the peers, MAGIC's result); one column per
-    place, every crop at the same window."""
+    place, every crop at the same window. `rim_from` (MAGIC's result) adds a column where its
+    changed pixels end worst outside the masks (worst_rim_centre)."""
     h, w = source_mask.shape
     places = place_centres(source_mask, guide)
+    if rim_from is not None:
+        centre = worst_rim_centre(image, rim_from, source_mask, guide)
+        if centre is not None:
+            places.append(("worst rim", *centre))
     boxes = [(name, crop_box(h, w, cy, cx, size)) for name, cy, cx in places]
     all_rows = [("photo", image)] + list(rows)
     cw = max(x1 - x0 for _, (_, x0, _, x1) in boxes)
@@ -308,9 +334,11 @@ FULLRES_HEADER = (
     "| object structure | beyond selection |\n|---|---|---|---|---|---|---|---|"
 )
 CROPS_NOTE = (
-    "100% crops (the photo's own pixels, no scaling) of the old place and the new place: "
-    "the photo, the hand-made peers, then MAGIC's first sample; the numbers are each crop's "
-    "top-left corner in the photo."
+    "100% crops (the photo's own pixels, no scaling) of the old place and the new place "
+    "(centred on what the source leaves and on what the guide adds) and, when MAGIC changed "
+    "pixels outside the masks, of the worst place on the rim of its changes (where its "
+    "gradient most exceeds the photo's): the photo, the hand-made peers, then MAGIC's first "
+    "sample; the numbers are each crop's top-left corner in the photo."
 )
 
 

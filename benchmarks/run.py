@@ -813,8 +813,8 @@ def main(argv: list[str] | None = None) -> int:
                     report.crops_picture(scene.image, scene.source_mask, scene.guides[mode],
                                          rows + [(f"MAGIC {preset} from {start}",
                                                   images[0])],
-                                         size=args.crop).save(crops, quality=92,
-                                                              subsampling=0)
+                                         size=args.crop, rim_from=images[0]).save(
+                        crops, quality=92, subsampling=0)
                     rec.crops = os.path.relpath(crops, report_path.parent)
                     # picture and report after every edit: a cut-short run keeps its work
                     pic = pictures_dir / f"{scene.name}_{dev}.jpg"

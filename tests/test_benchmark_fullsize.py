@@ -230,3 +230,20 @@ def test_fullsize_runs_every_start_and_reports_crops_and_the_new_figures(tmp_pat
 def test_fullsize_unknown_scene_is_a_one_line_error(capsys):
     assert run.main(["--fullsize", "--scenes", "nosuch", "--no-report"]) == 2
     assert "unknown full-size scene" in capsys.readouterr().err
+
+
+def test_the_worst_rim_crop_finds_a_step_where_the_changes_end():
+    rng = np.random.default_rng(2)
+    photo = np.clip(120 + rng.normal(0, 1.5, (400, 600, 3)), 0, 255).astype(np.uint8)
+    source = np.zeros((400, 600), bool)
+    source[180:220, 100:140] = True
+    guide = np.zeros_like(source)
+    result = photo.copy()
+    result[150:250, 70:170] = 120  # a flat fill beyond the mask ...
+    result[150:250, 150:170] = 150  # ... whose right edge is a tone step
+    y, x = report.worst_rim_centre(photo, result, source, guide)
+    assert 150 <= y < 250 and abs(x - 169) <= 10
+    pic = report.crops_picture(photo, source, guide, [("MAGIC", result)], size=100,
+                               rim_from=result)
+    assert pic.width == 2 * 100 + report.GAP  # old place and the worst rim
+    assert report.worst_rim_centre(photo, photo.copy(), source, guide) is None
