@@ -672,6 +672,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--hummingbird", default=None,
                     help="--fullsize: the MAGIC paper's repository folder (input_images/, "
                          "labels/); default $MAGIC_HUMMINGBIRD; without it the scene is skipped")
+    ap.add_argument("--save-results", action="store_true",
+                    help="also save each edit's first sample as a full-size PNG beside the "
+                         "report's pictures (to look at in GIMP at 100%%)")
     ap.add_argument("--crop", type=int, default=384,
                     help="side of the 100%% crops of the old and new place in the report")
     args = ap.parse_args(argv)
@@ -816,6 +819,9 @@ def main(argv: list[str] | None = None) -> int:
                                          size=args.crop, rim_from=images[0]).save(
                         crops, quality=92, subsampling=0)
                     rec.crops = os.path.relpath(crops, report_path.parent)
+                    if args.save_results:
+                        Image.fromarray(images[0]).save(
+                            crops.with_name(crops.name.replace("_crops.jpg", "_result.png")))
                     # picture and report after every edit: a cut-short run keeps its work
                     pic = pictures_dir / f"{scene.name}_{dev}.jpg"
                     report.picture_grid(scene.image, scene.source_mask, grid_rows).save(
