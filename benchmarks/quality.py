@@ -588,6 +588,11 @@ def diversity(samples: list[np.ndarray], region: np.ndarray | None = None) -> fl
 #   arrived whole; a torn or replaced object scores far less. Measured on the edit's box
 #   rather than the whole image so that a small object in a large photo still spans enough
 #   measuring pixels (for the bundled 512 px scenes the box is most of the image).
+# - halo (a figure beside the issue's, no target): the mean absolute difference from the photo
+#   (8-bit levels, RGB averaged) on the ring just outside the guide (from 2 px to 1.5% of the
+#   long side beyond it, the source mask left out): the old background a placed object carries
+#   around it, or a lighter box around it, shows here even where its edge is too faint to
+#   count in `edges` (a cut-paste scores 0).
 
 MEASURE_SIDE = 1000
 RIM_PX = 2
@@ -804,6 +809,23 @@ def box_fraction(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(m)
 
 
+HALO_RING = 0.015  # of the long side
+
+
+def halo_levels(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
+                guide_mask: np.ndarray) -> float:
+    """Mean |result - photo| (levels) on the ring just outside the guide (nan: no ring)."""
+    _check_pair(photo, result, source_mask, guide_mask)
+    if not guide_mask.any():
+        return math.nan
+    dist = _distance_from(guide_mask)
+    ring = (dist > 2) & (dist <= max(3.0, HALO_RING * max(photo.shape[:2]))) & ~source_mask
+    if not ring.any():
+        return math.nan
+    d = np.abs(result.astype(np.int16) - photo.astype(np.int16)).mean(axis=-1)
+    return float(d[ring].mean())
+
+
 @dataclass
 class FullRes:
     seam: float  # nan: nothing changed outside the masks
@@ -813,6 +835,7 @@ class FullRes:
     object_structure: float | None  # moves, copies, reshapes (None: not measured)
     beyond_selection: BeyondSelection | None  # removals
     changed_share: float  # share of the image changed at all
+    halo: float = math.nan  # levels, on the ring just outside the guide (nan: no guide)
 
 
 def fullres_figures(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
@@ -828,4 +851,6 @@ def fullres_figures(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarr
                                           changed=changed)
     elif transform is not None:
         structure = object_structure(photo, result, source_mask, guide_mask, transform)
-    return FullRes(seam, edges, edges_obj, outside, structure, beyond, float(changed.mean()))
+    halo = halo_levels(photo, result, source_mask, guide_mask)
+    return FullRes(seam, edges, edges_obj, outside, structure, beyond, float(changed.mean()),
+                   halo)

@@ -324,14 +324,16 @@ FULLRES_INTRO = (
     "in the photo (no target). *changed outside*: share of the image changed beyond 2.5% of "
     "the long side from the masks (worst sample). *object structure*: SSIM at 96 px (on the "
     "edit's box) between the result and the object carried by the edit's known transform, "
-    "inside the guide. *beyond selection* (removals): pixels changed beyond the removed "
+    "inside the guide. *halo*: mean |result - photo| (levels) on the ring just outside the "
+    "guide (no target; a cut-paste scores 0). *beyond selection* (removals): pixels changed beyond the removed "
     "selection grown by 2% of the hole's diameter. Targets (issue 17, item 5): seam <= 1.2, "
     "edges <= 1.5, changed outside <= 0.1%, object structure >= 0.8 for moves, nothing "
     "changed beyond a removal's grown selection; a missed target says by how much."
 )
 FULLRES_HEADER = (
     "| row | seam | edges | edges (object) | changed outside | changed at all "
-    "| object structure | beyond selection |\n|---|---|---|---|---|---|---|---|"
+    "| object structure | halo (levels) | beyond selection |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 CROPS_NOTE = (
     "100% crops (the photo's own pixels, no scaling) of the old place and the new place "
@@ -351,7 +353,7 @@ def _fullres_row(name: str, q: dict) -> str:
     return (f"| {name} | {_f(f.get('seam'))} | {_f(f.get('edges'))} "
             f"| {_f(f.get('edges_object'))} | {_f(f.get('changed_outside'), '{:.3%}')} "
             f"| {_f(f.get('changed_share'), '{:.2%}')} | {_f(f.get('object_structure'))} "
-            f"| {beyond_cell} |")
+            f"| {_f(f.get('halo'), '{:.1f}')} | {beyond_cell} |")
 
 
 def _fullres_target_cell(t: dict) -> str:

@@ -369,7 +369,7 @@ def fullres_summary(per_sample: list[dict]) -> dict:
     """Issue 17's figures over the samples: means (seam, edges, object structure), worst case
     for what changed outside and beyond a removal's grown selection."""
     out = {k: _nanmean([s[k] for s in per_sample])
-           for k in ("seam", "edges", "edges_object", "changed_share")}
+           for k in ("seam", "edges", "edges_object", "changed_share", "halo")}
     out["changed_outside"] = max(s["changed_outside"] for s in per_sample)
     structure = [s["object_structure"] for s in per_sample]
     out["object_structure"] = (None if all(v is None for v in structure)
@@ -526,7 +526,7 @@ def compact_table(rec: EditRecord) -> str:
 
 def _fullres_lines(rows: list[tuple[str, dict]]) -> list[str]:
     head = (f"{'full resolution':<22} {'seam':>6} {'edges':>6} {'edg.obj':>7} {'outside':>8} "
-            f"{'struct.':>7} {'beyond sel.':>11}")
+            f"{'struct.':>7} {'halo':>5} {'beyond sel.':>11}")
     lines = [head]
     for name, q in rows:
         f = q.get("fullres")
@@ -535,7 +535,7 @@ def _fullres_lines(rows: list[tuple[str, dict]]) -> list[str]:
         beyond = f.get("beyond_selection_px")
         lines.append(f"{name[:22]:<22} {_fmt(f['seam']):>6} {_fmt(f['edges']):>6} "
                      f"{_fmt(f['edges_object']):>7} {_fmt(f['changed_outside'], '{:.2%}'):>8} "
-                     f"{_fmt(f.get('object_structure')):>7} "
+                     f"{_fmt(f.get('object_structure')):>7} {_fmt(f.get('halo'), '{:.1f}'):>5} "
                      f"{'-' if beyond is None else f'{beyond} px':>11}")
     return lines
 

@@ -212,3 +212,16 @@ def test_a_copy_keeps_the_original_in_the_expected_image():
     lost = result.copy()
     lost[SOURCE] = PHOTO[SOURCE]  # the original vanished
     assert q.object_structure(photo, lost, SOURCE, guide, (1.0, 1.0, 0.0, 120.0)) < 0.8
+
+
+def test_a_lighter_box_around_a_placed_object_shows_as_halo():
+    photo = object_scene()
+    guide = np.roll(SOURCE, (0, 120), (0, 1))
+    clean = moved(photo, 0, 120)
+    assert q.halo_levels(photo, clean, SOURCE, guide) == 0
+    boxed = clean.copy()
+    box = q.dilate(guide, 6) & ~guide
+    boxed[box] = np.clip(boxed[box].astype(int) + 6, 0, 255).astype(np.uint8)
+    h = q.halo_levels(photo, boxed, SOURCE, guide)
+    assert 2 < h <= 6
+    assert math.isnan(q.halo_levels(photo, photo, SOURCE, GUIDE))  # no guide: no ring
