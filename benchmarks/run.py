@@ -781,6 +781,11 @@ def main(argv: list[str] | None = None) -> int:
                 grid_rows = []
                 for preset, mode, start in ((p, m, st) for p in presets
                                             for m in plan[scene.name] for st in args.starts):
+                    if start == "cut-paste" and mode == "remove" and "noise" in args.starts:
+                        # a removal has nothing to paste: from cut-paste is from noise
+                        log(f"  {scene.name} {mode} from cut-paste: the same edit as from "
+                            f"noise (nothing to paste), not run twice")
+                        continue
                     log(f"  {scene.name} {mode} [{preset}, {resolution}px, {samples} "
                         f"samples, from {start}]")
                     init = start_image(scene, mode, start)
