@@ -699,6 +699,17 @@ def changed_outside(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarr
     return float((changed & far).mean())
 
 
+def changed_outside_levels(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
+                           guide_mask: np.ndarray, *, band: float = OUTSIDE_BAND
+                           ) -> tuple[float, int]:
+    """(mean, max) absolute difference from the photo (levels, the channels' largest) of the
+    pixels changed outside: how strong the grain beyond the band is (0, 0 when none)."""
+    d = np.abs(result.astype(np.int16) - photo.astype(np.int16)).max(axis=-1)
+    far = _distance_from(source_mask | guide_mask) > band * max(photo.shape[:2])
+    vals = d[far & (d > 0)]
+    return (float(vals.mean()), int(vals.max())) if vals.size else (0.0, 0)
+
+
 @dataclass
 class BeyondSelection:
     pixels: int  # changed pixels beyond the grown selection
@@ -836,6 +847,8 @@ class FullRes:
     beyond_selection: BeyondSelection | None  # removals
     changed_share: float  # share of the image changed at all
     halo: float = math.nan  # levels, on the ring just outside the guide (nan: no guide)
+    outside_mean_abs: float = 0.0  # levels: the changes counted in changed_outside, mean
+    outside_max_abs: int = 0  # and largest
 
 
 def fullres_figures(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
@@ -852,5 +865,6 @@ def fullres_figures(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarr
     elif transform is not None:
         structure = object_structure(photo, result, source_mask, guide_mask, transform)
     halo = halo_levels(photo, result, source_mask, guide_mask)
+    mean_abs, max_abs = changed_outside_levels(photo, result, source_mask, guide_mask)
     return FullRes(seam, edges, edges_obj, outside, structure, beyond, float(changed.mean()),
-                   halo)
+                   halo, mean_abs, max_abs)

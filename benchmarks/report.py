@@ -351,9 +351,18 @@ def _fullres_row(name: str, q: dict) -> str:
                    f"{beyond} px ({f['beyond_selection']:.3%}; grown {f['beyond_grow_px']:.0f} "
                    f"px, farthest change {f['beyond_farthest_px']:.0f} px)")
     return (f"| {name} | {_f(f.get('seam'))} | {_f(f.get('edges'))} "
-            f"| {_f(f.get('edges_object'))} | {_f(f.get('changed_outside'), '{:.3%}')} "
+            f"| {_f(f.get('edges_object'))} | {_f(f.get('changed_outside'), '{:.3%}')}"
+            f"{_levels(f)} "
             f"| {_f(f.get('changed_share'), '{:.2%}')} | {_f(f.get('object_structure'))} "
             f"| {_f(f.get('halo'), '{:.1f}')} | {beyond_cell} |")
+
+
+def _levels(f: dict) -> str:
+    """' (mean 1.2, max 7 levels)' after changed outside, when it changed anything there."""
+    if not f.get("changed_outside"):
+        return ""
+    return (f" (mean {_f(f.get('outside_mean_abs'), '{:.1f}')}, max "
+            f"{f.get('outside_max_abs', 'n/a')} levels)")
 
 
 def _fullres_target_cell(t: dict) -> str:

@@ -371,6 +371,8 @@ def fullres_summary(per_sample: list[dict]) -> dict:
     out = {k: _nanmean([s[k] for s in per_sample])
            for k in ("seam", "edges", "edges_object", "changed_share", "halo")}
     out["changed_outside"] = max(s["changed_outside"] for s in per_sample)
+    out["outside_mean_abs"] = max(s.get("outside_mean_abs", 0.0) for s in per_sample)
+    out["outside_max_abs"] = max(s.get("outside_max_abs", 0) for s in per_sample)
     structure = [s["object_structure"] for s in per_sample]
     out["object_structure"] = (None if all(v is None for v in structure)
                                else _nanmean(structure))

@@ -112,6 +112,9 @@ def test_changes_far_from_the_masks_show_in_changed_outside():
     result = PHOTO.copy()
     result[5:15, 300:310] ^= 1  # a 10x10 patch, far from both masks
     assert q.changed_outside(PHOTO, result, SOURCE, guide) == pytest.approx(100 / (H * W))
+    result[5, 300] = PHOTO[5, 300].astype(int) + 7  # the photo is 70-250 there
+    mean, largest = q.changed_outside_levels(PHOTO, result, SOURCE, guide)
+    assert largest == 7 and 1 < mean < 1.1
 
 
 def test_changes_near_the_masks_are_not_outside():
