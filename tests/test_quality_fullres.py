@@ -228,3 +228,28 @@ def test_a_lighter_box_around_a_placed_object_shows_as_halo():
     h = q.halo_levels(photo, boxed, SOURCE, guide)
     assert 2 < h <= 6
     assert math.isnan(q.halo_levels(photo, photo, SOURCE, GUIDE))  # no guide: no ring
+
+
+def test_edges_judge_a_fill_by_the_surroundings_near_it():
+    # the right of the photo is sharply textured; the fill straddles it, and its smooth part
+    # has a staircase: the textured surroundings must not hide it
+    rng = np.random.default_rng(4)
+    photo = smooth_field(0)
+    photo[:, 230:] += rng.choice([-40.0, 40.0], (H, W - 230))[..., None]
+    photo = to8(photo)
+    fill = np.zeros((H, W), bool)
+    fill[60:180, 40:260] = True
+    source = np.zeros((H, W), bool)
+    source[100:140, 80:120] = True
+    result = photo.copy()
+    blocks = rng.normal(0, 6, (H // 8, W // 8, 3)).repeat(8, 0).repeat(8, 1)
+    stair = to8(smooth_field(1) + blocks)
+    result[fill & (np.mgrid[0:H, 0:W][1] < 230)] = stair[fill & (np.mgrid[0:H, 0:W][1] < 230)]
+    local, _ = q.edge_ratios(photo, result, source, GUIDE)
+    whole, _ = q.edge_ratios(photo, result, source, GUIDE, local=False)
+    assert local > 4 and local > 2 * whole
+    # the same fill without the staircase passes
+    clean = photo.copy()
+    smooth = to8(smooth_field(1))
+    clean[fill & (np.mgrid[0:H, 0:W][1] < 230)] = smooth[fill & (np.mgrid[0:H, 0:W][1] < 230)]
+    assert q.edge_ratios(photo, clean, source, GUIDE)[0] < 2
