@@ -114,6 +114,68 @@ def photo_24mp() -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
     return img, src, guide, None
 
 
+def photo_12mp(composite: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """A 4000x3000 photo (smooth colour field with a fine grain, like sky or bokeh) with a
+    1000 px edit: a textured object of 500 px moved 500 px right (source and guide within a
+    1000 x 500 box). Issue 17's cost figure: time and peak memory at draft on CPU. With
+    `composite`, the object pasted at its new place is the start image (a moved GIMP layer)."""
+    h, w = 3000, 4000
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = np.stack([90 + 0.02 * xx, 120 + 0.015 * yy, 150 - 0.01 * xx], -1)
+    field += 2 * rng.standard_normal((h, w, 3), dtype=np.float32)
+    img = np.clip(field, 0, 255).astype(np.uint8)
+    del field
+    cy, cx, r = 1500, 1750, 250
+    src = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+    guide = (yy - cy) ** 2 + (xx - (cx + 500)) ** 2 < r**2
+    obj = rng.integers(0, 3, (h // 10 + 1, w // 10 + 1)).repeat(10, 0).repeat(10, 1)[:h, :w]
+    img[src] = np.array([[200, 40, 40], [230, 190, 60], [70, 50, 150]], np.uint8)[obj[src]]
+    init = None
+    if composite:
+        init = img.copy()
+        init[guide] = np.roll(img, 500, axis=1)[guide]
+    return img, src, guide, init
+
+
+def rss_mb() -> float:
+    """The process's resident memory now (MB), from /proc; its peak so far elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class RssSampler:
+    """Peak resident memory over a block, sampled every 20 ms (the whole process's: the
+    photo and the engine's buffers; `before_mb` is what the process held when it started)."""
+
+    def __enter__(self):
+        import gc
+
+        gc.collect()
+        self.before_mb = self.peak_mb = rss_mb()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.02):
+                self.peak_mb = max(self.peak_mb, rss_mb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, rss_mb())
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -314,7 +376,10 @@ def preset_options(args) -> SynthesisOptions:
     return SynthesisOptions(samples=args.batch, resolution=args.resolution, seed=0,
                             preset=args.preset, iterations=args.edit_iterations,
                             preview_every=PREVIEW_EVERY, composite=composite, refine=refine,
-                            mode="move" if args.scene == "sample" else "synthesize")
+                            mode="move" if args.scene in MOVE_SCENES else "synthesize")
+
+
+MOVE_SCENES = ("sample", "photo12mp", "photo12mp-composite")  # scenes whose edit is a move
 
 
 def edit_schedule(opts: SynthesisOptions, args, init) -> Schedule | None:
@@ -399,7 +464,9 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
     cancel = threading.Event()
     timer = threading.Timer(args.time_limit, cancel.set) if args.time_limit else None
     reset_peak(engine.device)
+    rss = RssSampler()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
 
     def on_progress(p) -> None:
         now = time.perf_counter()
@@ -418,9 +485,10 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
         timer.start()
     with setup_timer(engine) as setup:
         try:
-            result = engine.synthesize(img, src, guide, opts, on_progress, cancel,
-                                       init_image=init, schedule=edit_schedule(opts, args,
-                                                                               init))
+            with rss:
+                result = engine.synthesize(img, src, guide, opts, on_progress, cancel,
+                                           init_image=init,
+                                           schedule=edit_schedule(opts, args, init))
         except Cancelled:
             result = None
         finally:
@@ -428,10 +496,19 @@ def preset_edit(engine: Engine, inputs, args) -> dict:
                 timer.cancel()
     sync(engine.device)
     took = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     before = round(first_iteration[0], 3) if first_iteration else None
     timed_steps = {k: round(v, 3) for k, v in setup.items()}
     out = {"preset": args.preset, "scene": args.scene, "composite": opts.composite,
            "refine": opts.refine, "completed": result is not None,
+           "image_size": [int(img.shape[1]), int(img.shape[0])],
+           "rss_before_edit_mb": round(rss.before_mb, 1),
+           "edit_peak_rss_mb": round(rss.peak_mb, 1),
+           # CPU seconds of the edit (all threads): a figure that depends less on what else
+           # the machine runs than the wall time does
+           "edit_cpu_s": round(cpu, 2),
+           "load_avg_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
+           else None,
            "setup": {"steps_s": timed_steps, "first_iteration_done_s": before,
                      "first_iteration_and_rest_s": round(before - sum(setup.values()), 3)
                      if before else None,
@@ -580,7 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also time a whole edit with this preset")
     ap.add_argument("--edit-iterations", type=int, default=None,
                     help="override the preset's iteration count (proportions kept)")
-    ap.add_argument("--scene", choices=("synthetic", "sample", "photo24mp"),
+    ap.add_argument("--scene", choices=("synthetic", "sample", "photo24mp", "photo12mp",
+                                        "photo12mp-composite"),
                     default="synthetic",
                     help="synthetic disc scene (default), the bundled sample (move edit, from "
                          "its rough composite) or a 6000x4000 photo with a 1000 px edit")
@@ -644,7 +722,8 @@ def main(argv: list[str] | None = None) -> None:
 
     engine = load_engine(args)
     engine.warm_up()
-    inputs = {"sample": sample_scene, "photo24mp": photo_24mp}.get(
+    inputs = {"sample": sample_scene, "photo24mp": photo_24mp, "photo12mp": photo_12mp,
+              "photo12mp-composite": lambda: photo_12mp(composite=True)}.get(
         args.scene, lambda: scene(args.resolution))()
     described = engine.describe()
     report: dict = {

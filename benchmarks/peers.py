@@ -216,9 +216,11 @@ def _removal(image: np.ndarray, source: np.ndarray, guide: np.ndarray) -> Paste:
 
 
 def plan_paste(image: np.ndarray, source: np.ndarray, guide: np.ndarray,
-               mode: str | None = None) -> Paste:
+               mode: str | None = None, transform: Transform | None = None) -> Paste:
     """cut-paste with its bookkeeping (which pixels were pasted, what is left to heal).
-    mode: "remove" forces a removal, "move"/"copy"/"reshape" a paste; None infers it."""
+    mode: "remove" forces a removal, "move"/"copy"/"reshape" a paste; None infers it.
+    transform: the edit's known transform (a scene that records it), instead of the estimate
+    from the masks."""
     _check(image, source, guide)
     if not source.any():
         raise PeerError("the source mask is empty")
@@ -227,7 +229,7 @@ def plan_paste(image: np.ndarray, source: np.ndarray, guide: np.ndarray,
     from scipy import ndimage
     from skimage.morphology import convex_hull_image
 
-    t = estimate_transform(source, guide)
+    t = transform if transform is not None else estimate_transform(source, guide)
     shrink = t.sy <= 1 and t.sx <= 1 and t.sy * t.sx < 0.97
     if mode is None and (guide & ~source).sum() < 0.01 * guide.sum() and not shrink:
         return _removal(image, source, guide)  # nothing added and nothing shrunk: removed
@@ -262,10 +264,10 @@ def plan_paste(image: np.ndarray, source: np.ndarray, guide: np.ndarray,
 
 
 def cut_paste(image: np.ndarray, source: np.ndarray, guide: np.ndarray,
-              mode: str | None = None) -> np.ndarray:
+              mode: str | None = None, transform: Transform | None = None) -> np.ndarray:
     """The object carried (and scaled) from the source onto the guide; the old place untouched.
     For a removal there is nothing to paste: the photo."""
-    return plan_paste(image, source, guide, mode).image
+    return plan_paste(image, source, guide, mode, transform).image
 
 
 def heal(paste: Paste, source: np.ndarray, guide: np.ndarray) -> np.ndarray:
@@ -278,10 +280,10 @@ def heal(paste: Paste, source: np.ndarray, guide: np.ndarray) -> np.ndarray:
 
 
 def cut_paste_heal(image: np.ndarray, source: np.ndarray, guide: np.ndarray,
-                   mode: str | None = None) -> np.ndarray:
+                   mode: str | None = None, transform: Transform | None = None) -> np.ndarray:
     """cut_paste, then the uncovered old place healed by PatchMatch (for a removal: the removed
     objects inpainted)."""
-    return heal(plan_paste(image, source, guide, mode), source, guide)
+    return heal(plan_paste(image, source, guide, mode, transform), source, guide)
 
 
 def inpaint(image: np.ndarray, hole_mask: np.ndarray, *, exclude: np.ndarray | None = None
@@ -316,11 +318,11 @@ def inpaint(image: np.ndarray, hole_mask: np.ndarray, *, exclude: np.ndarray | N
 PEER_NAMES = ("photo", "cut-paste", "cut-paste + heal")
 
 
-def peers(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mode: str | None = None
-          ) -> dict[str, np.ndarray]:
+def peers(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mode: str | None = None,
+          transform: Transform | None = None) -> dict[str, np.ndarray]:
     """The benchmark's peer rows for one edit: photo, cut-paste (not for a removal: it would be
     the photo), cut-paste + heal (for a removal: inpainting of the removed objects)."""
-    p = plan_paste(image, source, guide, mode)
+    p = plan_paste(image, source, guide, mode, transform)
     rows = {"photo": image.copy()}
     if p.transform is not None:
         rows["cut-paste"] = p.image

@@ -59,6 +59,88 @@ def picture_grid(image: np.ndarray, source_mask: np.ndarray, rows: list[tuple]) 
     return grid
 
 
+CROP_CAPTION_H = 16
+
+
+def place_centres(source_mask: np.ndarray, guide: np.ndarray) -> list[tuple[str, int, int]]:
+    """(name, y, x) of the places a crop should show: the old place (what the source leaves:
+    source minus guide, or the whole source) and, when the guide adds pixels, the new place
+    (guide minus source); centroids, in the photo's pixels."""
+    out = []
+    old = source_mask & ~guide
+    if not old.any():
+        old = source_mask
+    new = guide & ~source_mask
+    for name, m in (("old place", old), ("new place", new)):
+        if m.any():
+            ys, xs = np.nonzero(m)
+            out.append((name, round(ys.mean()), round(xs.mean())))
+    return out
+
+
+def crop_box(h: int, w: int, cy: int, cx: int, size: int) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1) of a size x size window centred at (cy, cx), slid inside the image (and
+    cut to the image when the image is smaller)."""
+    ch, cw = min(size, h), min(size, w)
+    y0 = min(max(0, cy - ch // 2), h - ch)
+    x0 = min(max(0, cx - cw // 2), w - cw)
+    return y0, x0, y0 + ch, x0 + cw
+
+
+def worst_rim_centre(image: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
+                     guide: np.ndarray) -> tuple[int, int] | None:
+    """(y, x) on the rim of the pixels `result` changed, outside the masks, where its gradient
+    most exceeds the photo's (averaged over 17x17 px): where a seam would show worst. None when
+    nothing changed outside the masks."""
+    import quality
+
+    changed = np.any(image != result, axis=-1)
+    r = quality.RIM_PX
+    rim = (quality.dilate(changed, r) & ~quality.erode(changed, r)
+           & ~quality.dilate(source_mask | guide, r + 2))
+    if not rim.any():
+        return None
+    excess = quality.box_mean(quality.luminance_gradient(result)
+                              - quality.luminance_gradient(image), 8)
+    flat = np.where(rim, excess, -np.inf)
+    y, x = np.unravel_index(int(np.argmax(flat)), flat.shape)
+    return int(y), int(x)
+
+
+def crops_picture(image: np.ndarray, source_mask: np.ndarray, guide: np.ndarray,
+                  rows: list[tuple[str, np.ndarray]], size: int = 384,
+                  rim_from: np.ndarray | None = None) -> Image.Image:
+    """100% crops (the photo's own pixels, no scaling) of the old and the new place: one row
+    for the photo, then one per (label, image) row (the peers, MAGIC's result); one column per
+    place, every crop at the same window. `rim_from` (MAGIC's result) adds a column where its
+    changed pixels end worst outside the masks (worst_rim_centre)."""
+    h, w = source_mask.shape
+    places = place_centres(source_mask, guide)
+    if rim_from is not None:
+        centre = worst_rim_centre(image, rim_from, source_mask, guide)
+        if centre is not None:
+            places.append(("worst rim", *centre))
+    boxes = [(name, crop_box(h, w, cy, cx, size)) for name, cy, cx in places]
+    all_rows = [("photo", image)] + list(rows)
+    cw = max(x1 - x0 for _, (_, x0, _, x1) in boxes)
+    ch = max(y1 - y0 for _, (y0, _, y1, _) in boxes)
+    width = len(boxes) * (cw + GAP) - GAP
+    height = len(all_rows) * (ch + CROP_CAPTION_H + GAP) - GAP
+    out = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(out)
+    y = 0
+    for label, img in all_rows:
+        x = 0
+        for name, (y0, x0, y1, x1) in boxes:
+            draw.text((x + 2, y + 2), f"{label}: {name} ({x0},{y0})"[: max(8, cw // 6)],
+                      fill=(0, 0, 0))
+            out.paste(Image.fromarray(np.ascontiguousarray(img[y0:y1, x0:x1])),
+                      (x, y + CROP_CAPTION_H))
+            x += cw + GAP
+        y += ch + CROP_CAPTION_H + GAP
+    return out
+
+
 def _f(v, fmt: str = "{:.2f}", none: str = "n/a") -> str:
     if v is None:
         return none
@@ -230,6 +312,114 @@ def peers_section(recs: list[dict]) -> list[str]:
     return lines
 
 
+FULLRES_INTRO = (
+    "Issue 17's figures, measured on the result at the photo's own size (definitions: "
+    "benchmarks/quality.py, section 'full resolution'). *seam*: at about 1,000 px on the long "
+    "side, the gradient energy of the result on the rim of the pixels it changed, where that "
+    "rim lies outside the masks, over the photo's own there (1 = no new edge; n/a: nothing "
+    "changed outside the masks). *edges*: the share of the fill's pixels (changed, outside "
+    "the guide's outline band) whose gradient exceeds the 99th percentile of the photo's in "
+    "the ring around the fill, over 1% (1 = as edgy as the surroundings; n/a: no fill). "
+    "*edges (object)*: the same inside the placed object against the object's own gradient "
+    "in the photo (no target). *changed outside*: share of the image changed beyond 2.5% of "
+    "the long side from the masks (worst sample). *object structure*: SSIM at 96 px (on the "
+    "edit's box) between the result and the object carried by the edit's known transform, "
+    "inside the guide. *halo*: mean |result - photo| (levels) on the ring just outside the "
+    "guide (no target; a cut-paste scores 0). *beyond selection* (removals): pixels changed beyond the removed "
+    "selection grown by 2% of the hole's diameter. Targets (issue 17, item 5): seam <= 1.2, "
+    "edges <= 1.5, changed outside <= 0.1%, object structure >= 0.8 for moves, nothing "
+    "changed beyond a removal's grown selection; a missed target says by how much."
+)
+FULLRES_HEADER = (
+    "| row | seam | edges | edges (object) | changed outside | changed at all "
+    "| object structure | halo (levels) | beyond selection |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+CROPS_NOTE = (
+    "100% crops (the photo's own pixels, no scaling) of the old place and the new place "
+    "(centred on what the source leaves and on what the guide adds) and, when MAGIC changed "
+    "pixels outside the masks, of the worst place on the rim of its changes (where its "
+    "gradient most exceeds the photo's): the photo, the hand-made peers, then MAGIC's first "
+    "sample; the numbers are each crop's top-left corner in the photo."
+)
+
+
+def _fullres_row(name: str, q: dict) -> str:
+    f = q.get("fullres") or {}
+    beyond = f.get("beyond_selection_px")
+    beyond_cell = ("n/a" if beyond is None else
+                   f"{beyond} px ({f['beyond_selection']:.3%}; grown {f['beyond_grow_px']:.0f} "
+                   f"px, farthest change {f['beyond_farthest_px']:.0f} px)")
+    return (f"| {name} | {_f(f.get('seam'))} | {_f(f.get('edges'))} "
+            f"| {_f(f.get('edges_object'))} | {_f(f.get('changed_outside'), '{:.3%}')}"
+            f"{_levels(f)} "
+            f"| {_f(f.get('changed_share'), '{:.2%}')} | {_f(f.get('object_structure'))} "
+            f"| {_f(f.get('halo'), '{:.1f}')} | {beyond_cell} |")
+
+
+def _levels(f: dict) -> str:
+    """' (mean 1.2, max 7 levels)' after changed outside, when it changed anything there."""
+    if not f.get("changed_outside"):
+        return ""
+    return (f" (mean {_f(f.get('outside_mean_abs'), '{:.1f}')}, max "
+            f"{f.get('outside_max_abs', 'n/a')} levels)")
+
+
+def _fullres_target_cell(t: dict) -> str:
+    if t["met"]:
+        return "met"
+    by = t["missed_by"]
+    if t["name"] == "changed outside":
+        return f"missed by {by:.3%}"
+    if t["name"] == "beyond selection":
+        return f"missed: {by} px"
+    return f"missed by {by:.2f}"
+
+
+def _fullres_value(t: dict) -> str:
+    v = t["value"]
+    if t["name"] == "changed outside":
+        return _f(v, "{:.3%}")
+    if t["name"] == "beyond selection":
+        return f"{v} px"
+    return _f(v)
+
+
+def fullres_section(recs: list[dict]) -> list[str]:
+    """Issue 17's figures of every edit beside the peers', its targets, its 100% crops."""
+    recs = [r for r in recs if (r.get("quality") or {}).get("fullres")]
+    if not recs:
+        return []
+    lines = ["## At the photo's own resolution (issue 17)", "", FULLRES_INTRO, "",
+             "| scene | size | edit | device | preset | start | targets met | missed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        ts = r.get("fullres_targets") or []
+        missed = [t for t in ts if not t["met"]]
+        what = ", ".join(f"{t['name']} {_fullres_value(t)} ({_fullres_target_cell(t)})"
+                         for t in missed)
+        w, h = r.get("image_size") or (0, 0)
+        lines.append(f"| {r['scene']} | {w}x{h} | {r['mode']} | {r['device_name']} "
+                     f"| {r['preset']} | {r.get('start', 'noise')} "
+                     f"| {len(ts) - len(missed)}/{len(ts)} | {what or '-'} |")
+    lines += ["", CROPS_NOTE, ""]
+    for r in recs:
+        lines += [(f"### {r['scene']} {r['mode']}: {r['edit'] or r['mode']} "
+                  f"({r['device_name']}, {r['preset']}, from {r.get('start', 'noise')})"), "",
+                  FULLRES_HEADER]
+        lines += [_fullres_row(name, q) for name, q in (r.get("peers") or {}).items()]
+        lines.append(_fullres_row(f"**MAGIC {r['preset']}**", r["quality"]))
+        ts = r.get("fullres_targets") or []
+        if ts:
+            lines += ["", "| target | wanted | MAGIC | |", "|---|---|---|---|"]
+            lines += [f"| {t['name']} | {t['target']} | {_fullres_value(t)} "
+                      f"| {_fullres_target_cell(t)} |" for t in ts]
+        if r.get("crops"):
+            lines += ["", f"![{r['scene']} {r['mode']}: 100% crops]({r['crops']})"]
+        lines.append("")
+    return lines
+
+
 def markdown(payload: dict, licences: dict[str, str]) -> str:
     m = payload["machine"]
     recs = payload["records"]
@@ -251,6 +441,7 @@ def markdown(payload: dict, licences: dict[str, str]) -> str:
     lines += [""]
     if any(r.get("peers") or r.get("targets") for r in recs):
         lines += peers_section(recs)
+    lines += fullres_section(recs)
     lines += ["## Pictures", "", PICTURES_NOTE, ""]
     seen = set()
     for r in recs:
@@ -328,6 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     payload = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     index = Path(__file__).resolve().parent.parent / "samples" / "index.json"
     scenes = json.loads(index.read_text(encoding="utf-8"))["scenes"]
+    full = json.loads((index.parent / "fullsize.json").read_text(encoding="utf-8"))
+    for n, e in full["scenes"].items():
+        scenes.setdefault(n, {"licence": f"GPL-2+, {e['copyright']}; Debian package "
+                                         f"{full['package']['name']}, {e['file']}"})
+    scenes.setdefault("hummingbird", {"licence": full["hummingbird"]["licence"]})
     names = dict.fromkeys(r["scene"] for r in payload["records"])
     licences = {n: scenes.get(n, {}).get("licence", "") for n in names}
     out = Path(args[1])

@@ -2,9 +2,9 @@
 
     python benchmarks/run.py [--quick] [--device cpu|cuda|auto|all] [--weights PATH|untrained]
                              [--scenes a,b] [--modes move,remove] [--edits coffee:move,...]
-                             [--presets tiny,draft] [--start noise|cut-paste|cut-paste+heal]
+                             [--presets tiny,draft] [--start noise,cut-paste,cut-paste+heal]
                              [--report docs/benchmarks.md] [--no-report] [--no-peers]
-                             [--peers-only]
+                             [--peers-only] [--fullsize [--cache DIR] [--hummingbird PATH]]
 
 Runs scenes x edits x presets through the real engine on the CPU (and on the GPU when the machine
 has one, with --device all or auto), measures speed (seconds per iteration, iteration cost in
@@ -15,6 +15,16 @@ a compact table per edit, then writes results.json, a Markdown report and one pi
 scene and device. --quick: tiny preset, low resolution, 2 scenes, CPU. --no-report: only the
 printed tables (for development: e.g. --edits coffee:move --presets draft --samples 2
 --no-report).
+
+--fullsize: the full-size scenes of samples/fullsize.json instead of the bundled ones
+(benchmarks/fullsize.py: four mate-backgrounds photographs of 2.5-4 MP fetched with apt-get into
+a cache folder, and the MAGIC paper's hummingbird from --hummingbird PATH, skipped with a message
+when absent), each run at the photo's own resolution (the engine works on the edit's region);
+default working resolution 224 (the product's), one sample. Every run also measures issue 17's
+full-resolution figures (seam, edges, changed outside, object structure; a removal's changes
+beyond its grown selection) beside the peers', checks their targets, and the report shows 100%
+crops of the old and the new place beside the peers'. --start takes several starts (e.g.
+noise,cut-paste: masks only and from the composite).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fullsize as fullsize_mod
 import peers as peers_mod
 import quality
 import report
@@ -58,10 +69,27 @@ def start_image(scene: Scene, mode: str, start: str) -> np.ndarray | None:
     if start == "noise":
         return None
     guide = scene.guides[mode]
+    t = known_transform(scene, mode)
     if start == "cut-paste":
         return None if mode == "remove" else peers_mod.cut_paste(
-            scene.image, scene.source_mask, guide, mode)
-    return peers_mod.cut_paste_heal(scene.image, scene.source_mask, guide, mode)
+            scene.image, scene.source_mask, guide, mode, transform=t)
+    return peers_mod.cut_paste_heal(scene.image, scene.source_mask, guide, mode, transform=t)
+
+
+def known_transform(scene: Scene, mode: str) -> peers_mod.Transform | None:
+    """The edit's transform when the scene records it (full-size scenes), else None."""
+    t = scene.transforms.get(mode)
+    return None if t is None else peers_mod.Transform(*t)
+
+
+def edit_transform(scene: Scene, mode: str):
+    """The transform that carries the object from the source to the guide (for the object
+    structure figure): the scene's record, or the peers' estimate from the masks."""
+    if mode == "remove":
+        return None
+    t = known_transform(scene, mode)
+    return t if t is not None else peers_mod.estimate_transform(scene.source_mask,
+                                                                scene.guides[mode])
 
 
 class BenchError(Exception):
@@ -76,6 +104,7 @@ class Scene:
     guides: dict[str, np.ndarray]
     licence: str
     edits: dict[str, str]
+    transforms: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
 
 
 def load_scenes(names: list[str] | None, root: Path = SAMPLES) -> list[Scene]:
@@ -179,6 +208,9 @@ class EditRecord:
     start: str = "noise"  # what x' started from: noise, cut-paste, cut-paste+heal
     peers: dict = field(default_factory=dict)  # peer name -> the same quality figures
     targets: list = field(default_factory=list)  # issue 10's targets: met / missed by how much
+    fullres_targets: list = field(default_factory=list)  # issue 17's (full resolution)
+    crops: str = ""  # 100% crops of the old and new place beside the peers' (report picture)
+    image_size: tuple[int, int] = (0, 0)  # the photo's (width, height)
 
 
 def time_forward(classifier, device, batch: int, size: tuple[int, int], repeats: int = 3) -> float:
@@ -261,16 +293,18 @@ def run_edit(engine, scene: Scene, mode: str, preset: str, resolution: int, samp
 def engine_footprint(scene: Scene, mode: str, init_image: np.ndarray | None = None
                      ) -> np.ndarray:
     """Every pixel the engine declares it may change for this edit (edit region, rim, feather
-    band); outside it the engine promises the photo's pixels bit for bit."""
+    band); outside it the engine promises the photo's pixels bit for bit. A masks-only move,
+    copy or reshape starts from the object moved by the masks (engine/object_transfer.py),
+    as from a composite."""
+    from magic_server.engine.object_transfer import transfer_start
     from magic_server.engine.synthesis import plan_edit
 
     guide = scene.guides[mode]
+    if init_image is None:
+        init_image = transfer_start(scene.image, scene.source_mask, guide, mode)
     if init_image is not None:
-        try:
-            return plan_edit(scene.source_mask, guide, scene.image, init_image).touched()
-        except TypeError:  # an engine whose footprint does not depend on the start image
-            pass
-    return plan_edit(scene.source_mask, guide).touched()
+        return plan_edit(scene.source_mask, guide, scene.image, init_image, mode).touched()
+    return plan_edit(scene.source_mask, guide, mode=mode).touched()
 
 
 def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
@@ -287,6 +321,7 @@ def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
     removal_seg = None
     if removal:
         removal_seg = _removal_segmenter(scene, guide)
+    transform = edit_transform(scene, mode)
     per_sample = []
     for img in images:
         a = quality.guide_adherence(scene.image, scene.source_mask, guide, img, segmenter)
@@ -297,6 +332,8 @@ def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
              "sharpness": asdict(n)}
         if removal:
             s["object_left"] = quality.object_left(removal_seg, img, scene.source_mask, guide)
+        s["fullres"] = asdict(quality.fullres_figures(scene.image, img, scene.source_mask,
+                                                      guide, mode, transform))
         per_sample.append(s)
 
     def mean(group: str, key: str) -> float:
@@ -318,8 +355,34 @@ def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
         "diversity": quality.diversity(images, region),
         "object_left": (float(np.mean([s["object_left"] for s in per_sample]))
                         if removal else None),
+        "fullres": fullres_summary([s["fullres"] for s in per_sample]),
         "per_sample": per_sample,
     }
+    return out
+
+
+def _nanmean(values: list) -> float | None:
+    """Mean of the defined values (nan when none is: nothing to measure)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def fullres_summary(per_sample: list[dict]) -> dict:
+    """Issue 17's figures over the samples: means (seam, edges, object structure), worst case
+    for what changed outside and beyond a removal's grown selection."""
+    out = {k: _nanmean([s[k] for s in per_sample])
+           for k in ("seam", "edges", "edges_object", "changed_share", "halo")}
+    out["changed_outside"] = max(s["changed_outside"] for s in per_sample)
+    out["outside_mean_abs"] = max(s.get("outside_mean_abs", 0.0) for s in per_sample)
+    out["outside_max_abs"] = max(s.get("outside_max_abs", 0) for s in per_sample)
+    structure = [s["object_structure"] for s in per_sample]
+    out["object_structure"] = (None if all(v is None for v in structure)
+                               else _nanmean(structure))
+    beyond = [s["beyond_selection"] for s in per_sample if s["beyond_selection"] is not None]
+    out["beyond_selection_px"] = max(b["pixels"] for b in beyond) if beyond else None
+    out["beyond_selection"] = max(b["share"] for b in beyond) if beyond else None
+    out["beyond_grow_px"] = beyond[0]["grow_px"] if beyond else None
+    out["beyond_farthest_px"] = max(b["farthest_px"] for b in beyond) if beyond else None
     return out
 
 
@@ -339,7 +402,8 @@ def measure_peers(scene: Scene, mode: str, segmenter: quality.ObjectSegmenter
                   ) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
     """The hand-made peers of one edit and their quality figures (same metrics)."""
     guide = scene.guides[mode]
-    images = peers_mod.peers(scene.image, scene.source_mask, guide, mode)
+    images = peers_mod.peers(scene.image, scene.source_mask, guide, mode,
+                             transform=known_transform(scene, mode))
     # a peer promises nothing about the engine's footprint: it is judged outside the edit
     # region (source and guide grown by 4% of the short side)
     region = quality.edit_region(scene.source_mask, guide)
@@ -392,6 +456,32 @@ def targets(q: dict, peer_q: dict[str, dict], mode: str) -> list[dict]:
     return out
 
 
+FULLRES_TARGETS = {"seam": 1.2, "edges": 1.5, "changed outside": 0.001,
+                   "object structure": 0.8, "beyond selection": 0}
+
+
+def fullres_targets(q: dict, mode: str) -> list[dict]:
+    """Issue 17's targets for one edit (item 5), each met or missed by how much. An undefined
+    seam (nothing changed outside the masks) or edges (no fill) has nothing to miss."""
+    f = q["fullres"]
+    out = []
+    for name, key in (("seam", "seam"), ("edges", "edges")):
+        v, b = f[key], FULLRES_TARGETS[name]
+        undefined = v is None or math.isnan(v)
+        out.append(_target(name, f"<= {b}", v, b, undefined or v <= b, v - b))
+    v, b = f["changed_outside"], FULLRES_TARGETS["changed outside"]
+    out.append(_target("changed outside", "<= 0.1%", v, b, v <= b, v - b))
+    if mode == "move" and f.get("object_structure") is not None:
+        v, b = f["object_structure"], FULLRES_TARGETS["object structure"]
+        out.append(_target("object structure", f">= {b}", v, b,
+                           not math.isnan(v) and v >= b, b - v))
+    if mode == "remove" and f.get("beyond_selection_px") is not None:
+        v = f["beyond_selection_px"]
+        out.append(_target("beyond selection", "0 px beyond the selection grown by 2% of "
+                           "the hole's diameter", v, 0, v == 0, v))
+    return out
+
+
 def targets_summary(ts: list[dict]) -> str:
     missed = [t for t in ts if not t["met"]]
     if not missed:
@@ -401,6 +491,10 @@ def targets_summary(ts: list[dict]) -> str:
         by = t["missed_by"]
         if t["name"] == "outside":
             parts.append(f"outside changed (max abs {by})")
+        elif t["name"] == "beyond selection":
+            parts.append(f"{by} px changed beyond the grown selection")
+        elif t["name"] == "changed outside":
+            parts.append(f"changed outside {t['value']:.2%} (by {by:.2%})")
         elif t["name"] == "object left":
             parts.append(f"object left {t['value']:.1%} (by {by:.1%})")
         else:
@@ -428,7 +522,26 @@ def compact_table(rec: EditRecord) -> str:
     lines = _table_lines(title, rows)
     if rec.targets:
         lines.append("targets: " + targets_summary(rec.targets))
+    lines += _fullres_lines(rows)
+    if rec.fullres_targets:
+        lines.append("full-resolution targets: " + targets_summary(rec.fullres_targets))
     return "\n".join(lines)
+
+
+def _fullres_lines(rows: list[tuple[str, dict]]) -> list[str]:
+    head = (f"{'full resolution':<22} {'seam':>6} {'edges':>6} {'edg.obj':>7} {'outside':>8} "
+            f"{'struct.':>7} {'halo':>5} {'beyond sel.':>11}")
+    lines = [head]
+    for name, q in rows:
+        f = q.get("fullres")
+        if not f:
+            continue
+        beyond = f.get("beyond_selection_px")
+        lines.append(f"{name[:22]:<22} {_fmt(f['seam']):>6} {_fmt(f['edges']):>6} "
+                     f"{_fmt(f['edges_object']):>7} {_fmt(f['changed_outside'], '{:.2%}'):>8} "
+                     f"{_fmt(f.get('object_structure')):>7} {_fmt(f.get('halo'), '{:.1f}'):>5} "
+                     f"{'-' if beyond is None else f'{beyond} px':>11}")
+    return lines
 
 
 def _table_lines(title: str, rows: list[tuple[str, dict]]) -> list[str]:
@@ -452,8 +565,9 @@ def print_peers_only(scenes: list[Scene], plan: dict[str, list[str]], log) -> No
         segmenter = quality.ObjectSegmenter(scene.image, scene.source_mask)
         for mode in plan[scene.name]:
             figures, _ = measure_peers(scene, mode, segmenter)
+            rows = list(figures.items())
             log("\n".join(_table_lines(f"{scene.name} {mode}: {scene.edits.get(mode, mode)}",
-                                        list(figures.items()))))
+                                        rows) + _fullres_lines(rows)))
 
 
 # ---------------------------------------------------------------------------- the run
@@ -475,8 +589,10 @@ def machine_info() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def edit_plan(edits: str | None, scenes: str | None, modes: str | None) -> dict[str, list[str]]:
-    """{scene: [edits]} from --edits pairs, or from --scenes x --modes (default: all x all)."""
+def edit_plan(edits: str | None, scenes: str | None, modes: str | None,
+              available: list[str] | None = None) -> dict[str, list[str]]:
+    """{scene: [edits]} from --edits pairs, or from --scenes x --modes (default: all x all;
+    `available`: the scene names to default to, else samples/index.json's)."""
     if edits:
         plan: dict[str, list[str]] = {}
         for pair in edits.split(","):
@@ -485,8 +601,10 @@ def edit_plan(edits: str | None, scenes: str | None, modes: str | None) -> dict[
                 raise BenchError(f"--edits wants scene:edit pairs, got {pair!r}")
             plan.setdefault(scene, []).append(mode)
     else:
-        index = json.loads((SAMPLES / "index.json").read_text(encoding="utf-8"))
-        names = scenes.split(",") if scenes else list(index["scenes"])
+        if available is None:
+            index = json.loads((SAMPLES / "index.json").read_text(encoding="utf-8"))
+            available = list(index["scenes"])
+        names = scenes.split(",") if scenes else list(available)
         plan = {n: modes.split(",") if modes else list(MODES) for n in names}
     bad = sorted({m for ms in plan.values() for m in ms if m not in MODES})
     if bad:
@@ -526,8 +644,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                                " 3 GPU)")
     ap.add_argument("--iterations", type=int, default=None, help="override preset iterations")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "out" / "benchmarks",
-                    help="folder for results.json (default out/benchmarks)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for results.json (default out/benchmarks, with --fullsize "
+                         "out/benchmarks-fullsize)")
     ap.add_argument("--report", type=Path, default=None,
                     help="Markdown report path (default OUT/report.md); pictures go in a "
                          "folder named like the report without .md (docs/benchmarks.md -> "
@@ -539,11 +658,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "(no engine, nothing written): the bar to clear")
     ap.add_argument("--no-peers", action="store_true",
                     help="skip the hand-made peers (and the targets that compare with them)")
-    ap.add_argument("--start", default="noise", choices=list(STARTS),
-                    help="what the product's x' starts from: noise (default), cut-paste (the "
-                         "artist's pasted layer) or cut-paste+heal; removals start from noise "
-                         "with cut-paste and from the inpainted photo with cut-paste+heal")
-    return ap.parse_args(argv)
+    ap.add_argument("--start", default="noise",
+                    help="what the product's x' starts from, one or several comma-separated: "
+                         "noise (default: masks only), cut-paste (the artist's pasted layer) "
+                         "or cut-paste+heal; removals start from noise with cut-paste and from "
+                         "the inpainted photo with cut-paste+heal")
+    ap.add_argument("--fullsize", action="store_true",
+                    help="the full-size scenes (samples/fullsize.json: mate-backgrounds "
+                         "photographs fetched with apt-get, the MAGIC hummingbird from "
+                         "--hummingbird) at the photo's own resolution, instead of the bundled "
+                         "ones")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="--fullsize: folder for the fetched photographs (default "
+                         "$MAGIC_FULLSIZE_CACHE or ~/.cache/magic-for-gimp/fullsize)")
+    ap.add_argument("--deb", type=Path, default=None,
+                    help="--fullsize: an already downloaded mate-backgrounds .deb")
+    ap.add_argument("--hummingbird", default=None,
+                    help="--fullsize: the MAGIC paper's repository folder (input_images/, "
+                         "labels/); default $MAGIC_HUMMINGBIRD; without it the scene is skipped")
+    ap.add_argument("--save-results", action="store_true",
+                    help="also save each edit's first sample as a full-size PNG beside the "
+                         "report's pictures (to look at in GIMP at 100%%)")
+    ap.add_argument("--crop", type=int, default=384,
+                    help="side of the 100%% crops of the old and new place in the report")
+    args = ap.parse_args(argv)
+    starts = [x.strip() for x in args.start.split(",") if x.strip()]
+    bad = [x for x in starts if x not in STARTS]
+    if bad or not starts:
+        ap.error(f"--start: unknown start(s) {', '.join(bad) or '(none)'}; choose from "
+                 f"{', '.join(STARTS)}")
+    args.starts = starts
+    return args
+
+
+def load_fullsize(plan: dict[str, list[str]], args: argparse.Namespace, log) -> list[Scene]:
+    """The planned full-size scenes; edits a scene has no guide for (the hummingbird has only
+    its move) are dropped from the plan."""
+    data = fullsize_mod.load_scenes(list(plan), cache=args.cache, deb=args.deb,
+                                    hummingbird=args.hummingbird, log=log)
+    scenes = [Scene(d.name, d.image, d.source_mask, d.guides, d.licence, d.edits,
+                    d.transforms) for d in data]
+    for name in list(plan):
+        sc = next((x for x in scenes if x.name == name), None)
+        if sc is None:
+            del plan[name]
+            continue
+        dropped = [m for m in plan[name] if m not in sc.guides]
+        if dropped:
+            log(f"{name}: no {', '.join(dropped)} edit (it has {', '.join(sc.guides)})")
+        plan[name] = [m for m in plan[name] if m in sc.guides]
+    return scenes
 
 
 def load_engine(device_name: str, weights: str | None, log):
@@ -563,9 +727,15 @@ def load_engine(device_name: str, weights: str | None, log):
     return Engine(clf, device, label)
 
 
+def _inside_repo_not_out(path: Path) -> bool:
+    p = path.resolve()
+    return p.is_relative_to(ROOT) and not p.is_relative_to(ROOT / "out")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out: Path = args.out
+    out: Path = args.out or ROOT / "out" / ("benchmarks-fullsize" if args.fullsize
+                                            else "benchmarks")
     report_path: Path = args.report or out / "report.md"
 
     def log(msg: str) -> None:
@@ -573,9 +743,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         devices = QUICK["devices"] if args.quick else resolve_devices(args.device)
-        plan = edit_plan(args.edits or (QUICK["edits"] if args.quick else None),
-                         args.scenes, args.modes)
-        scenes = load_scenes(list(plan))
+        if args.fullsize:
+            if not args.no_report and _inside_repo_not_out(report_path):
+                log("note: the report's pictures are crops of the full-size photographs "
+                    "(mate-backgrounds, GPL-2+; the hummingbird, no licence stated): keep "
+                    "them out of the repository")
+            plan = edit_plan(args.edits, args.scenes, args.modes,
+                             available=fullsize_mod.scene_names())
+            scenes = load_fullsize(plan, args, log)
+            if not scenes:
+                raise BenchError("no full-size scene to run")
+        else:
+            plan = edit_plan(args.edits or (QUICK["edits"] if args.quick else None),
+                             args.scenes, args.modes)
+            scenes = load_scenes(list(plan))
         if args.peers_only:
             print_peers_only(scenes, plan, log)
             return 0
@@ -593,54 +774,76 @@ def main(argv: list[str] | None = None) -> int:
             presets = (args.presets.split(",") if args.presets
                        else QUICK["presets"] if args.quick else ["draft" if gpu else "tiny"])
             resolution = args.resolution or (QUICK["resolution"] if args.quick
-                                             else 224 if gpu else 96)
-            samples = args.samples or (QUICK["samples"] if args.quick else 3 if gpu else 2)
+                                             else 224 if gpu or args.fullsize else 96)
+            samples = args.samples or (QUICK["samples"] if args.quick else 1 if args.fullsize
+                                       else 3 if gpu else 2)
             engine = load_engine(dev, args.weights, log)
             engine.warm_up()
             log(f"{dev}: {engine.describe().get('device_name')}, weights: {engine.weights_label}")
             for scene in scenes:
                 segmenter = quality.ObjectSegmenter(scene.image, scene.source_mask)
                 grid_rows = []
-                for preset in presets:
-                    for mode in plan[scene.name]:
-                        log(f"  {scene.name} {mode} [{preset}, {resolution}px, {samples} "
-                            f"samples, from {args.start}]")
-                        init = start_image(scene, mode, args.start)
-                        rec, images = run_edit(engine, scene, mode, preset, resolution,
-                                               samples, args.seed, iterations, log,
-                                               init_image=init, start=args.start)
-                        rec.quality = measure_quality(scene, mode, images, segmenter,
-                                                      init_image=init)
-                        heal_img = None
-                        if not args.no_peers:
-                            key = (scene.name, mode)
-                            if key not in peer_cache:
-                                peer_cache[key] = measure_peers(scene, mode, segmenter)
-                            rec.peers, peer_images = peer_cache[key]
-                            heal_img = peer_images.get(HEAL)
-                        rec.targets = targets(rec.quality, rec.peers, mode)
-                        log(f"    {rec.seconds_per_iteration:.3f} s/it "
-                            f"({rec.iteration_cost_forwards:.1f} forwards), result "
-                            f"{rec.result_s:.1f} s")
-                        log(compact_table(rec))
-                        records.append(rec)
-                        if args.no_report:
-                            continue
-                        grid_rows.append((f"{mode} ({preset})", scene.guides[mode], images,
-                                          rec, heal_img))
-                        # picture and report after every edit: a cut-short run keeps its work
-                        pic = pictures_dir / f"{scene.name}_{dev}.jpg"
-                        report.picture_grid(scene.image, scene.source_mask, grid_rows).save(
-                            pic, quality=85, optimize=True)
-                        rec.picture = os.path.relpath(pic, report_path.parent)
-                        info = write_outputs(records, scenes, args, argv, started, out,
-                                             report_path)
+                for preset, mode, start in ((p, m, st) for p in presets
+                                            for m in plan[scene.name] for st in args.starts):
+                    if start == "cut-paste" and mode == "remove" and "noise" in args.starts:
+                        # a removal has nothing to paste: from cut-paste is from noise
+                        log(f"  {scene.name} {mode} from cut-paste: the same edit as from "
+                            f"noise (nothing to paste), not run twice")
+                        continue
+                    log(f"  {scene.name} {mode} [{preset}, {resolution}px, {samples} "
+                        f"samples, from {start}]")
+                    init = start_image(scene, mode, start)
+                    rec, images = run_edit(engine, scene, mode, preset, resolution,
+                                           samples, args.seed, iterations, log,
+                                           init_image=init, start=start)
+                    rec.image_size = (scene.image.shape[1], scene.image.shape[0])
+                    rec.quality = measure_quality(scene, mode, images, segmenter,
+                                                  init_image=init)
+                    heal_img = None
+                    if not args.no_peers:
+                        key = (scene.name, mode)
+                        if key not in peer_cache:
+                            peer_cache[key] = measure_peers(scene, mode, segmenter)
+                        rec.peers, peer_images = peer_cache[key]
+                        heal_img = peer_images.get(HEAL)
+                    rec.targets = targets(rec.quality, rec.peers, mode)
+                    rec.fullres_targets = fullres_targets(rec.quality, mode)
+                    log(f"    {rec.seconds_per_iteration:.3f} s/it "
+                        f"({rec.iteration_cost_forwards:.1f} forwards), result "
+                        f"{rec.result_s:.1f} s")
+                    log(compact_table(rec))
+                    records.append(rec)
+                    if args.no_report:
+                        continue
+                    grid_rows.append((f"{mode} ({preset}, {start})", scene.guides[mode],
+                                      images, rec, heal_img))
+                    rows = ([] if args.no_peers else
+                            [(n, im) for n, im in peer_cache[(scene.name, mode)][1].items()
+                             if n != "photo"])
+                    crops = pictures_dir / (f"{scene.name}_{mode}_{preset}_{start}_{dev}"
+                                            "_crops.jpg")
+                    report.crops_picture(scene.image, scene.source_mask, scene.guides[mode],
+                                         rows + [(f"MAGIC {preset} from {start}",
+                                                  images[0])],
+                                         size=args.crop, rim_from=images[0]).save(
+                        crops, quality=92, subsampling=0)
+                    rec.crops = os.path.relpath(crops, report_path.parent)
+                    if args.save_results:
+                        Image.fromarray(images[0]).save(
+                            crops.with_name(crops.name.replace("_crops.jpg", "_result.png")))
+                    # picture and report after every edit: a cut-short run keeps its work
+                    pic = pictures_dir / f"{scene.name}_{dev}.jpg"
+                    report.picture_grid(scene.image, scene.source_mask, grid_rows).save(
+                        pic, quality=85, optimize=True)
+                    rec.picture = os.path.relpath(pic, report_path.parent)
+                    info = write_outputs(records, scenes, args, argv, started, out,
+                                         report_path)
         if args.no_report:
             log(f"done in {time.time() - started:.0f} s (--no-report: nothing written)")
             return 0
         log(f"wrote {out / 'results.json'} and {report_path} ({info['wall_s']:.0f} s)")
         return 0
-    except (BenchError, peers_mod.PeerError) as e:
+    except (BenchError, peers_mod.PeerError, fullsize_mod.FullsizeError) as e:
         print(f"benchmarks/run.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
