@@ -139,7 +139,9 @@ def hundred_percent_crops(image: np.ndarray, result: np.ndarray, source: np.ndar
                           guide: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """The photo and the result at 100 %, around the object's old place and its new one."""
     panels = []
-    for place, mask in (("old place", source & ~guide), ("new place", guide)):
+    arrived = guide & ~source  # where the object arrives (the guide may keep the rest)
+    for place, mask in (("old place", source & ~guide),
+                        ("new place", arrived if arrived.any() else guide)):
         if mask.any():
             panels += [(f"photo, {place}, 100%", crop_at(image, mask)),
                        (f"result 1, {place}, 100%", crop_at(result, mask))]
