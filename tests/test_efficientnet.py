@@ -156,22 +156,14 @@ def test_the_papers_objective_lowers_the_cross_entropy_to_the_photos_class(lite0
     assert result.predicted_class >= 0
 
 
-def test_the_server_uses_the_stand_in_when_the_robust_weights_cannot_be_had(monkeypatch, caplog):
-    import sys
-    import types
+def test_the_server_uses_the_stand_in_when_the_robust_weights_cannot_be_had(monkeypatch):
+    from magic_server import server, server_weights
 
-    from magic_server.server import load_engines
-
-    store = types.ModuleType("magic_server.weights_store")
-    store.installed_weights_path = lambda cache_dir=None: None
-
-    def no_network(url=None, cache_dir=None, progress=None):
-        raise WeightsError("cannot download the weights from https://example/w.ckpt: no network")
-
-    store.download_weights = no_network
-    monkeypatch.setitem(sys.modules, "magic_server.weights_store", store)
-    with caplog.at_level("WARNING", logger="magic_server"):
-        (engine,) = load_engines([torch.device("cpu")], None)
+    monkeypatch.setattr(server_weights, "installed_weights", lambda: None)
+    assert server_weights.stand_in_available()  # the package ships with the test extras
+    weights = server_weights.resolve_weights(None)  # never a download
+    assert weights == "efficientnet-lite0"
+    (engine,) = server.load_engines([torch.device("cpu")], weights)
     assert engine.weights_label == EFFICIENTNET_LABEL and engine.trained
-    assert "no network" in caplog.text and "not robust" in caplog.text
-    assert "magic-installer weights" in caplog.text
+    assert "not robust" in server_weights.STAND_IN_NOTICE
+    assert "magic-installer weights" in server_weights.STAND_IN_NOTICE

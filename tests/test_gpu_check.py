@@ -111,6 +111,12 @@ def test_the_cpu_smoke_run_leaves_one_archive_with_the_summary(tmp_path):
     assert server["path"] == "magic-server process"
     assert server["server_weights_label"] == "ResNet-50 from random-resnet50.safetensors"
     assert server["first_job"]["completed"] is True and "second_job" not in server
-    assert {"classifier", "feature_stats"} <= set(quality["terms_seen"])  # terms on
+    # the product preset's own terms, as installed weights give them (the classifier's are
+    # on exactly when LossWeights.product turns them on for a trained classifier)
+    from magic_server.engine.synthesis import LossWeights
+
+    product = LossWeights.product(True)
+    wanted = {k for k in ("classifier", "feature_stats") if getattr(product, k)} | {"patch"}
+    assert set(quality["terms_seen"]) == wanted
     assert set(quality["setup"]["steps_s"]) >= {"reference", "levels", "start"}
     assert not list(tmp_path.glob("gpu_check.*")), "the work folder was left behind"

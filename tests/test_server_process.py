@@ -225,6 +225,14 @@ def test_bad_device_is_one_clear_line():
     assert "Traceback" not in out.stderr and lines[-1].startswith("magic-server:")
 
 
+# magic-server as if the stand-in classifier's package were not installed either
+SERVER_WITHOUT_STAND_IN = [
+    sys.executable, "-c",
+    ("import sys; from magic_server import server_weights as w; "
+     "w.stand_in_available = lambda: False; "
+     "from magic_server.server import main; sys.exit(main(sys.argv[1:]))")]
+
+
 def test_no_installed_weights_is_refused_at_once_without_a_download(tmp_path):
     """The server the plug-in starts must not spend minutes retrying a download: with no
     weights installed (an empty cache) it exits at once with what to do."""
@@ -233,9 +241,9 @@ def test_no_installed_weights_is_refused_at_once_without_a_download(tmp_path):
     addr = address()
     env = {**os.environ, "MAGIC_CACHE_DIR": str(tmp_path / "empty-cache")}
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "magic_server.server", "--bind", addr,
-                          "--device", "cpu"], capture_output=True, text=True, timeout=60,
-                         cwd=ROOT, env=env, check=False)
+    out = subprocess.run([*SERVER_WITHOUT_STAND_IN, "--bind", addr, "--device", "cpu"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+                         check=False)
     took = time.monotonic() - t0
     assert out.returncode == 1 and "ready" not in out.stdout
     last = out.stderr.strip().splitlines()[-1]
@@ -256,5 +264,8 @@ def test_weights_resolution_is_the_one_place_for_a_fallback(monkeypatch):
     monkeypatch.setattr(sw, "installed_weights", lambda: "/cache/resnet.safetensors")
     assert sw.resolve_weights(None) is None  # the installed ones
     monkeypatch.setattr(sw, "installed_weights", lambda: None)
+    monkeypatch.setattr(sw, "stand_in_available", lambda: True)
+    assert sw.resolve_weights(None) == "efficientnet-lite0"  # the offline stand-in
+    monkeypatch.setattr(sw, "stand_in_available", lambda: False)
     with pytest.raises(sw.NoWeights, match="run `magic-installer weights`"):
         sw.resolve_weights(None)
