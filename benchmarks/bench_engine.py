@@ -66,6 +66,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from process_memory import rss_mb
+
 from magic_server.engine.api import Cancelled, SynthesisOptions
 from magic_server.engine.presets import Schedule, resolve_preset
 from magic_server.engine.resnet import untrained_resnet50
@@ -137,18 +139,6 @@ def photo_12mp(composite: bool = False
         init = img.copy()
         init[guide] = np.roll(img, 500, axis=1)[guide]
     return img, src, guide, init
-
-
-def rss_mb() -> float:
-    """The process's resident memory now (MB), from /proc; its peak so far elsewhere."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class RssSampler:

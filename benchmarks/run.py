@@ -35,7 +35,6 @@ import json
 import math
 import os
 import platform
-import resource
 import sys
 import threading
 import time
@@ -53,6 +52,7 @@ import fullsize as fullsize_mod
 import peers as peers_mod
 import quality
 import report
+from process_memory import rss_mb
 
 SAMPLES = ROOT / "samples"
 MODES = ("move", "copy", "reshape", "remove")
@@ -130,17 +130,6 @@ def load_scenes(names: list[str] | None, root: Path = SAMPLES) -> list[Scene]:
 
 
 # ---------------------------------------------------------------------------- memory probes
-
-
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclass

@@ -9,11 +9,11 @@ tone stepping where it meets the photo, and texture blurred to a smear. Here ins
    of the photo it copies. Scaled to the photo's size, those same places vote overlapping
    full-size patches of the photo's own pixels; their fine detail (above the level's
    resolution) is added to the upsampled result, whose coarser layout the optimisation chose.
-2. tone: the fill is fused into what surrounds it in the gradient domain. The difference
-   between what stays (the photo, the artist's pasted object) and the fill on the ring around
-   the fill is interpolated smoothly over the fill (a membrane: the harmonic function with those
-   boundary values, as Poisson cloning gives) and added, so the fill meets its surroundings
-   without a step while keeping its own gradients.
+2. tone: the fill is fused into what surrounds it in the gradient domain (Poisson): the result
+   equals what stays (the photo, the artist's pasted object) outside the fill and keeps the
+   fill's differences between neighbouring pixels inside it, each clipped to the sharpest
+   edge of the surroundings, so it meets them without a step and a staircase or tone step
+   inside it becomes a ramp while texture stays.
 3. where: what is synthesized is decided at the photo's own size (`free`), not by an upsampled
    coarse mask, so no pixel outside it changes and its outline is the mask's own.
 """
@@ -150,18 +150,6 @@ def ring(free: torch.Tensor, width: int = 1) -> torch.Tensor:
     """(1, 1, H, W) float: pixels outside `free` within `width` px of it."""
     grown = F.max_pool2d(free, 2 * width + 1, stride=1, padding=width)
     return grown * (1 - free)
-
-
-def fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
-    """fill and around (N, 3, H, W) pixels; free (1, 1, H, W) in {0, 1}: the result is `around`
-    outside `free` and, inside it, `fill` plus the membrane that takes the difference between
-    `around` and `fill` on the ring around `free` smoothly to the fill's inside, so the two meet
-    without a step (gradient-domain compositing)."""
-    if float(free.sum()) == 0:
-        return around
-    edge = ring(free)
-    membrane = harmonic_fill((around - fill) * edge, edge)
-    return torch.where(free > 0.5, (fill + membrane).clamp(0, 1), around)
 
 
 def displacement(field: torch.Tensor, level_size: tuple[int, int], patch: int) -> torch.Tensor:

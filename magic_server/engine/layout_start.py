@@ -28,7 +28,7 @@ RESHAPED = 0.6
 WHOLE_FIT = 0.9
 
 
-def _shrink(mask: np.ndarray, factor: int) -> np.ndarray:
+def block_share(mask: np.ndarray, factor: int) -> np.ndarray:
     """Share of each factor x factor block that is inside the mask."""
     if factor == 1:
         return mask.astype(np.float32)
@@ -96,10 +96,10 @@ def layout_composite(image: np.ndarray, source: np.ndarray, target: np.ndarray
         k = int(target[region][0])
         if region.sum() < MIN_REGION_PX:
             continue
-        small = _shrink(region, factor) > 0.5
+        small = block_share(region, factor) > 0.5
         if not small.any():
             continue
-        dy, dx = _best_offset(small, _shrink(source == k, factor))
+        dy, dx = _best_offset(small, block_share(source == k, factor))
         dy, dx = dy * factor, dx * factor
         ys, xs = np.nonzero(region)
         sy, sx = ys + dy, xs + dx

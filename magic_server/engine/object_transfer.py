@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from magic_server.engine.layout_start import block_share
 from magic_server.label_regions import connected_regions
 
 SEARCH_SIDE = 384  # components are found on a copy whose longer side is at most this
@@ -38,16 +39,6 @@ class Transform:
     def source_of(self, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return ((ys - self.to[0]) / self.scale[0] + self.frm[0],
                 (xs - self.to[1]) / self.scale[1] + self.frm[1])
-
-
-def _shrink(mask: np.ndarray, factor: int) -> np.ndarray:
-    if factor == 1:
-        return mask
-    h, w = mask.shape
-    hh, ww = -(-h // factor) * factor, -(-w // factor) * factor
-    padded = np.zeros((hh, ww), bool)
-    padded[:h, :w] = mask
-    return padded.reshape(hh // factor, factor, ww // factor, factor).mean(axis=(1, 3)) > 0.5
 
 
 def _parts(mask: np.ndarray) -> list[np.ndarray]:
@@ -136,7 +127,8 @@ def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mod
         return None
     h, w = source.shape
     factor = max(1, -(-max(h, w) // SEARCH_SIDE))
-    small_source, small_guide = _shrink(source, factor), _shrink(guide, factor)
+    small_source = block_share(source, factor) > 0.5
+    small_guide = block_share(guide, factor) > 0.5
     source_parts, guide_parts = _parts(small_source), _parts(small_guide)
     if not source_parts or not guide_parts:
         return None
