@@ -486,7 +486,7 @@ def cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
     checks.append(server_check)
     machine = server_env.detect_machine(ctx.system, ctx.arch, ctx.runner, ctx.which)
     checks.append(dr.check_device(info, python, machine, ctx.runner))
-    checks.append(dr.check_weights(ctx.cache_dir))
+    checks.append(dr.check_weights(ctx.cache_dir, python, ctx.runner))
     for c in checks:
         for line in c.lines():
             ctx.say(line)

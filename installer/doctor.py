@@ -187,8 +187,26 @@ def _device_verdict(detail: str, on_cpu: bool, machine: server_env.Machine) -> C
                  "a CUDA, ROCm or Apple GPU makes it seconds")
 
 
-def check_weights(cache_dir: Path) -> Check:
+def stand_in_installed(python: str | None, runner) -> bool:
+    """Whether the server's Python has the stand-in classifier's package (found, not
+    imported: the check must not load torch)."""
+    from magic_server.server_weights import STAND_IN_PACKAGE
+
+    if python is None or runner is None:
+        return False
+    probe = ("import importlib.util, sys; "
+             f"sys.exit(0 if importlib.util.find_spec({STAND_IN_PACKAGE!r}) else 3)")
+    try:
+        return runner([python, "-c", probe], timeout=60).returncode == 0
+    except OSError:
+        return False
+
+
+def check_weights(cache_dir: Path, python: str | None = None, runner=None) -> Check:
+    """The robust weights; without them, whether the server can start on the stand-in
+    classifier (a warning: edits run, with a network that is not robust)."""
     from magic_server import weights_store as ws
+    from magic_server.server_weights import STAND_IN
 
     path = ws.installed_weights_path(cache_dir)
     if path is not None:
@@ -203,5 +221,9 @@ def check_weights(cache_dir: Path) -> Check:
     detail = f"no verified weights in {cache_dir}"
     if parts:
         detail += f" (a partial download of {parts[0].stat().st_size / 1e6:.0f} MB is waiting)"
-    return Check("weights", "fail", detail, "run `magic-installer weights` (it resumes), or "
-                 "`magic-installer weights --file resnet50_l2_eps0.05.ckpt` offline")
+    fix = ("run `magic-installer weights` (it resumes), or "
+           "`magic-installer weights --file resnet50_l2_eps0.05.ckpt` offline")
+    if stand_in_installed(python, runner):
+        return Check("weights", "warn", f"{detail}; the server runs on the stand-in {STAND_IN} "
+                     "(ImageNet, not robust)", f"for the robust ResNet-50: {fix}")
+    return Check("weights", "fail", detail, fix)

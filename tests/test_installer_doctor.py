@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 from types import SimpleNamespace
 
@@ -117,8 +118,18 @@ def test_server_python_gone(installed):
     assert code == 1 and "/nonexistent/python does not exist" in fail_line(text, "server env")
 
 
+class NoStandIn(Runner):
+    """The server's Python without the stand-in classifier's package."""
+
+    def __call__(self, argv, **kw):
+        if any("find_spec" in str(a) for a in argv):
+            return subprocess.CompletedProcess(argv, 3, "", "")
+        return super().__call__(argv, **kw)
+
+
 def test_weights_missing_then_damaged(installed):
     ctx, out, _ = installed
+    ctx.runner = NoStandIn()
     cache = ctx.cache_dir
     target = cache / ws.WEIGHTS_FILE
     data = bytearray(target.read_bytes())
@@ -133,6 +144,23 @@ def test_weights_missing_then_damaged(installed):
     code, text = doctor(ctx, out)
     block = fail_line(text, "weights")
     assert "partial download of 3 MB" in block and "magic-installer weights" in block
+
+
+def test_missing_robust_weights_with_the_stand_in_is_a_warning_not_a_failure(installed):
+    # the server starts on efficientnet-lite0 (its package is in the server's Python here):
+    # edits work, so the doctor warns and says how to get the robust network
+    ctx, out, _ = installed
+    (ctx.cache_dir / ws.WEIGHTS_FILE).unlink()
+    code, text = doctor(ctx, out)
+    assert code == 0, text
+    line = next(x for x in text.splitlines() if x.startswith("[warn] weights"))
+    assert "stand-in efficientnet-lite0 (ImageNet, not robust)" in line
+    assert "magic-installer weights" in text.split(line, 1)[1].splitlines()[1]
+    ctx.runner = NoStandIn()  # without the package the server refuses to start: a failure
+    out.seek(0)
+    out.truncate(0)
+    code, text = doctor(ctx, out)
+    assert code == 1 and "no verified weights" in fail_line(text, "weights")
 
 
 def test_gpu_present_but_cpu_torch(installed):
