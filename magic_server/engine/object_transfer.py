@@ -26,6 +26,7 @@ SEARCH_SIDE = 384  # components are found on a copy whose longer side is at most
 MIN_PART_PX = 16  # parts smaller than this (on that copy) are specks, not object parts
 MIN_IOU = 0.6  # a transform that overlaps its guide part less than this explains nothing
 REFINE_STEPS = (8, 4, 2, 1)  # the overlap search's strides, in pixels of the small copy
+SAME_SIZE = 0.02  # guide and source parts whose areas differ less than this: same size
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,20 @@ def _pairs(source_parts: list[np.ndarray], guide_parts: list[np.ndarray]
     return pairs
 
 
+def _full_size(part: np.ndarray, factor: int, shape: tuple[int, int], grow: bool = True
+               ) -> np.ndarray:
+    """The part of the small copy (blocks of `factor` px) at full size (bool HxW), grown by
+    one block unless `grow` is False."""
+    if grow and factor > 1:
+        grown = part.copy()
+        grown[1:] |= part[:-1]
+        grown[:-1] |= part[1:]
+        grown[:, 1:] |= grown[:, :-1].copy()
+        grown[:, :-1] |= grown[:, 1:].copy()
+        part = grown
+    return np.repeat(np.repeat(part, factor, 0), factor, 1)[: shape[0], : shape[1]]
+
+
 def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mode: str
                    ) -> np.ndarray | None:
     """The photo with the object's own pixels warped onto each part of the guide (uint8
@@ -141,17 +156,28 @@ def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mod
         t, score = _fit(s_part, g_part, reshape=mode == "reshape")
         if score < MIN_IOU:
             continue
-        # at full size: the pixels of the guide part whose source lies in the object
-        top = np.repeat(np.repeat(g_part, factor, 0), factor, 1)[:h, :w] & guide
+        # at full size: the pixels of the guide part whose source lies in the object (the
+        # part's blocks grown by one block: the small copy's outline is a staircase, the
+        # guide's own is not)
+        others = np.zeros_like(g_part)
+        for other in guide_parts:
+            if other is not g_part:
+                others |= other
+        top = (_full_size(g_part, factor, (h, w)) & guide
+               & ~_full_size(others, factor, (h, w), grow=False))
         ys, xs = np.nonzero(top)
         # the centres measured at full size, moved by what the overlap search found
-        full_source = np.repeat(np.repeat(s_part, factor, 0), factor, 1)[:h, :w] & source
+        full_source = _full_size(s_part, factor, (h, w)) & source
         cs, _ = _extent(full_source)
         cg, _ = _extent(top)
         c0, _ = _extent(g_part)
         frm = (float(cs[0]), float(cs[1]))
         to = (float(cg[0] + (t.to[0] - c0[0]) * factor), float(cg[1] + (t.to[1] - c0[1]) * factor))
-        sy, sx = Transform(frm, to, t.scale).source_of(ys.astype(np.float64),
+        scale = t.scale
+        if mode != "reshape":  # the size from the full-size areas; a move keeps it exactly
+            k = float(np.sqrt(top.sum() / max(1, full_source.sum())))
+            scale = (1.0, 1.0) if abs(k - 1) < SAME_SIZE else (k, k)
+        sy, sx = Transform(frm, to, scale).source_of(ys.astype(np.float64),
                                                        xs.astype(np.float64))
         iy, ix = np.rint(sy).astype(int), np.rint(sx).astype(int)
         ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
