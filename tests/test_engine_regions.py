@@ -11,6 +11,7 @@ from magic_server.engine.regions import (
     Box,
     composite,
     dilate,
+    dilate_round,
     feathered_alpha,
     region_of_interest,
 )
@@ -31,6 +32,25 @@ def test_dilate_matches_a_naive_square_dilation(seed):
     mask = rng.random((23, 31)) > 0.97
     for r in (0, 1, 3):
         assert np.array_equal(dilate(mask, r), naive_dilate(mask, r))
+
+
+@pytest.mark.parametrize("radius", [1, 4, 15, 40])
+def test_round_dilation_reaches_its_radius_and_not_a_squares_corners(radius):
+    # a removal's region grows this way: what lies further from the artist's selection must
+    # stay (a square's corners reached 1.41 times as far)
+    mask = np.zeros((121, 131), bool)
+    mask[60, 30] = True
+    mask[40:50, 70:90] = True
+    grown = dilate_round(mask, radius)
+    ys, xs = np.nonzero(mask)
+    gy, gx = np.nonzero(grown)
+    dist = np.sqrt(((gy[:, None] - ys[None]) ** 2 + (gx[:, None] - xs[None]) ** 2).min(1))
+    assert dist.max() <= 1.085 * radius
+    assert grown[mask.nonzero()[0][0], :].sum() >= 2 * radius + 1  # the whole radius on axes
+    assert grown[mask].all()
+    disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+    single = dilate_round(np.pad(np.ones((1, 1), bool), radius), radius)
+    assert single.sum() >= (0.85 if radius >= 4 else 0.5) * disk.sum()
 
 
 def test_region_of_interest_adds_context_and_stays_inside_the_image():

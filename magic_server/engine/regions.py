@@ -3,6 +3,7 @@ composited back so that every pixel outside the edit stays bit-identical to the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,29 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(region.crop(mask), dtype=np.float32))[None, None]
     grown = _max_filter(t, radius)[0, 0].numpy() > 0.5
     out[region.top : region.bottom, region.left : region.right] = grown
+    return out
+
+
+def dilate_round(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation with an octagon close to the disk of `radius`: `radius` px along the
+    axes and the diagonals, at most 8 % more in between (a square's corners reach 41 %
+    more): a square of 0.414 radius, then a diamond of the rest."""
+    if radius <= 0 or bounding_box(mask) is None:
+        return mask.copy()
+    square = math.floor(0.414 * radius)
+    diamond = radius - square
+    h, w = mask.shape
+    box = bounding_box(mask)
+    region = Box(max(0, box.top - radius), max(0, box.left - radius),
+                 min(h, box.bottom + radius), min(w, box.right + radius))
+    t = torch.from_numpy(np.ascontiguousarray(region.crop(mask), dtype=np.float32))[None, None]
+    if square > 0:
+        t = _max_filter(t, square)
+    for _ in range(diamond):  # the diamond: one 4-neighbour step at a time
+        t = torch.maximum(F.max_pool2d(t, (1, 3), stride=1, padding=(0, 1)),
+                          F.max_pool2d(t, (3, 1), stride=1, padding=(1, 0)))
+    out = mask.copy()
+    out[region.top : region.bottom, region.left : region.right] = t[0, 0].numpy() > 0.5
     return out
 
 

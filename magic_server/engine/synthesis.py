@@ -50,6 +50,7 @@ from magic_server.engine.regions import (
     bounding_box,
     composite,
     dilate,
+    dilate_round,
     feathered_alpha,
     nearest_side_fill,
     region_of_interest,
@@ -200,18 +201,19 @@ def edit_region(source: np.ndarray, guide: np.ndarray,
                                "(paint where the object should be)")
     if mode == "remove":
         hole = bounding_box(differ)
-        return dilate(differ, max(1, int(0.015 * max(hole.height, hole.width))))
+        return dilate_round(differ, max(1, int(0.015 * max(hole.height, hole.width))))
     sides = [max(b.height, b.width) for b in map(bounding_box, (source, guide)) if b is not None]
     return grow_edit(differ, max(sides) if sides else None)
 
 
 def grow_edit(differ: np.ndarray, extent: int | None = None) -> np.ndarray:
     """The pixels that change, dilated by 5% of `extent` (default: their own extent), at most
-    2% of the image's longer side, for the rim and the shadow."""
+    2% of the image's longer side, for the rim and the shadow (round: no corner of a square
+    reaches further)."""
     box = bounding_box(differ)
     extent = extent or max(box.height, box.width)
     radius = min(round(0.05 * extent), round(0.02 * max(differ.shape)))
-    return dilate(differ, max(3, radius))
+    return dilate_round(differ, max(3, radius))
 
 
 @dataclass
@@ -738,8 +740,9 @@ class Engine:
         if mode != "remove" and crops[2].any():  # the new object and its outline
             outline = dilate(crops[2], 2)
         synth = self.norm.pixels(self._compose(z, level))
+        tight = 0.0 if exact is None else finish.selection_tightness(photo, crops[1])
         return finish.finish_region(synth, photo, around, free, field=field, patch=PATCH,
-                                    exact=exact, outline=outline)
+                                    exact=exact, outline=outline, tight=tight)
 
     # -- the optimisation loop --------------------------------------------------------------
 
