@@ -10,7 +10,7 @@ from scenes import disk
 from magic_server.engine import finish
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.object_transfer import transfer_start
-from magic_server.engine.regions import dilate
+from magic_server.engine.regions import dilate, erode
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine
 
@@ -95,6 +95,25 @@ def test_a_masks_only_translation_is_recovered_as_a_translation():
     assert transfer_start(img, source, source, "move") is None  # nothing moves
 
 
+def test_a_masks_only_move_of_a_large_photo_pastes_the_guide_to_its_own_outline():
+    # the parts are matched on a small copy (blocks of several pixels); the paste must
+    # still follow the guide's outline pixel for pixel, not the blocks' staircase
+    size = 1000
+    rng = np.random.default_rng(2)
+    img = (np.full((size, size, 3), (60, 130, 70)) + rng.integers(0, 20, (size, size, 3))
+           ).astype(np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    source = (yy - 300) * 0.35 + (xx - 300) * 0.1 < 0  # a slanted edge ...
+    source &= ((yy - 250) / 120) ** 2 + ((xx - 300) / 200) ** 2 < 1  # ... of an ellipse
+    img[source] = rng.integers(120, 255, (int(source.sum()), 3))
+    guide = np.roll(np.roll(source, 333, 0), 151, 1)
+    start = transfer_start(img, source, guide, "move")
+    assert start is not None
+    moved = np.roll(np.roll(img, 333, 0), 151, 1)
+    assert np.array_equal(start[guide], moved[guide])
+    assert np.array_equal(start[~guide], img[~guide])
+
+
 def test_a_masks_only_reshape_scales_the_object():
     img, source, _ = textured_object_scene()
     yy, xx = np.mgrid[:96, :96]
@@ -142,9 +161,68 @@ def test_in_smooth_surroundings_a_blocky_fill_takes_their_smooth_shape():
     # textured surroundings: the synthesis' own fill is kept
     gen = torch.Generator().manual_seed(0)
     grass = photo + 0.2 * torch.rand(1, 3, 120, 160, generator=gen)
-    assert finish.roughness(grass, finish.ring(free, 6)) > finish.TEXTURED_ABOVE
-    kept = finish.smooth_where_smooth(blocks, grass, grass, free, None, 6, 1.0)
+    assert float(finish.smooth_share(grass, finish.ring(free, 6), 24).max()) == 0
+    kept = finish.smooth_where_smooth(blocks, grass, grass, free, None, 6)
     assert torch.equal(kept, blocks)
+
+
+def test_a_pasted_objects_carried_background_is_fused_inside_it_not_round_it():
+    # an artist's paste carries a rim of its old background, of another tone than the new
+    # place's; the band round the object must stay the new background (no halo, no bright
+    # or dark line where the paste ends) and the object's core its own pixels
+    photo_t = smooth_photo()
+    photo = (photo_t[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    guide = disk(120, 160, 60, 90, 22)
+    core = disk(120, 160, 60, 90, 15)
+    pasted = photo.copy()
+    pasted[guide] = np.clip(photo[guide].astype(int) + 40, 0, 255)  # the old background
+    pasted[core] = (150, 20, 20)  # the object
+    free = dilate(guide, 10) & ~core
+    # the last level: a coarse, blocky rendering of the object at half size
+    level = torch.nn.functional.interpolate(
+        torch.from_numpy(pasted).permute(2, 0, 1)[None].float() / 255, size=(60, 80),
+        mode="area")
+    (out,) = finish.finish_region(level, photo, pasted, free, field=None, patch=7,
+                                  exact=guide, outline=dilate(guide, 2))
+    band = dilate(guide, 10) & ~dilate(guide, 1)
+    error = np.abs(out.astype(int) - photo.astype(int))
+    assert error[band].mean() < 3 and error[band].max() <= 12
+    assert np.array_equal(out[core], pasted[core])
+    assert np.array_equal(out[~free], pasted[~free])
+    # the carried rim's step is spread inside the paste: no jump at its edge larger than
+    # the object's own edge
+    rim = dilate(guide, 1) & ~erode(guide, 1)
+    jumps = np.abs(np.diff(out.astype(int), axis=1))[rim[:, 1:] & rim[:, :-1]]
+    assert jumps.max() <= 12
+
+
+def test_a_selection_on_the_objects_edge_is_told_from_a_loose_lasso():
+    photo_t = smooth_photo()
+    photo = (photo_t[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    obj = disk(120, 160, 60, 80, 20)
+    photo[obj] = (150, 20, 20)
+    assert finish.selection_tightness(photo, obj) == 1.0  # drawn on the object's edge
+    assert finish.selection_tightness(photo, dilate(obj, 8)) == 0.0  # round it, in the shading
+
+
+def test_a_tight_paste_keeps_its_own_edge_against_the_new_background():
+    # the same paste as above, its selection drawn on the object's edge: the edge is the
+    # object's, so nothing of its step is spread inside it
+    photo_t = smooth_photo()
+    photo = (photo_t[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    guide = disk(120, 160, 60, 90, 22)
+    core = disk(120, 160, 60, 90, 15)
+    pasted = photo.copy()
+    pasted[guide] = (150, 20, 20)
+    free = dilate(guide, 10) & ~core
+    level = torch.nn.functional.interpolate(
+        torch.from_numpy(pasted).permute(2, 0, 1)[None].float() / 255, size=(60, 80),
+        mode="area")
+    (out,) = finish.finish_region(level, photo, pasted, free, field=None, patch=7,
+                                  exact=guide, outline=dilate(guide, 2), tight=1.0)
+    assert np.array_equal(out[guide], pasted[guide])
+    band = dilate(guide, 10) & ~dilate(guide, 1)
+    assert np.abs(out.astype(int) - photo.astype(int))[band].mean() < 3
 
 
 def test_a_removal_changes_nothing_beyond_the_selection_grown_by_two_percent():

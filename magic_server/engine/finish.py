@@ -16,6 +16,15 @@ tone stepping where it meets the photo, and texture blurred to a smear. Here ins
    inside it becomes a ramp while texture stays.
 3. where: what is synthesized is decided at the photo's own size (`free`), not by an upsampled
    coarse mask, so no pixel outside it changes and its outline is the mask's own.
+4. smooth surroundings (bokeh, sky; judged locally): the fill there is the background
+   continued smoothly from what stays round it (harmonic interpolation, the new object's
+   pixels no boundary value) plus a grain like the photo's, not the level's copied blocks.
+5. the artist's paste (a moved layer, or the object a masks-only move carried over): first
+   the background is finished alone, continued under the object; then the paste is cloned
+   into it (Poisson cloning: its own differences kept, its tone step to the new background
+   spread inside it), so the band round the object is the new background's and nothing of
+   the paste's old background leaks out as a halo. Where the artist's selection was drawn on
+   the object's own edge (selection_tightness), that edge is the object's and is kept.
 """
 
 from __future__ import annotations
@@ -98,39 +107,38 @@ def edge_limit(image: torch.Tensor, where: torch.Tensor, quantile: float = 0.99)
 
 
 def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
-                 limit: torch.Tensor, steps: int = JACOBI_STEPS, margin: int = 0,
-                 exact: torch.Tensor | None = None) -> torch.Tensor:
+                 limit: torch.Tensor, steps: int = JACOBI_STEPS, margin: int = 0
+                 ) -> torch.Tensor:
     """Gradient-domain compositing with the fill's gradients limited: the image that equals
     `around` outside `free` and whose differences between neighbouring pixels inside `free`
     are the fill's, each clipped to `limit` ((1, C, 1, 1) or (1, C, H, W); a tone step or
     a staircase sharper than any edge of the surroundings becomes a ramp, texture within
     that range is kept). The fill's differences within `margin` px of the edge of `free` are
-    not kept either (an upsampled fill blends what stays into its rim), except where the fill
-    is `exact` ((1, 1, H, W), e.g. the artist's pasted object at its own size): there the
-    result is the smooth membrane between what stays and the fill. Solved coarse to fine: each level's solution, upsampled, starts the
-    Jacobi sweeps of the next finer one (at half size a step of the same height spans half
-    the pixels, so the limit doubles)."""
+    not kept either (an upsampled fill blends what stays into its rim). Solved coarse to
+    fine: each level's solution, upsampled, starts the Jacobi sweeps of the next finer one
+    (at half size a step of the same height spans half the pixels, so the limit doubles)."""
     h, w = fill.shape[-2:]
     if max(h, w) > COARSEST and not bool((free > 0.5).all()):
         small = poisson_fuse(F.avg_pool2d(fill, 2, ceil_mode=True),
                              F.avg_pool2d(around, 2, ceil_mode=True),
                              F.max_pool2d(free, 2, ceil_mode=True),
-                             _halve(limit) * 2, steps, (margin + 1) // 2,
-                             None if exact is None else F.max_pool2d(exact, 2, ceil_mode=True))
+                             _halve(limit) * 2, steps, (margin + 1) // 2)
         u = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
     else:
         u = fill
     inside = free > 0.5
     u = torch.where(inside, u, around)
     fills = _neighbour_sum(fill)
-    limits = [limit] * 4 if limit.shape[-1] == 1 else _neighbour_sum(limit)
+    # one limit per pair of neighbours, the same seen from either side (the smaller of the
+    # two pixels'): limits that differ between a pixel and its neighbour would ask for
+    # differences that add up to no image and leave a bright or dark line where they meet
+    limits = ([limit] * 4 if limit.shape[-1] == 1
+              else [torch.minimum(limit, n) for n in _neighbour_sum(limit)])
     # the wanted difference between a pixel and each neighbour: the fill's, clipped, and none
     # across the edge of `free` (the fill's jump to what stays is what the membrane removes)
     kept = inside.float()
     if margin > 0:
         kept = 1 - F.max_pool2d(1 - kept, 2 * margin + 1, stride=1, padding=margin)
-        if exact is not None:
-            kept = torch.maximum(kept, exact * inside.float())
     frees = [n * kept for n in _neighbour_sum(kept)]
     wanted = [torch.minimum(torch.maximum(fill - f, -lim), lim) * n
               for f, lim, n in zip(fills, limits, frees)]
@@ -251,36 +259,96 @@ SMOOTH_BELOW = 1.5 / 255  # surroundings this smooth (bokeh, sky) get a smooth f
 TEXTURED_ABOVE = 3.0 / 255  # ... and these textured ones the synthesis' own (between: a mix)
 
 
-def roughness(photo: torch.Tensor, where: torch.Tensor) -> float:
-    """Mean absolute fine detail (the photo minus its 2 px blur, in [0, 1] units) of the
-    photo (1, 3, H, W) on the pixels `where` (1, 1, H, W) is 1: bokeh and clear sky at full
-    size score below 1/255, skin and smooth walls 1-2/255, grass and fur 4/255 and more."""
-    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
-    return float((detail * where).sum() / where.sum().clamp(min=1))
+def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float) -> torch.Tensor:
+    """(1, 1, H, W) in [0, 1]: how smooth the photo (1, 3, H, W) is near each pixel, from its
+    fine detail on the pixels `where` (1, 1, H, W) is 1 within about `reach` px: 1 below
+    SMOOTH_BELOW (bokeh, sky), 0 above TEXTURED_ABOVE, a ramp between. Local, so a fill
+    between bokeh and a textured object is smooth where the bokeh is and the synthesis' own
+    next to the texture. Pixels with none of `where` near take the mean over all of it."""
+    h, w = photo.shape[-2:]
+    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True) * where
+    factor = max(1, int(reach // 8))
+    small_detail = F.avg_pool2d(detail, factor, ceil_mode=True)
+    small_where = F.avg_pool2d(where.float(), factor, ceil_mode=True)
+    sigma = reach / factor
+    near_detail = gaussian_blur(small_detail, sigma)
+    near_where = gaussian_blur(small_where, sigma)
+    overall = float(detail.sum() / where.sum().clamp(min=1))
+    local = torch.where(near_where > 1e-3, near_detail / near_where.clamp(min=1e-3),
+                        torch.full_like(near_detail, overall))
+    share = ((TEXTURED_ABOVE - local) / (TEXTURED_ABOVE - SMOOTH_BELOW)).clamp(0, 1)
+    return F.interpolate(share, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def smooth_where_smooth(fill: torch.Tensor, photo: torch.Tensor, around: torch.Tensor,
-                        free: torch.Tensor, keep: torch.Tensor | None, ring_width: int,
-                        scale: float) -> torch.Tensor:
-    """In smooth surroundings, the background part of the fill takes its coarse shape from
-    them: their smooth (harmonic) interpolation across the fill, plus the fill's own detail
-    finer than the last level could set. Patch synthesis fills bokeh with blocks copied from
-    elsewhere, each of another tone, whose edges show at 100 %; what the surroundings
-    continue into the hole is what an artist's healing brush gives there. In textured
-    surroundings (above TEXTURED_ABOVE) the fill is the synthesis' own. `keep` (1, 1, H, W):
-    pixels never changed here (the new object)."""
-    rough = roughness(photo, ring(free, ring_width))
-    share = min(1.0, max(0.0, (TEXTURED_ABOVE - rough) / (TEXTURED_ABOVE - SMOOTH_BELOW)))
-    if share == 0:
+def grain_like(photo: torch.Tensor, where: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Noise of `shape` with the spread, per channel, of the photo's finest detail (the photo
+    minus its 1 px blur) on the pixels `where` is 1; seeded, so an edit repeats exactly."""
+    fine = photo - gaussian_blur(photo, 1.0)
+    count = where.sum().clamp(min=1)
+    mean = (fine * where).sum((2, 3), keepdim=True) / count
+    spread = (((fine - mean) ** 2 * where).sum((2, 3), keepdim=True) / count).sqrt()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    noise = torch.randn(tuple(shape), generator=gen).to(photo.device)
+    return noise * spread
+
+
+def smooth_where_smooth(fill: torch.Tensor, photo: torch.Tensor, structure: torch.Tensor,
+                        free: torch.Tensor, keep: torch.Tensor | None, ring_width: int
+                        ) -> torch.Tensor:
+    """In smooth surroundings, the background part of the fill is `structure`, their smooth
+    (harmonic) interpolation across the fill, plus a grain like theirs. Patch synthesis fills
+    bokeh with blocks copied from elsewhere, each of another tone, whose edges show at
+    100 %; what the surroundings continue into the hole is what an artist's healing brush
+    gives there. Next to textured surroundings (above TEXTURED_ABOVE, judged locally:
+    smooth_share) the fill is the synthesis' own. `keep` (1, 1, H, W): pixels never changed
+    here (the new object), left out of the judging too."""
+    where = ring(free, ring_width)
+    if keep is not None:
+        where = where * (1 - keep)
+    share = smooth_share(photo, where, 4.0 * ring_width)
+    if float(share.max()) == 0:
         return fill
-    structure = harmonic_fill(around.expand_as(fill), 1 - free)
-    sigma = max(2.0, 1.5 * scale)
-    smooth = structure + fill - gaussian_blur(fill, sigma)
+    # the surroundings are smooth: only a grain like theirs (the photo's own detail voted in
+    # can land on the object's old pixels and draw ghosts of its lines into the bokeh: even
+    # clipped to 1.5 levels a dandelion's hairs still showed), as noise of their grain's
+    # spread there, the same for every run
+    smooth = structure + grain_like(photo, where * share, fill.shape)
     weight = share * free
-    if keep is not None:  # next to the new object its own rim leads, fading out over the ring
-        near = gaussian_blur(keep, float(ring_width))
-        weight = weight * (1 - keep) * (1 - 4 * near).clamp(0, 1)
+    if keep is not None:
+        weight = weight * (1 - keep)
     return fill + weight * (smooth - fill)
+
+
+def selection_tightness(photo: np.ndarray, mask: np.ndarray) -> float:
+    """In [0, 1]: whether the outline of `mask` (H, W bool) lies on an edge of the photo
+    (HxWx3 uint8), as an artist's selection drawn on the object's edge does (1), or in the
+    background round it (0, a loose lasso: what it carries of the background is not the
+    object's). The median step across the outline over the median step between neighbours
+    just outside it: 2 or less is background, 6 or more an edge."""
+    img = photo.astype(np.int16)
+    m = mask.astype(bool)
+    steps, ring = [], []
+    for axis in (0, 1):
+        a = np.swapaxes(img, 0, axis)
+        k = np.swapaxes(m, 0, axis)
+        diff = np.abs(a[1:] - a[:-1]).max(-1)
+        across = k[1:] != k[:-1]
+        outside = ~k[1:] & ~k[:-1]
+        near = np.zeros_like(outside)
+        near[:-1] |= across[1:]
+        near[1:] |= across[:-1]
+        for _ in range(3):  # a few pixels out
+            grown = near.copy()
+            grown[:-1] |= near[1:]
+            grown[1:] |= near[:-1]
+            near = grown
+        steps.append(diff[across])
+        ring.append(diff[near & outside])
+    steps, ring = np.concatenate(steps), np.concatenate(ring)
+    if steps.size == 0 or ring.size == 0:
+        return 0.0
+    ratio = float(np.median(steps)) / max(1.0, float(np.median(ring)))
+    return min(1.0, max(0.0, (ratio - 2) / 4))
 
 
 def _tensor(mask: np.ndarray, device) -> torch.Tensor:
@@ -289,14 +357,16 @@ def _tensor(mask: np.ndarray, device) -> torch.Tensor:
 
 def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, free: np.ndarray,
                   *, field: torch.Tensor | None, patch: int, exact: np.ndarray | None = None,
-                  outline: np.ndarray | None = None) -> list[np.ndarray]:
+                  outline: np.ndarray | None = None, tight: float = 0.0) -> list[np.ndarray]:
     """The edit's region (H, W) at the photo's own size, one uint8 HxWx3 image per sample.
 
     synth (N, 3, h, w): the last level's pixels; photo: the region of the photo; around: what
     stays (the photo, with the artist's held object pasted); free (bool): what is synthesized;
     exact: pixels whose fill is `around` itself (the pasted object, fused only at its rim);
     outline: pixels whose edges are the new object's own (never limited); field: the last
-    level's match field into the photo (None: the bank was not the photo alone)."""
+    level's match field into the photo (None: the bank was not the photo alone); tight: how
+    much the source mask's outline lies on the object's own edge (selection_tightness): that
+    share of the paste's step to the new background is kept, the rest spread inside it."""
     n = synth.shape[0]
     box = bounding_box(free)
     if box is None:
@@ -315,6 +385,7 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     free_w = _tensor(win.crop(free), device)
     fill = upsample_window(synth.float(), (h, w), win)
     level_size = tuple(synth.shape[-2:])
+    detail = None
     if field is not None:
         detail = full_size_detail(photo_t, field, level_size, patch, win)
         if detail is not None:
@@ -326,20 +397,42 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     if exact is not None:
         keep = _tensor(win.crop(exact), device) if keep is None else torch.maximum(
             keep, _tensor(win.crop(exact), device))
-    fill = smooth_where_smooth(fill, photo_w, around_w, free_w, keep, ring_width, scale)
-    exact_w = None
-    if exact is not None:
-        exact_w = _tensor(win.crop(exact), device)
-        fill = torch.where(exact_w > 0, around_w, fill)
+    # the background continued from the background alone, under the new object too: the
+    # object's pixels are no boundary values (they would smear its colour round it)
+    known = 1 - free_w if keep is None else (1 - free_w) * (1 - keep)
+    under = harmonic_fill(around_w, known)
+    # with a paste, what lies round it (the outline's band) is background like the rest
+    fill = smooth_where_smooth(fill, photo_w, under, free_w,
+                               keep if exact is None else _tensor(win.crop(exact), device),
+                               ring_width)
     limit = edge_limit(photo_w, ring(free_w, ring_width)).expand(1, 3, *free_w.shape[-2:])
-    if outline is not None:
-        limit = torch.where(_tensor(win.crop(outline), device) > 0, torch.ones_like(limit),
-                            limit)
     # an upsampled level blends what stays into the fill's rim, over about two of its
     # pixels: there the fill's own differences are not kept
     margin = math.ceil(2 * scale) + 1 if scale > 1.2 else 0
-    fused = poisson_fuse(fill.clamp(0, 1), around_w.expand_as(fill), free_w,
-                         limit.contiguous(), margin=margin, exact=exact_w)
+    if keep is not None:  # the new object's own edges are never limited
+        limit = torch.where(keep > 0, torch.ones_like(limit), limit)
+    if exact is None:
+        fused = poisson_fuse(fill.clamp(0, 1), around_w.expand_as(fill), free_w,
+                             limit.contiguous(), margin=margin)
+    else:
+        # first the background alone, over the object's place too (there the background
+        # continued under it: so the margin is kept from what stays only, and the texture
+        # runs up to the object); then the artist's paste cloned into it: its pixels'
+        # differences kept, its tone step to the new background spread inside it (Poisson
+        # cloning), so the band round the object is the background's and nothing of the
+        # paste leaks into it
+        exact_w = _tensor(win.crop(exact), device)
+        background = poisson_fuse(torch.where(exact_w > 0, under, fill).clamp(0, 1),
+                                  around_w.expand_as(fill), torch.maximum(free_w, exact_w),
+                                  limit.contiguous(), margin=margin)
+        cloned = poisson_fuse(torch.where(exact_w > 0, around_w, background),
+                              torch.where(free_w > 0, background, around_w),
+                              free_w * exact_w, torch.ones(1, 3, 1, 1, device=device))
+        # a selection drawn on the object's own edge: that edge is the object's and stays
+        # (the clone's correction is linear in the step it removes: keep `tight` of it)
+        paste = torch.where(free_w > 0, background, around_w)
+        paste = torch.where(exact_w > 0, around_w, paste)
+        fused = cloned + tight * (paste - cloned)
     pixels = (fused.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = []
     for k in range(n):
