@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality
 import run as bench
 
+FULLRES = ("seam", "edges", "changed_outside", "object_structure", "halo")  # --fullsize
 FIGURES = ("guide_iou", "changed_agreement", "psnr_outside", "coherence_ratio",
            "completeness_ratio", "noise_figure", "diversity", "object_left")
 
@@ -133,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--copies", type=int, default=4)
     ap.add_argument("--paper-iterations", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "classifier-terms")
+    ap.add_argument("--fullsize", action="store_true",
+                    help="the full-size scenes (benchmarks/run.py --fullsize), e.g. --edits "
+                         "garden:move,raindrops:remove")
+    ap.add_argument("--cache", type=Path, default=None, help="--fullsize: the photos' folder")
+    ap.add_argument("--deb", type=Path, default=None,
+                    help="--fullsize: a downloaded mate-backgrounds .deb")
+    ap.add_argument("--hummingbird", type=Path, default=None,
+                    help="--fullsize: a checkout of the MAGIC paper's repository")
     args = ap.parse_args(argv)
 
     from magic_server.classifier import load_classifier
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(model, "cpu", label)
     engine.warm_up()
     plan = bench.edit_plan(args.edits, None, None)
-    scenes = bench.load_scenes(list(plan))
+    scenes = (bench.load_fullsize(plan, args, log) if args.fullsize
+              else bench.load_scenes(list(plan)))
     args.out.mkdir(parents=True, exist_ok=True)
     records, papers = [], []
     configs = args.configs.split(",")
@@ -187,12 +197,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(records: list[dict], papers: list[dict]) -> str:
-    head = ["edit", "terms", *FIGURES, "s/it", "result s"]
+    full = any((r["quality"].get("fullres") or {}) for r in records)
+    head = ["edit", "terms", *FIGURES, *(FULLRES if full else ()), "s/it", "result s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         q = r["quality"]
         cells = [f"{r['scene']} {r['mode']}", r["config"]]
         cells += ["" if q.get(k) is None else f"{q[k]:.3f}" for k in FIGURES]
+        if full:
+            f = q.get("fullres") or {}
+            cells += ["" if not isinstance(f.get(k), float) else f"{f[k]:.3f}"
+                      for k in FULLRES]
         cells += [f"{r['seconds_per_iteration']:.3f}", f"{r['result_s']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if papers:

@@ -248,3 +248,22 @@ def test_the_worst_rim_crop_finds_a_step_where_the_changes_end():
                                rim_from=result)
     assert pic.width == 2 * 100 + report.GAP  # old place and the worst rim
     assert report.worst_rim_centre(photo, photo.copy(), source, guide) is None
+
+
+def test_the_classifier_terms_benchmark_measures_full_size_scenes(tmp_path, monkeypatch, capsys):
+    # issue 19's measurement on the full-size scenes: the same figures, and issue 17's beside
+    import classifier_terms
+
+    monkeypatch.setattr(run.fullsize_mod, "load_scenes", _synthetic_fullsize)
+    rc = classifier_terms.main(["--fullsize", "--edits", "synth:move", "--weights", "untrained",
+                                "--configs", "off", "--iterations", "2", "--resolution", "64",
+                                "--out", str(tmp_path)])
+    assert rc == 0
+    payload = json.loads((tmp_path / "results.json").read_text())
+    (rec,) = payload["records"]
+    assert rec["scene"] == "synth" and rec["config"] == "off"
+    assert rec["quality"]["fullres"]["object_structure"] is not None
+    table = capsys.readouterr().out
+    header = next(line for line in table.splitlines() if line.startswith("| edit | terms |"))
+    assert "| edges |" in header and "| object_structure |" in header
+    assert (tmp_path / "synth_move.jpg").is_file()
