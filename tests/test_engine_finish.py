@@ -166,39 +166,49 @@ def test_in_smooth_surroundings_a_blocky_fill_takes_their_smooth_shape():
     assert torch.equal(kept, blocks)
 
 
-def test_a_pasted_objects_carried_background_is_fused_inside_it_not_round_it():
-    # an artist's paste carries a rim of its old background, of another tone than the new
-    # place's; the band round the object must stay the new background (no halo, no bright
-    # or dark line where the paste ends) and the object's core its own pixels
-    photo_t = smooth_photo()
-    photo = (photo_t[0].permute(1, 2, 0) * 255).round().byte().numpy()
-    guide = disk(120, 160, 60, 90, 22)
-    core = disk(120, 160, 60, 90, 15)
-    pasted = photo.copy()
-    pasted[guide] = np.clip(photo[guide].astype(int) + 40, 0, 255)  # the old background
-    pasted[core] = (150, 20, 20)  # the object
-    free = dilate(guide, 10) & ~core
-    # the last level: a coarse, blocky rendering of the object at half size
+GUIDE = disk(120, 160, 60, 90, 22)  # where the paste lies ...
+CORE = disk(120, 160, 60, 90, 15)  # ... and the part of it the engine holds
+BAND = dilate(GUIDE, 10) & ~dilate(GUIDE, 1)  # the new background round it
+
+
+def finish_paste(photo: np.ndarray, pasted: np.ndarray, tight: float) -> np.ndarray:
+    """finish_region on a paste at GUIDE, its rim and the band round it free, from a last
+    level that renders the paste coarsely (blocky, at half size)."""
+    free = dilate(GUIDE, 10) & ~CORE
     level = torch.nn.functional.interpolate(
         torch.from_numpy(pasted).permute(2, 0, 1)[None].float() / 255, size=(60, 80),
         mode="area")
     (out,) = finish.finish_region(level, photo, pasted, free, field=None, patch=7,
-                                  exact=guide, outline=dilate(guide, 2))
-    band = dilate(guide, 10) & ~dilate(guide, 1)
-    error = np.abs(out.astype(int) - photo.astype(int))
-    assert error[band].mean() < 3 and error[band].max() <= 12
-    assert np.array_equal(out[core], pasted[core])
+                                  exact=GUIDE, outline=dilate(GUIDE, 2), tight=tight)
     assert np.array_equal(out[~free], pasted[~free])
+    return out
+
+
+def smooth_photo_uint8() -> np.ndarray:
+    return (smooth_photo()[0].permute(1, 2, 0) * 255).round().byte().numpy()
+
+
+def test_a_pasted_objects_carried_background_is_fused_inside_it_not_round_it():
+    # an artist's paste carries a rim of its old background, of another tone than the new
+    # place's; the band round the object must stay the new background (no halo, no bright
+    # or dark line where the paste ends) and the object's core its own pixels
+    photo = smooth_photo_uint8()
+    pasted = photo.copy()
+    pasted[GUIDE] = np.clip(photo[GUIDE].astype(int) + 40, 0, 255)  # the old background
+    pasted[CORE] = (150, 20, 20)  # the object
+    out = finish_paste(photo, pasted, tight=0.0)
+    error = np.abs(out.astype(int) - photo.astype(int))
+    assert error[BAND].mean() < 3 and error[BAND].max() <= 12
+    assert np.array_equal(out[CORE], pasted[CORE])
     # the carried rim's step is spread inside the paste: no jump at its edge larger than
     # the object's own edge
-    rim = dilate(guide, 1) & ~erode(guide, 1)
+    rim = dilate(GUIDE, 1) & ~erode(GUIDE, 1)
     jumps = np.abs(np.diff(out.astype(int), axis=1))[rim[:, 1:] & rim[:, :-1]]
     assert jumps.max() <= 12
 
 
 def test_a_selection_on_the_objects_edge_is_told_from_a_loose_lasso():
-    photo_t = smooth_photo()
-    photo = (photo_t[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    photo = smooth_photo_uint8()
     obj = disk(120, 160, 60, 80, 20)
     photo[obj] = (150, 20, 20)
     assert finish.selection_tightness(photo, obj) == 1.0  # drawn on the object's edge
@@ -206,23 +216,14 @@ def test_a_selection_on_the_objects_edge_is_told_from_a_loose_lasso():
 
 
 def test_a_tight_paste_keeps_its_own_edge_against_the_new_background():
-    # the same paste as above, its selection drawn on the object's edge: the edge is the
-    # object's, so nothing of its step is spread inside it
-    photo_t = smooth_photo()
-    photo = (photo_t[0].permute(1, 2, 0) * 255).round().byte().numpy()
-    guide = disk(120, 160, 60, 90, 22)
-    core = disk(120, 160, 60, 90, 15)
+    # the paste is the object alone, its selection drawn on the object's edge: the edge is
+    # the object's, so nothing of its step is spread inside it
+    photo = smooth_photo_uint8()
     pasted = photo.copy()
-    pasted[guide] = (150, 20, 20)
-    free = dilate(guide, 10) & ~core
-    level = torch.nn.functional.interpolate(
-        torch.from_numpy(pasted).permute(2, 0, 1)[None].float() / 255, size=(60, 80),
-        mode="area")
-    (out,) = finish.finish_region(level, photo, pasted, free, field=None, patch=7,
-                                  exact=guide, outline=dilate(guide, 2), tight=1.0)
-    assert np.array_equal(out[guide], pasted[guide])
-    band = dilate(guide, 10) & ~dilate(guide, 1)
-    assert np.abs(out.astype(int) - photo.astype(int))[band].mean() < 3
+    pasted[GUIDE] = (150, 20, 20)
+    out = finish_paste(photo, pasted, tight=1.0)
+    assert np.array_equal(out[GUIDE], pasted[GUIDE])
+    assert np.abs(out.astype(int) - photo.astype(int))[BAND].mean() < 3
 
 
 def test_a_removal_changes_nothing_beyond_the_selection_grown_by_two_percent():
