@@ -191,8 +191,8 @@ def edit_region(source: np.ndarray, guide: np.ndarray,
     """Pixels the edit may change: where the source and guide masks differ (and where the
     artist's composite differs from the photo), grown for the object's rim and shadow by 5% of
     the object's size (not of how far it moves), at most 2% of the photo's longer side; a
-    removal by 1.5% of the hole's size only (what the artist did not select stays). Parts of
-    the object that stay where they are stay the photo's own pixels."""
+    removal by 1.5% of the hole's size only, rounded down (what the artist did not select
+    stays). Parts of the object that stay where they are stay the photo's own pixels."""
     differ = source ^ guide
     if changed is not None:
         differ = differ | changed
@@ -201,7 +201,7 @@ def edit_region(source: np.ndarray, guide: np.ndarray,
                                "(paint where the object should be)")
     if mode == "remove":
         hole = bounding_box(differ)
-        return dilate_round(differ, max(1, int(0.015 * max(hole.height, hole.width))))
+        return dilate_round(differ, int(0.015 * max(hole.height, hole.width)))
     sides = [max(b.height, b.width) for b in map(bounding_box, (source, guide)) if b is not None]
     return grow_edit(differ, max(sides) if sides else None)
 
