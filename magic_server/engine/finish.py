@@ -16,7 +16,7 @@ tone stepping where it meets the photo, and texture blurred to a smear. Here ins
    inside it becomes a ramp while texture stays.
 3. where: what is synthesized is decided at the photo's own size (`free`), not by an upsampled
    coarse mask, so no pixel outside it changes and its outline is the mask's own.
-4. smooth surroundings (bokeh, sky): the fill there is the background
+4. smooth surroundings (bokeh, sky; judged locally): the fill there is the background
    continued smoothly from what stays round it (harmonic interpolation, the new object's
    pixels no boundary value) plus a grain like the photo's, not the level's copied blocks.
 5. the artist's paste (a moved layer, or the object a masks-only move carried over): first
@@ -259,16 +259,25 @@ SMOOTH_BELOW = 1.5 / 255  # surroundings this smooth (bokeh, sky) get a smooth f
 TEXTURED_ABOVE = 3.0 / 255  # ... and these textured ones the synthesis' own (between: a mix)
 
 
-def smooth_share(photo: torch.Tensor, where: torch.Tensor) -> float:
-    """In [0, 1]: how smooth the photo (1, 3, H, W) is on the pixels `where` (1, 1, H, W) is
-    1, from its mean fine detail (the photo minus its 2 px blur): 1 below SMOOTH_BELOW (bokeh
-    and clear sky at full size score under 1/255), 0 above TEXTURED_ABOVE (grass, fur, wood,
-    and the bundled 512 px photos: 4-8/255), a ramp between. Judged over the whole ring, not
-    near each pixel (tried: near the other dandelion seed the synthesis then drew sharp hairs
-    into the bokeh, edges 1.24 on that scene against 0.73)."""
-    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
-    rough = float((detail * where).sum() / where.sum().clamp(min=1))
-    return min(1.0, max(0.0, (TEXTURED_ABOVE - rough) / (TEXTURED_ABOVE - SMOOTH_BELOW)))
+def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float) -> torch.Tensor:
+    """(1, 1, H, W) in [0, 1]: how smooth the photo (1, 3, H, W) is near each pixel, from its
+    fine detail on the pixels `where` (1, 1, H, W) is 1 within about `reach` px: 1 below
+    SMOOTH_BELOW (bokeh, sky), 0 above TEXTURED_ABOVE, a ramp between. Local, so a fill
+    between bokeh and a textured object is smooth where the bokeh is and the synthesis' own
+    next to the texture. Pixels with none of `where` near take the mean over all of it."""
+    h, w = photo.shape[-2:]
+    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True) * where
+    factor = max(1, int(reach // 8))
+    small_detail = F.avg_pool2d(detail, factor, ceil_mode=True)
+    small_where = F.avg_pool2d(where.float(), factor, ceil_mode=True)
+    sigma = reach / factor
+    near_detail = gaussian_blur(small_detail, sigma)
+    near_where = gaussian_blur(small_where, sigma)
+    overall = float(detail.sum() / where.sum().clamp(min=1))
+    local = torch.where(near_where > 1e-3, near_detail / near_where.clamp(min=1e-3),
+                        torch.full_like(near_detail, overall))
+    share = ((TEXTURED_ABOVE - local) / (TEXTURED_ABOVE - SMOOTH_BELOW)).clamp(0, 1)
+    return F.interpolate(share, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def grain_like(photo: torch.Tensor, where: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -290,20 +299,20 @@ def smooth_where_smooth(fill: torch.Tensor, photo: torch.Tensor, structure: torc
     (harmonic) interpolation across the fill, plus a grain like theirs. Patch synthesis fills
     bokeh with blocks copied from elsewhere, each of another tone, whose edges show at
     100 %; what the surroundings continue into the hole is what an artist's healing brush
-    gives there. In textured surroundings (above TEXTURED_ABOVE: smooth_share) the fill is
-    the synthesis' own. `keep` (1, 1, H, W): pixels never changed
+    gives there. Next to textured surroundings (above TEXTURED_ABOVE, judged locally:
+    smooth_share) the fill is the synthesis' own. `keep` (1, 1, H, W): pixels never changed
     here (the new object), left out of the judging too."""
     where = ring(free, ring_width)
     if keep is not None:
         where = where * (1 - keep)
-    share = smooth_share(photo, where)
-    if share == 0:
+    share = smooth_share(photo, where, 4.0 * ring_width)
+    if float(share.max()) == 0:
         return fill
     # the surroundings are smooth: only a grain like theirs (the photo's own detail voted in
     # can land on the object's old pixels and draw ghosts of its lines into the bokeh: even
     # clipped to 1.5 levels a dandelion's hairs still showed), as noise of their grain's
     # spread there, the same for every run
-    smooth = structure + grain_like(photo, where, fill.shape)
+    smooth = structure + grain_like(photo, where * share, fill.shape)
     weight = share * free
     if keep is not None:
         weight = weight * (1 - keep)
