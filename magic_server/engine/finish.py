@@ -391,27 +391,24 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
         if detail is not None:
             fill = fill + detail
     scale = max(h, w) / max(level_size)
-    keep = None
-    if outline is not None:
-        keep = _tensor(win.crop(outline), device)
-    if exact is not None:
-        keep = _tensor(win.crop(exact), device) if keep is None else torch.maximum(
-            keep, _tensor(win.crop(exact), device))
+    exact_w = None if exact is None else _tensor(win.crop(exact), device)
+    keep = None if outline is None else _tensor(win.crop(outline), device)
+    if exact_w is not None:
+        keep = exact_w if keep is None else torch.maximum(keep, exact_w)
     # the background continued from the background alone, under the new object too: the
     # object's pixels are no boundary values (they would smear its colour round it)
     known = 1 - free_w if keep is None else (1 - free_w) * (1 - keep)
     under = harmonic_fill(around_w, known)
     # with a paste, what lies round it (the outline's band) is background like the rest
     fill = smooth_where_smooth(fill, photo_w, under, free_w,
-                               keep if exact is None else _tensor(win.crop(exact), device),
-                               ring_width)
+                               keep if exact_w is None else exact_w, ring_width)
     limit = edge_limit(photo_w, ring(free_w, ring_width)).expand(1, 3, *free_w.shape[-2:])
     # an upsampled level blends what stays into the fill's rim, over about two of its
     # pixels: there the fill's own differences are not kept
     margin = math.ceil(2 * scale) + 1 if scale > 1.2 else 0
     if keep is not None:  # the new object's own edges are never limited
         limit = torch.where(keep > 0, torch.ones_like(limit), limit)
-    if exact is None:
+    if exact_w is None:
         fused = poisson_fuse(fill.clamp(0, 1), around_w.expand_as(fill), free_w,
                              limit.contiguous(), margin=margin)
     else:
@@ -421,18 +418,16 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
         # differences kept, its tone step to the new background spread inside it (Poisson
         # cloning), so the band round the object is the background's and nothing of the
         # paste leaks into it
-        exact_w = _tensor(win.crop(exact), device)
         background = poisson_fuse(torch.where(exact_w > 0, under, fill).clamp(0, 1),
                                   around_w.expand_as(fill), torch.maximum(free_w, exact_w),
                                   limit.contiguous(), margin=margin)
-        cloned = poisson_fuse(torch.where(exact_w > 0, around_w, background),
-                              torch.where(free_w > 0, background, around_w),
+        stays = torch.where(free_w > 0, background, around_w)
+        cloned = poisson_fuse(torch.where(exact_w > 0, around_w, background), stays,
                               free_w * exact_w, torch.ones(1, 3, 1, 1, device=device))
         # a selection drawn on the object's own edge: that edge is the object's and stays
         # (the clone's correction is linear in the step it removes: keep `tight` of it)
-        paste = torch.where(free_w > 0, background, around_w)
-        paste = torch.where(exact_w > 0, around_w, paste)
-        fused = cloned + tight * (paste - cloned)
+        pasted = torch.where(exact_w > 0, around_w, stays)
+        fused = cloned + tight * (pasted - cloned)
     pixels = (fused.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = []
     for k in range(n):

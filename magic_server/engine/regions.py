@@ -63,8 +63,9 @@ def _box_blur(t: torch.Tensor, radius: int) -> torch.Tensor:
     return F.avg_pool2d(t, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
 
 
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation with a square of side 2*radius+1, computed only around the mask."""
+def _grow_around(mask: np.ndarray, radius: int, grow) -> np.ndarray:
+    """`grow` ((1, 1, h, w) float -> same) applied to the mask's box grown by `radius` only,
+    the rest of the mask copied."""
     out = mask.copy()
     box = bounding_box(mask)
     if radius <= 0 or box is None:
@@ -73,32 +74,30 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     region = Box(max(0, box.top - radius), max(0, box.left - radius),
                  min(h, box.bottom + radius), min(w, box.right + radius))
     t = torch.from_numpy(np.ascontiguousarray(region.crop(mask), dtype=np.float32))[None, None]
-    grown = _max_filter(t, radius)[0, 0].numpy() > 0.5
-    out[region.top : region.bottom, region.left : region.right] = grown
+    out[region.top : region.bottom, region.left : region.right] = grow(t)[0, 0].numpy() > 0.5
     return out
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation with a square of side 2*radius+1, computed only around the mask."""
+    return _grow_around(mask, radius, lambda t: _max_filter(t, radius))
 
 
 def dilate_round(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation with an octagon close to the disk of `radius`: `radius` px along the
     axes and the diagonals, at most 8 % more in between (a square's corners reach 41 %
     more): a square of 0.414 radius, then a diamond of the rest."""
-    if radius <= 0 or bounding_box(mask) is None:
-        return mask.copy()
     square = math.floor(0.414 * radius)
-    diamond = radius - square
-    h, w = mask.shape
-    box = bounding_box(mask)
-    region = Box(max(0, box.top - radius), max(0, box.left - radius),
-                 min(h, box.bottom + radius), min(w, box.right + radius))
-    t = torch.from_numpy(np.ascontiguousarray(region.crop(mask), dtype=np.float32))[None, None]
-    if square > 0:
-        t = _max_filter(t, square)
-    for _ in range(diamond):  # the diamond: one 4-neighbour step at a time
-        t = torch.maximum(F.max_pool2d(t, (1, 3), stride=1, padding=(0, 1)),
-                          F.max_pool2d(t, (3, 1), stride=1, padding=(1, 0)))
-    out = mask.copy()
-    out[region.top : region.bottom, region.left : region.right] = t[0, 0].numpy() > 0.5
-    return out
+
+    def octagon(t: torch.Tensor) -> torch.Tensor:
+        if square > 0:
+            t = _max_filter(t, square)
+        for _ in range(radius - square):  # the diamond: one 4-neighbour step at a time
+            t = torch.maximum(F.max_pool2d(t, (1, 3), stride=1, padding=(0, 1)),
+                              F.max_pool2d(t, (3, 1), stride=1, padding=(1, 0)))
+        return t
+
+    return _grow_around(mask, radius, octagon)
 
 
 def erode(mask: np.ndarray, radius: int) -> np.ndarray:
