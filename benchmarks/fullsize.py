@@ -24,11 +24,11 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from scene import Scene
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "samples" / "fullsize.json"
@@ -121,20 +121,6 @@ def shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-@dataclass
-class SceneData:
-    """What benchmarks/run.py needs of one scene (run.Scene's fields) and the known transforms."""
-
-    name: str
-    image: np.ndarray
-    source_mask: np.ndarray
-    guides: dict[str, np.ndarray]
-    licence: str
-    edits: dict[str, str]
-    transforms: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
-    origin: str = ""
-
-
 def edits_from_polygon(points: list[list[float]], shape: tuple[int, int],
                        offset: tuple[int, int], scale: float):
     """(source, guides, transforms) for move, copy, reshape and remove from one polygon."""
@@ -152,7 +138,7 @@ def edits_from_polygon(points: list[list[float]], shape: tuple[int, int],
     return source, guides, transforms
 
 
-def load_photo_scene(name: str, unpacked: Path) -> SceneData:
+def load_photo_scene(name: str, unpacked: Path) -> Scene:
     s = spec()
     pkg, entry = s["package"], s["scenes"][name]
     if entry["file"] in HELD_BACK:
@@ -171,7 +157,7 @@ def load_photo_scene(name: str, unpacked: Path) -> SceneData:
                                                     entry["reshape_scale"])
     licence = (f"GPL-2+, {entry['copyright']}; Debian package {pkg['name']} {version}, "
                f"{pkg['folder']}/{entry['file']}")
-    return SceneData(name, image, source, guides, licence, entry["edits"], transforms,
+    return Scene(name, image, source, guides, licence, entry["edits"], transforms,
                      f"{entry['file']} ({image.shape[1]}x{image.shape[0]}): {entry['object']}")
 
 
@@ -187,7 +173,7 @@ def hummingbird_path(arg: str | Path | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def load_hummingbird(root: Path) -> SceneData:
+def load_hummingbird(root: Path) -> Scene:
     h = spec()["hummingbird"]
     files = {k: _find(root, rel) for k, rel in h["files"].items()}
     missing = [h["files"][k] for k, p in files.items() if p is None]
@@ -206,7 +192,7 @@ def load_hummingbird(root: Path) -> SceneData:
     (gy0, gx0), (gy1, gx1) = np.argwhere(guide).min(0), np.argwhere(guide).max(0)
     # the guide is the source mask moved: the translation between the boxes' centres
     t = (1.0, 1.0, float((gy0 + gy1 - sy0 - sy1) / 2), float((gx0 + gx1 - sx0 - sx1) / 2))
-    return SceneData(HUMMINGBIRD, image, source, {"move": guide}, h["licence"], h["edits"],
+    return Scene(HUMMINGBIRD, image, source, {"move": guide}, h["licence"], h["edits"],
                      {"move": t}, h["source"])
 
 
@@ -216,7 +202,7 @@ def scene_names() -> list[str]:
 
 def load_scenes(names: list[str] | None = None, *, cache: Path | None = None,
                 deb: Path | None = None, hummingbird: str | Path | None = None,
-                log=print) -> list[SceneData]:
+                log=print) -> list[Scene]:
     """The full-size scenes (all by default), fetching the photos when needed. The hummingbird
     is skipped, with a message, when its folder is not given or does not hold it."""
     available = scene_names()
@@ -244,7 +230,7 @@ def load_scenes(names: list[str] | None = None, *, cache: Path | None = None,
     return out
 
 
-def show(scenes: list[SceneData], out: Path, long_side: int = 1000) -> list[Path]:
+def show(scenes: list[Scene], out: Path, long_side: int = 1000) -> list[Path]:
     """One picture per scene: the photo with the source (red) and every guide's outline."""
     from scipy import ndimage
 

@@ -53,6 +53,7 @@ import peers as peers_mod
 import quality
 import report
 from process_memory import rss_mb
+from scene import Scene
 
 SAMPLES = ROOT / "samples"
 MODES = ("move", "copy", "reshape", "remove")
@@ -94,17 +95,6 @@ def edit_transform(scene: Scene, mode: str):
 
 class BenchError(Exception):
     """A user-facing problem (missing scene, bad device...): printed as one line."""
-
-
-@dataclass
-class Scene:
-    name: str
-    image: np.ndarray
-    source_mask: np.ndarray
-    guides: dict[str, np.ndarray]
-    licence: str
-    edits: dict[str, str]
-    transforms: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
 
 
 def load_scenes(names: list[str] | None, root: Path = SAMPLES) -> list[Scene]:
@@ -685,8 +675,7 @@ def load_fullsize(plan: dict[str, list[str]], args: argparse.Namespace, log) -> 
     its move) are dropped from the plan."""
     data = fullsize_mod.load_scenes(list(plan), cache=args.cache, deb=args.deb,
                                     hummingbird=args.hummingbird, log=log)
-    scenes = [Scene(d.name, d.image, d.source_mask, d.guides, d.licence, d.edits,
-                    d.transforms) for d in data]
+    scenes = list(data)
     for name in list(plan):
         sc = next((x for x in scenes if x.name == name), None)
         if sc is None:

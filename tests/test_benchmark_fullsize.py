@@ -173,7 +173,7 @@ def _synthetic_fullsize(names, **_):
     poly = [[60, 100], [140, 100], [140, 180], [60, 180]]
     source, guides, transforms = fullsize.edits_from_polygon(poly, (h, w), (20, 220), 1.3)
     img[source] = (220, 40, 40)
-    return [fullsize.SceneData("synth", img, source, guides, "test licence",
+    return [fullsize.Scene("synth", img, source, guides, "test licence",
                                {m: m for m in guides}, transforms)]
 
 
