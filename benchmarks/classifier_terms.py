@@ -137,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fullsize", action="store_true",
                     help="the full-size scenes (benchmarks/run.py --fullsize), e.g. --edits "
                          "garden:move,raindrops:remove")
-    ap.add_argument("--cache", type=Path, default=None, help="--fullsize: the photos' folder")
-    ap.add_argument("--deb", type=Path, default=None,
-                    help="--fullsize: a downloaded mate-backgrounds .deb")
-    ap.add_argument("--hummingbird", type=Path, default=None,
-                    help="--fullsize: a checkout of the MAGIC paper's repository")
+    bench.add_fullsize_sources(ap)
     args = ap.parse_args(argv)
 
     from magic_server.classifier import load_classifier

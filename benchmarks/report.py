@@ -270,6 +270,7 @@ def _peer_row(name: str, q: dict) -> str:
 
 
 def _target_cell(t: dict) -> str:
+    """'met', or by how much a target (issue 10's or issue 17's) was missed, in its units."""
     if t["met"]:
         return "met"
     by = t["missed_by"]
@@ -277,6 +278,10 @@ def _target_cell(t: dict) -> str:
         return f"missed (max abs {by})"
     if t["name"] == "object left":
         return f"missed by {by:.1%}"
+    if t["name"] == "changed outside":
+        return f"missed by {by:.3%}"
+    if t["name"] == "beyond selection":
+        return f"missed: {by} px"
     return f"missed by {by:.2f}"
 
 
@@ -365,17 +370,6 @@ def _levels(f: dict) -> str:
             f"{f.get('outside_max_abs', 'n/a')} levels)")
 
 
-def _fullres_target_cell(t: dict) -> str:
-    if t["met"]:
-        return "met"
-    by = t["missed_by"]
-    if t["name"] == "changed outside":
-        return f"missed by {by:.3%}"
-    if t["name"] == "beyond selection":
-        return f"missed: {by} px"
-    return f"missed by {by:.2f}"
-
-
 def _fullres_value(t: dict) -> str:
     v = t["value"]
     if t["name"] == "changed outside":
@@ -396,7 +390,7 @@ def fullres_section(recs: list[dict]) -> list[str]:
     for r in recs:
         ts = r.get("fullres_targets") or []
         missed = [t for t in ts if not t["met"]]
-        what = ", ".join(f"{t['name']} {_fullres_value(t)} ({_fullres_target_cell(t)})"
+        what = ", ".join(f"{t['name']} {_fullres_value(t)} ({_target_cell(t)})"
                          for t in missed)
         w, h = r.get("image_size") or (0, 0)
         lines.append(f"| {r['scene']} | {w}x{h} | {r['mode']} | {r['device_name']} "
@@ -413,7 +407,7 @@ def fullres_section(recs: list[dict]) -> list[str]:
         if ts:
             lines += ["", "| target | wanted | MAGIC | |", "|---|---|---|---|"]
             lines += [f"| {t['name']} | {t['target']} | {_fullres_value(t)} "
-                      f"| {_fullres_target_cell(t)} |" for t in ts]
+                      f"| {_target_cell(t)} |" for t in ts]
         if r.get("crops"):
             lines += ["", f"![{r['scene']} {r['mode']}: 100% crops]({r['crops']})"]
         lines.append("")

@@ -647,14 +647,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "photographs fetched with apt-get, the MAGIC hummingbird from "
                          "--hummingbird) at the photo's own resolution, instead of the bundled "
                          "ones")
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="--fullsize: folder for the fetched photographs (default "
-                         "$MAGIC_FULLSIZE_CACHE or ~/.cache/magic-for-gimp/fullsize)")
-    ap.add_argument("--deb", type=Path, default=None,
-                    help="--fullsize: an already downloaded mate-backgrounds .deb")
-    ap.add_argument("--hummingbird", default=None,
-                    help="--fullsize: the MAGIC paper's repository folder (input_images/, "
-                         "labels/); default $MAGIC_HUMMINGBIRD; without it the scene is skipped")
+    add_fullsize_sources(ap)
     ap.add_argument("--save-results", action="store_true",
                     help="also save each edit's first sample as a full-size PNG beside the "
                          "report's pictures (to look at in GIMP at 100%%)")
@@ -668,6 +661,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                  f"{', '.join(STARTS)}")
     args.starts = starts
     return args
+
+
+def add_fullsize_sources(ap: argparse.ArgumentParser) -> None:
+    """--cache, --deb and --hummingbird: where --fullsize finds its photographs."""
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="--fullsize: folder for the fetched photographs (default "
+                         "$MAGIC_FULLSIZE_CACHE or ~/.cache/magic-for-gimp/fullsize)")
+    ap.add_argument("--deb", type=Path, default=None,
+                    help="--fullsize: an already downloaded mate-backgrounds .deb")
+    ap.add_argument("--hummingbird", default=None,
+                    help="--fullsize: the MAGIC paper's repository folder (input_images/, "
+                         "labels/); default $MAGIC_HUMMINGBIRD; without it the scene is skipped")
 
 
 def load_fullsize(plan: dict[str, list[str]], args: argparse.Namespace, log) -> list[Scene]:
