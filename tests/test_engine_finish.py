@@ -162,8 +162,59 @@ def test_in_smooth_surroundings_a_blocky_fill_takes_their_smooth_shape():
     gen = torch.Generator().manual_seed(0)
     grass = photo + 0.2 * torch.rand(1, 3, 120, 160, generator=gen)
     assert float(finish.smooth_share(grass, finish.ring(free, 6), 24).max()) == 0
-    kept = finish.smooth_where_smooth(blocks, grass, grass, free, None, 6)
+    judged = finish.ring(free, 6)
+    share = finish.smooth_share(grass, judged, 24)
+    kept = finish.smooth_where_smooth(blocks, grass, grass, share, judged, free, None)
     assert torch.equal(kept, blocks)
+
+
+def test_a_large_holes_smooth_share_has_no_step():
+    # a hole far wider than the reach: its middle leans to the mean over the ring, smoothly
+    # (a switch drew the pooled grid's staircase across the fill)
+    photo = smooth_photo(240, 320)
+    gen = torch.Generator().manual_seed(0)
+    photo[..., :, :100] += 0.2 * torch.rand(1, 3, 240, 100, generator=gen)  # textured left
+    free = torch.from_numpy(disk(240, 320, 120, 170, 100)).float()[None, None]
+    share = finish.smooth_share(photo, finish.ring(free, 6), 24)[0, 0]
+    inside = free[0, 0] > 0
+    assert float(share[inside].min()) < 0.2 and float(share[inside].max()) > 0.8
+    jumps = max(float((share[1:] - share[:-1]).abs().max()),
+                float((share[:, 1:] - share[:, :-1]).abs().max()))
+    assert jumps < 0.1
+
+
+def test_a_fill_between_a_smooth_black_and_a_textured_part_keeps_the_black():
+    # the ring: orange texture (a suit) on the left, flat black (a table) on the right; the
+    # synthesis filled the hole black on the right. The smooth part's membrane comes from the
+    # black alone, not a brown mix with the orange
+    h, w = 120, 160
+    gen = torch.Generator().manual_seed(1)
+    photo = torch.zeros(1, 3, h, w)
+    photo[:, 0, :, :60], photo[:, 1, :, :60] = 0.9, 0.4
+    photo[..., :60] += 0.15 * torch.rand(1, 3, h, 60, generator=gen)
+    photo = photo.clamp(0, 1)
+    free = disk(h, w, 60, 80, 45)
+    as_uint8 = (photo[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    synth = photo.clone()
+    synth[..., :, 60:] = 0.0
+    (out,) = finish.finish_region(synth, as_uint8, as_uint8, free, field=None, patch=7)
+    right = free.copy()
+    right[:, :95] = False  # the hole's part well inside the black
+    assert out[right].max() <= 6
+    assert np.array_equal(out[~free], as_uint8[~free])
+
+
+def test_the_edge_limit_is_judged_near_each_pixel():
+    # a sharp edge on the left of the ring, smooth on the right: the right may not draw it
+    photo = smooth_photo()
+    photo[..., 40:80, 37] += 0.5  # a line through the ring's left side
+    free = torch.from_numpy(disk(120, 160, 60, 80, 40)).float()[None, None]
+    ring = finish.ring(free, 6)
+    limit = finish.local_edge_limit(photo, ring, 24)
+    overall = finish.edge_limit(photo, ring)
+    assert limit.shape == (1, 3, 120, 160)
+    assert float(limit[0, 0, 60, 130]) < 0.5 * float(overall[0, 0, 0, 0])
+    assert float(limit[0, 0, 60, 42]) >= 0.9 * float(overall[0, 0, 0, 0])
 
 
 GUIDE = disk(120, 160, 60, 90, 22)  # where the paste lies ...
@@ -237,3 +288,19 @@ def test_a_removal_changes_nothing_beyond_the_selection_grown_by_two_percent():
     diameter = 29  # the disk's: 2 % of it is under a pixel, so nothing past the selection
     allowed = dilate(source, int(0.02 * diameter))
     assert changed.any() and not (changed & ~allowed).any()
+
+
+def test_a_removals_selection_grows_as_far_as_two_percent_reach():
+    from scipy import ndimage
+
+    from magic_server.engine.synthesis import edit_region
+
+    for diameter in (27, 51, 100, 160, 301):
+        hole = disk(400, 400, 200, 200, diameter // 2)
+        region = edit_region(hole, np.zeros_like(hole), mode="remove")
+        reach = ndimage.distance_transform_edt(~hole)[region].max()
+        assert reach <= 0.02 * diameter + 1e-9
+        assert reach >= 0.02 * diameter - 1.5  # the octagon's whole pixels: not much less
+    # a 51 px coin's anti-aliased rim (one pixel) goes with it
+    coin = disk(400, 400, 200, 200, 26)
+    assert edit_region(coin, np.zeros_like(coin), mode="remove").sum() > coin.sum()

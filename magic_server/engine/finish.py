@@ -106,6 +106,45 @@ def edge_limit(image: torch.Tensor, where: torch.Tensor, quantile: float = 0.99)
     return torch.stack(out).view(1, -1, 1, 1)
 
 
+def local_edge_limit(image: torch.Tensor, where: torch.Tensor, tile: int,
+                     quantile: float = 0.99, min_count: int = 200) -> torch.Tensor:
+    """(1, C, H, W): edge_limit judged near each pixel: per tile of `tile` px, the quantile of
+    the differences at the pixels of `where` within the tile grown by half a tile (doubling
+    until `min_count` of them are found; none: over all of `where`), interpolated between
+    the tiles' centres. A fill beside a smooth saucer may not draw an edge as sharp as the
+    cup's rim elsewhere in the ring."""
+    h, w = image.shape[-2:]
+    overall = edge_limit(image, where, quantile)
+    c = image.shape[1]
+    dy = (image[..., 1:, :] - image[..., :-1, :]).abs()[0]
+    dx = (image[..., :, 1:] - image[..., :, :-1]).abs()[0]
+    wy = ((where[..., 1:, :] * where[..., :-1, :]) > 0.5)[0, 0]
+    wx = ((where[..., :, 1:] * where[..., :, :-1]) > 0.5)[0, 0]
+    gh, gw = math.ceil(h / tile), math.ceil(w / tile)
+    grid = overall.reshape(c, 1, 1).repeat(1, gh, gw)
+    for i in range(gh):
+        for j in range(gw):
+            reach = max(1, tile // 2)
+            while True:
+                top, left = max(0, i * tile - reach), max(0, j * tile - reach)
+                bottom, right = min(h, (i + 1) * tile + reach), min(w, (j + 1) * tile + reach)
+                my, mx = wy[top : bottom - 1, left:right], wx[top:bottom, left : right - 1]
+                count = int(my.sum()) + int(mx.sum())
+                whole = top == 0 and left == 0 and bottom == h and right == w
+                if count >= min_count or whole:
+                    break
+                reach *= 2
+            if count < min_count:
+                continue  # the overall limit
+            values = torch.cat([dy[:, top : bottom - 1, left:right][:, my],
+                                dx[:, top:bottom, left : right - 1][:, mx]], dim=1)
+            k = max(1, min(values.shape[1], round(quantile * values.shape[1])))
+            grid[:, i, j] = values.float().kthvalue(k, dim=1).values
+    full = F.interpolate(grid[None], size=(gh * tile, gw * tile), mode="bilinear",
+                         align_corners=False)
+    return full[..., :h, :w].contiguous()
+
+
 def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
                  limit: torch.Tensor, steps: int = JACOBI_STEPS, margin: int = 0
                  ) -> torch.Tensor:
@@ -255,8 +294,10 @@ def upsample_window(images: torch.Tensor, full: tuple[int, int], window: Box) ->
                          align_corners=False)
 
 
+EDGE_TILES = 4  # finish_region: the edge limit is judged per tile of this many ring widths
 SMOOTH_BELOW = 1.5 / 255  # surroundings this smooth (bokeh, sky) get a smooth fill ...
 TEXTURED_ABOVE = 3.0 / 255  # ... and these textured ones the synthesis' own (between: a mix)
+NEAR_PRIOR = 0.05  # smooth_share: how much of `where` near counts as judged locally
 
 
 def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float) -> torch.Tensor:
@@ -264,9 +305,12 @@ def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float) -> torc
     fine detail on the pixels `where` (1, 1, H, W) is 1 within about `reach` px: 1 below
     SMOOTH_BELOW (bokeh, sky), 0 above TEXTURED_ABOVE, a ramp between. Local, so a fill
     between bokeh and a textured object is smooth where the bokeh is and the synthesis' own
-    next to the texture. Pixels with none of `where` near take the mean over all of it."""
+    next to the texture. Pixels with little of `where` near lean to the mean over all of it."""
     h, w = photo.shape[-2:]
-    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True) * where
+    # each pixel's detail counted up to twice the textured level: an object's edge in the
+    # ring (a cup's rim beside a smooth saucer) is one line, not texture
+    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
+    detail = detail.clamp(max=2 * TEXTURED_ABOVE) * where
     factor = max(1, int(reach // 8))
     small_detail = F.avg_pool2d(detail, factor, ceil_mode=True)
     small_where = F.avg_pool2d(where.float(), factor, ceil_mode=True)
@@ -274,8 +318,10 @@ def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float) -> torc
     near_detail = gaussian_blur(small_detail, sigma)
     near_where = gaussian_blur(small_where, sigma)
     overall = float(detail.sum() / where.sum().clamp(min=1))
-    local = torch.where(near_where > 1e-3, near_detail / near_where.clamp(min=1e-3),
-                        torch.full_like(near_detail, overall))
+    # far from `where` the mean over all of it, blended in smoothly (a switch at a threshold
+    # drew the pooled grid's staircase across a large hole's fill)
+    prior = NEAR_PRIOR
+    local = (near_detail + prior * overall) / (near_where + prior)
     share = ((TEXTURED_ABOVE - local) / (TEXTURED_ABOVE - SMOOTH_BELOW)).clamp(0, 1)
     return F.interpolate(share, size=(h, w), mode="bilinear", align_corners=False)
 
@@ -293,26 +339,22 @@ def grain_like(photo: torch.Tensor, where: torch.Tensor, shape: torch.Size) -> t
 
 
 def smooth_where_smooth(fill: torch.Tensor, photo: torch.Tensor, structure: torch.Tensor,
-                        free: torch.Tensor, keep: torch.Tensor | None, ring_width: int
-                        ) -> torch.Tensor:
+                        share: torch.Tensor, judged: torch.Tensor, free: torch.Tensor,
+                        keep: torch.Tensor | None) -> torch.Tensor:
     """In smooth surroundings, the background part of the fill is `structure`, their smooth
     (harmonic) interpolation across the fill, plus a grain like theirs. Patch synthesis fills
     bokeh with blocks copied from elsewhere, each of another tone, whose edges show at
     100 %; what the surroundings continue into the hole is what an artist's healing brush
-    gives there. Next to textured surroundings (above TEXTURED_ABOVE, judged locally:
-    smooth_share) the fill is the synthesis' own. `keep` (1, 1, H, W): pixels never changed
-    here (the new object), left out of the judging too."""
-    where = ring(free, ring_width)
-    if keep is not None:
-        where = where * (1 - keep)
-    share = smooth_share(photo, where, 4.0 * ring_width)
+    gives there. share (1, 1, H, W): smooth_share of the surroundings `judged` (the ring
+    round the fill); next to textured surroundings the fill is the synthesis' own. `keep`
+    (1, 1, H, W): pixels never changed here (the new object)."""
     if float(share.max()) == 0:
         return fill
     # the surroundings are smooth: only a grain like theirs (the photo's own detail voted in
     # can land on the object's old pixels and draw ghosts of its lines into the bokeh: even
     # clipped to 1.5 levels a dandelion's hairs still showed), as noise of their grain's
     # spread there, the same for every run
-    smooth = structure + grain_like(photo, where * share, fill.shape)
+    smooth = structure + grain_like(photo, judged * share, fill.shape)
     weight = share * free
     if keep is not None:
         weight = weight * (1 - keep)
@@ -398,11 +440,19 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     # the background continued from the background alone, under the new object too: the
     # object's pixels are no boundary values (they would smear its colour round it)
     known = 1 - free_w if keep is None else (1 - free_w) * (1 - keep)
-    under = harmonic_fill(around_w, known)
     # with a paste, what lies round it (the outline's band) is background like the rest
-    fill = smooth_where_smooth(fill, photo_w, under, free_w,
-                               keep if exact_w is None else exact_w, ring_width)
-    limit = edge_limit(photo_w, ring(free_w, ring_width)).expand(1, 3, *free_w.shape[-2:])
+    judged = ring(free_w, ring_width)
+    if keep is not None:
+        judged = judged * (1 - (keep if exact_w is None else exact_w))
+    share = smooth_share(photo_w, judged, 4.0 * ring_width)
+    # the membrane continues the smooth surroundings only: a black table beside an orange
+    # suit stays black, not a brown mix of the two (textured parts take the synthesis)
+    smooth_known = known * (share >= 0.5).float()
+    under = harmonic_fill(around_w, smooth_known if bool((smooth_known * judged).any())
+                          else known)
+    fill = smooth_where_smooth(fill, photo_w, under, share, judged, free_w,
+                               keep if exact_w is None else exact_w)
+    limit = local_edge_limit(photo_w, ring(free_w, ring_width), EDGE_TILES * ring_width)
     # an upsampled level blends what stays into the fill's rim, over about two of its
     # pixels: there the fill's own differences are not kept
     margin = math.ceil(2 * scale) + 1 if scale > 1.2 else 0

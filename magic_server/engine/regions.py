@@ -100,6 +100,16 @@ def dilate_round(mask: np.ndarray, radius: int) -> np.ndarray:
     return _grow_around(mask, radius, octagon)
 
 
+def round_radius_within(reach: float) -> int:
+    """The largest radius whose dilate_round reaches no pixel farther than `reach` px (the
+    octagon's farthest pixel: `radius` along one axis and floor(0.414 radius) along the
+    other)."""
+    radius = max(0, math.floor(reach))
+    while radius > 0 and math.hypot(radius, math.floor(0.414 * radius)) > reach:
+        radius -= 1
+    return radius
+
+
 def erode(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary erosion with a square of side 2*radius+1 (pixels outside the image count as
     inside, so the border does not erode)."""
