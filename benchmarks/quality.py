@@ -784,6 +784,18 @@ def _transform_parts(t) -> tuple[float, float, float, float]:
     return float(sy), float(sx), float(ty), float(tx)
 
 
+def _moving_parts(source_mask: np.ndarray, guide_mask: np.ndarray) -> np.ndarray:
+    """The source mask's connected parts that touch where the masks differ (all of it if none
+    do): what the edit moves; the others stay where they are."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(source_mask)
+    near = ndimage.binary_dilation(source_mask ^ guide_mask, structure=np.ones((3, 3), bool))
+    hit = np.unique(labels[near & source_mask])
+    hit = hit[hit > 0]
+    return np.isin(labels, hit) if len(hit) else source_mask
+
+
 def expected_object(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
                     guide_mask: np.ndarray, transform, box: tuple[int, int, int, int]
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -802,8 +814,11 @@ def expected_object(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarr
     py, px = (qy + y0 - ty) / sy, (qx + x0 - tx) / sx
     iy, ix = np.rint(py).astype(np.int64), np.rint(px).astype(np.int64)
     inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    # only the parts the edit moves are carried: a part in both masks at the same place
+    # (the astronaut's helmet, while the shuttle moves) stays the photo's
+    moving = _moving_parts(source_mask, guide_mask)
     carried = np.zeros(len(qy), bool)
-    carried[inside] = source_mask[iy[inside], ix[inside]]
+    carried[inside] = moving[iy[inside], ix[inside]]
     if carried.any():
         coords = np.stack([py[carried], px[carried]])
         vals = np.stack([ndimage.map_coordinates(photo[..., c].astype(np.float32), coords,

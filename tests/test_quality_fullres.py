@@ -217,6 +217,20 @@ def test_a_copy_keeps_the_original_in_the_expected_image():
     assert q.object_structure(photo, lost, SOURCE, guide, (1.0, 1.0, 0.0, 120.0)) < 0.8
 
 
+def test_a_part_that_stays_where_it_is_is_expected_where_it_is():
+    # two objects in the source mask; the edit moves one and leaves the other (the
+    # astronaut's shuttle and helmet): the one left is expected unmoved, not carried along
+    photo = object_scene()
+    stays = disk(195, 250, 35)
+    photo[stays] = (30, 200, 40)
+    photo[stays & (np.mgrid[0:H, 0:W][1] < 250)] = (230, 230, 20)  # a two-tone part
+    source = SOURCE | stays
+    guide = np.roll(SOURCE, (0, 20), (0, 1)) | stays
+    result = moved(photo, 0, 20)
+    result[stays] = photo[stays]
+    assert q.object_structure(photo, result, source, guide, (1.0, 1.0, 0.0, 20.0)) > 0.95
+
+
 def test_a_lighter_box_around_a_placed_object_shows_as_halo():
     photo = object_scene()
     guide = np.roll(SOURCE, (0, 120), (0, 1))
