@@ -27,6 +27,8 @@ MIN_PART_PX = 16  # parts smaller than this (on that copy) are specks, not objec
 MIN_IOU = 0.6  # a transform that overlaps its guide part less than this explains nothing
 REFINE_STEPS = (8, 4, 2, 1)  # the overlap search's strides, in pixels of the small copy
 SAME_SIZE = 0.02  # guide and source parts whose areas differ less than this: same size
+WHOLE_FIT = 0.95  # a fit overlapping its guide part this much explains all of it
+REST_SHARE = 0.02  # pieces it leaves unexplained from this share of the part are fitted too
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ def _fit(source: np.ndarray, guide: np.ndarray, reshape: bool) -> tuple[Transfor
         scale = sg / ss
     else:
         s = float(np.sqrt(guide.sum() / max(1, source.sum())))
+        if abs(s - 1) < SAME_SIZE:  # a move keeps the size
+            s = 1.0
         scale = np.array([s, s])
     best = Transform(tuple(cs), tuple(cg), tuple(scale))
     score = _iou(_warp_mask(source, best, guide.shape), guide)
@@ -132,6 +136,37 @@ def _full_size(part: np.ndarray, factor: int, shape: tuple[int, int], grow: bool
     return np.repeat(np.repeat(part, factor, 0), factor, 1)[: shape[0], : shape[1]]
 
 
+def _inverse(t: Transform) -> Transform:
+    """The transform taking guide positions back: inverse(t).source_of(q) is where source
+    pixel q lands under t."""
+    return Transform(t.to, t.frm, (1 / t.scale[0], 1 / t.scale[1]))
+
+
+def _moves(s_part: np.ndarray, g_part: np.ndarray, reshape: bool
+           ) -> list[tuple[np.ndarray, np.ndarray, Transform]]:
+    """(source part, guide part, transform) for one matched pair: the transform that best
+    takes the source part onto the guide part and, where that leaves a sizeable piece of each
+    unexplained (one selection holding a cup that stays and a spoon that moves), those pieces
+    matched and fitted in turn."""
+    t, score = _fit(s_part, g_part, reshape)
+    if score < MIN_IOU:
+        return []
+    found = [(s_part, g_part, t)]
+    if score >= WHOLE_FIT:
+        return found
+    least = max(MIN_PART_PX, REST_SHARE * int(g_part.sum()))
+    g_rest = g_part & ~_warp_mask(s_part, t, g_part.shape)
+    s_rest = s_part & ~_warp_mask(g_part, _inverse(t), s_part.shape)
+    g_pieces = [p for p in _parts(g_rest) if p.sum() >= least]
+    s_pieces = [p for p in _parts(s_rest) if p.sum() >= least]
+    if g_pieces and s_pieces:
+        for s_piece, g_piece in _pairs(s_pieces, g_pieces):
+            t_piece, piece_score = _fit(s_piece, g_piece, reshape)
+            if piece_score >= MIN_IOU:
+                found.append((s_piece, g_piece, t_piece))
+    return found
+
+
 def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mode: str
                    ) -> np.ndarray | None:
     """The photo with the object's own pixels warped onto each part of the guide (uint8
@@ -150,45 +185,54 @@ def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mod
     out = image.copy()
     pasted = False
     pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    for s_part, g_part in _pairs(source_parts, guide_parts):
-        if _iou(s_part, g_part) > 0.98:
+    for s_whole, g_whole in _pairs(source_parts, guide_parts):
+        if _iou(s_whole, g_whole) > 0.98:
             continue  # this part stays where it is
-        t, score = _fit(s_part, g_part, reshape=mode == "reshape")
-        if score < MIN_IOU:
-            continue
-        # at full size: the pixels of the guide part whose source lies in the object (the
-        # part's blocks grown by one block: the small copy's outline is a staircase, the
-        # guide's own is not)
-        others = np.zeros_like(g_part)
+        others = np.zeros_like(g_whole)
         for other in guide_parts:
-            if other is not g_part:
+            if other is not g_whole:
                 others |= other
-        top = (_full_size(g_part, factor, (h, w)) & guide
-               & ~_full_size(others, factor, (h, w), grow=False))
-        ys, xs = np.nonzero(top)
-        # the centres measured at full size, moved by what the overlap search found
-        full_source = _full_size(s_part, factor, (h, w)) & source
-        cs, _ = _extent(full_source)
-        cg, _ = _extent(top)
-        c0, _ = _extent(g_part)
-        frm = (float(cs[0]), float(cs[1]))
-        to = (float(cg[0] + (t.to[0] - c0[0]) * factor), float(cg[1] + (t.to[1] - c0[1]) * factor))
-        scale = t.scale
-        if mode != "reshape":  # the size from the full-size areas; a move keeps it exactly
-            k = float(np.sqrt(top.sum() / max(1, full_source.sum())))
-            scale = (1.0, 1.0) if abs(k - 1) < SAME_SIZE else (k, k)
-        sy, sx = Transform(frm, to, scale).source_of(ys.astype(np.float64),
-                                                       xs.astype(np.float64))
-        iy, ix = np.rint(sy).astype(int), np.rint(sx).astype(int)
-        ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
-        ok[ok] = source[iy[ok], ix[ok]]
-        if not ok.any():
-            continue
-        # bilinear samples of the photo there (exact for whole-pixel shifts)
-        grid = torch.from_numpy(np.stack([sx[ok] / max(1, w - 1) * 2 - 1,
-                                          sy[ok] / max(1, h - 1) * 2 - 1], axis=-1))
-        sampled = F.grid_sample(pixels, grid.float().view(1, 1, -1, 2), mode="bilinear",
-                                padding_mode="border", align_corners=True)[0, :, 0].T
-        out[ys[ok], xs[ok]] = sampled.round().clamp(0, 255).to(torch.uint8).numpy()
-        pasted = True
+        for s_part, g_part, t in _moves(s_whole, g_whole, reshape=mode == "reshape"):
+            pasted |= _paste(out, pixels, source, guide, s_part, g_part, t, others, factor,
+                             mode)
     return out if pasted else None
+
+
+def _paste(out: np.ndarray, pixels: torch.Tensor, source: np.ndarray, guide: np.ndarray,
+           s_part: np.ndarray, g_part: np.ndarray, t: Transform, others: np.ndarray,
+           factor: int, mode: str) -> bool:
+    """Warp the photo's object pixels of `s_part` onto `g_part` (parts of the small copies)
+    in `out` at full size; False when no pixel of the guide part comes from the object."""
+    h, w = source.shape
+    # at full size: the pixels of the guide part whose source lies in the object (the
+    # part's blocks grown by one block: the small copy's outline is a staircase, the
+    # guide's own is not)
+    top = (_full_size(g_part, factor, (h, w)) & guide
+           & ~_full_size(others, factor, (h, w), grow=False))
+    ys, xs = np.nonzero(top)
+    # the centres measured at full size, moved by what the overlap search found
+    full_source = _full_size(s_part, factor, (h, w)) & source
+    cs, _ = _extent(full_source)
+    cg, _ = _extent(top)
+    c0, _ = _extent(g_part)
+    frm = (float(cs[0]), float(cs[1]))
+    to = (float(cg[0] + (t.to[0] - c0[0]) * factor), float(cg[1] + (t.to[1] - c0[1]) * factor))
+    scale = t.scale
+    if mode != "reshape":  # the size from the full-size areas; a move keeps it exactly
+        k = float(np.sqrt(top.sum() / max(1, full_source.sum())))
+        scale = (1.0, 1.0) if abs(k - 1) < SAME_SIZE else (k, k)
+    if scale == (1.0, 1.0):  # a move by whole pixels carries the photo's pixels exactly
+        to = (frm[0] + round(to[0] - frm[0]), frm[1] + round(to[1] - frm[1]))
+    sy, sx = Transform(frm, to, scale).source_of(ys.astype(np.float64), xs.astype(np.float64))
+    iy, ix = np.rint(sy).astype(int), np.rint(sx).astype(int)
+    ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    ok[ok] = source[iy[ok], ix[ok]]
+    if not ok.any():
+        return False
+    # bilinear samples of the photo there (exact for whole-pixel shifts)
+    grid = torch.from_numpy(np.stack([sx[ok] / max(1, w - 1) * 2 - 1,
+                                      sy[ok] / max(1, h - 1) * 2 - 1], axis=-1))
+    sampled = F.grid_sample(pixels, grid.float().view(1, 1, -1, 2), mode="bilinear",
+                            padding_mode="border", align_corners=True)[0, :, 0].T
+    out[ys[ok], xs[ok]] = sampled.round().clamp(0, 255).to(torch.uint8).numpy()
+    return True
