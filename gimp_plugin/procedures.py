@@ -19,7 +19,6 @@ REGIONS = ("edited-area", "whole-image")
 MAX_SAMPLES = 16
 MAX_SEED = 2 ** 31 - 1  # GIMP int arguments are 32-bit signed
 MENU_ROOT = "Filters/MAGIC"
-SUBMENU_LABEL = "MAGIC"
 
 
 class Arg(object):
@@ -41,10 +40,6 @@ class Arg(object):
     def plain_label(self):
         """The label without its mnemonic underscore (GIMP 2.10's gimpfu shows it literally)."""
         return self.label.replace("_", "")
-
-    @property
-    def py_name(self):
-        return self.name.replace("-", "_")
 
 
 class Procedure(object):

@@ -450,11 +450,6 @@ class JobProgress(object):
         return procedures.format_eta((1.0 - f1) * (t1 - t0) / (f1 - f0))
 
 
-def _progress_text(mode, kind, info):
-    """The text for one event on its own (without the bar's history)."""
-    return JobProgress(mode).event(kind, info)[1]
-
-
 def _check_size(job, w, h):
     if (w, h) != (job.width, job.height):
         raise UserError("The server sent a %dx%d result for a %dx%d image; update the server."

@@ -7,7 +7,6 @@ weights (`untrained`, for tests that ask for them)."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from magic_server.engine.resnet import untrained_resnet50 as engine_untrained_re
 
 UNTRAINED = "untrained"
 UNTRAINED_LABEL = "untrained (random weights)"
-DEFAULT_LABEL = "quasi-robust ResNet-50 (l2, eps 0.05)"
 UNTRAINED_SEED = 0
 EFFICIENTNET = "efficientnet-lite0"
 EFFICIENTNET_LABEL = "efficientnet-lite0 (ImageNet, not robust)"
@@ -39,8 +37,9 @@ def is_untrained(label: str) -> bool:
 def _installed_or_downloaded(
     allow_download: bool, progress: Callable | None
 ) -> tuple[Path, str]:
-    weights_store = importlib.import_module("magic_server.weights_store")
-    label = getattr(weights_store, "WEIGHTS_LABEL", DEFAULT_LABEL)
+    from magic_server import weights_store
+
+    label = weights_store.WEIGHTS_LABEL
     path = weights_store.installed_weights_path()
     if path is not None:
         return Path(path), label

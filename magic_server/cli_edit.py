@@ -12,7 +12,6 @@ Errors are one line on stderr with a non-zero exit status; Ctrl-C cancels (exit 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from magic_server.engine.api import MODES, EngineInputError, SynthesisOptions
+from magic_server.engine.presets import PRESETS
 from magic_server.imageio import (
     ImageError,
     composite_over,
@@ -40,13 +40,7 @@ PROG = "magic-edit"
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
 PREVIEW_FRAMES = 20  # about this many preview frames per run with --preview-dir
 
-try:
-    from magic_server.engine.presets import PRESETS
-
-    PRESET_NAMES = tuple(PRESETS)
-except ImportError:  # presets module not there yet: the names are fixed by the issue
-    PRESETS = {}
-    PRESET_NAMES = ("paper", "quality", "draft", "tiny")
+PRESET_NAMES = tuple(PRESETS)
 
 
 class CliError(Exception):
@@ -253,11 +247,9 @@ def _ctrl_c_sets(cancel: threading.Event):
 
 
 def _download_progress() -> Callable | None:
-    try:
-        store = importlib.import_module("magic_server.weights_store")
-        return store.ProgressBar("classifier weights")
-    except (ImportError, AttributeError, TypeError):
-        return None
+    from magic_server import weights_store
+
+    return weights_store.ProgressBar("classifier weights")
 
 
 def _run_local(args, image, source, guide, options, sink, cancel,
@@ -328,8 +320,9 @@ def _label_indices(label_maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarra
 
 def _run_remote(args, image, source, guide, options, sink,
                 init=None, label_maps=None) -> tuple[list[np.ndarray], str]:
-    remote_edit = importlib.import_module("magic_server.remote_edit")
-    client = importlib.import_module("magic_protocol.client")
+    from magic_protocol import client
+    from magic_server import remote_edit
+
     if args.weights is not None or args.device != "auto":
         print(f"{PROG}: note: --weights and --device are ignored with --server (the server "
               "chooses)", file=sys.stderr)

@@ -108,9 +108,6 @@ class FairQueue:
     def count_for(self, owner: bytes) -> int:
         return len(self._by_client.get(owner, ()))
 
-    def find(self, job_id: str) -> Job | None:
-        return next((j for j in self if j.id == job_id), None)
-
     def __iter__(self) -> Iterator[Job]:
         for jobs in list(self._by_client.values()):
             yield from list(jobs)

@@ -132,11 +132,6 @@ class Server:
                       name=f"magic-worker-{index}", on_exit=self._close_wake_tx, index=index)
 
     @property
-    def worker(self) -> Worker:
-        """The first worker (the only one of a one-device server)."""
-        return self.workers[0]
-
-    @property
     def running(self) -> Job | None:
         """The running job of the lowest-numbered busy worker, or None when all are idle."""
         return next((j for j in self.busy if j is not None), None)
@@ -669,13 +664,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default working resolution when a job does not set one")
     ap.add_argument("--no-warm-up", action="store_true", help=argparse.SUPPRESS)
     return ap
-
-
-def load_engine(device_name: str, weights: str | None) -> Any:
-    """The real engine: classifier loaded once on the device."""
-    from magic_server.devices import resolve_device
-
-    return load_engines([resolve_device(device_name)], weights)[0]
 
 
 def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import types
 
 import pytest
@@ -62,8 +61,12 @@ class FakeStore:
 
 @pytest.fixture
 def use_store(monkeypatch):
+    from magic_server import weights_store
+
     def install(store: FakeStore) -> FakeStore:
-        monkeypatch.setitem(sys.modules, "magic_server.weights_store", store.module())
+        fake = store.module()
+        for name in ("installed_weights_path", "download_weights"):
+            monkeypatch.setattr(weights_store, name, getattr(fake, name))
         return store
     return install
 

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 from pathlib import Path
 from typing import ClassVar
 
@@ -139,16 +138,15 @@ def test_unavailable_cuda_is_a_clear_error(scene, stand_in, capsys, monkeypatch)
 
 
 def test_missing_installed_weights_say_how_to_get_them(scene, stand_in, capsys, monkeypatch):
-    store = types.ModuleType("magic_server.weights_store")
-    store.installed_weights_path = lambda cache_dir=None: None
+    from magic_server import weights_store
 
     def no_network(url=None, cache_dir=None, progress=None):
         from magic_server.checkpoints import WeightsError
         raise WeightsError("cannot download the weights from https://example: no network. "
                            "Install from a file: magic-installer weights --file FILE")
 
-    store.download_weights = no_network
-    monkeypatch.setitem(sys.modules, "magic_server.weights_store", store)
+    monkeypatch.setattr(weights_store, "installed_weights_path", lambda cache_dir=None: None)
+    monkeypatch.setattr(weights_store, "download_weights", no_network)
     d, _ = scene
     argv = _base(d)[:-4] + ["--device", "cpu"]  # no --weights: the installed ones
     # the stand-in classifier (installed with the test extras) runs instead, and it is said
@@ -279,9 +277,9 @@ def test_server_mode_uses_run_remote(scene, stand_in, capsys, monkeypatch):
         on_progress(Progress(2, 2, 1.0))
         return [np.zeros_like(image), np.ones_like(image)]
 
-    remote = types.ModuleType("magic_server.remote_edit")
-    remote.run_remote = run_remote
-    monkeypatch.setitem(sys.modules, "magic_server.remote_edit", remote)
+    from magic_server import remote_edit
+
+    monkeypatch.setattr(remote_edit, "run_remote", run_remote)
     d, _ = scene
     argv = [d / "photo.png", "--source-mask", d / "src.png", "--guide-mask", d / "guide.png",
             "-o", d / "r.png", "--samples", "2", "--server", "tcp://127.0.0.1:5999"]
@@ -295,7 +293,7 @@ def test_server_mode_uses_run_remote(scene, stand_in, capsys, monkeypatch):
     def unreachable(*a, **k):
         raise client.ServerUnreachable("no answer from tcp://127.0.0.1:5999 after 10 s")
 
-    remote.run_remote = unreachable
+    monkeypatch.setattr(remote_edit, "run_remote", unreachable)
     rc, _, err = _run(capsys, *argv)
     assert rc == 1
     assert err.strip().splitlines()[-1].startswith("magic-edit: error: server tcp://127.0.0.1")
@@ -303,7 +301,7 @@ def test_server_mode_uses_run_remote(scene, stand_in, capsys, monkeypatch):
     def cancelled(*a, **k):
         raise client.JobCancelled("j1", "cancelled (Ctrl-C)")
 
-    remote.run_remote = cancelled
+    monkeypatch.setattr(remote_edit, "run_remote", cancelled)
     assert _run(capsys, *argv)[0] == 130
 
 
@@ -552,17 +550,15 @@ def test_bundled_samples_index_points_at_real_files():
 
 
 def _no_robust_weights(monkeypatch):
+    from magic_server import weights_store
     from magic_server.checkpoints import WeightsError
-
-    store = types.ModuleType("magic_server.weights_store")
-    store.installed_weights_path = lambda cache_dir=None: None
 
     def no_network(url=None, cache_dir=None, progress=None):
         raise WeightsError("cannot download the weights from https://example/w.ckpt: [Errno -2] "
                            "Name or service not known (tried 6 times). Check your network")
 
-    store.download_weights = no_network
-    monkeypatch.setitem(sys.modules, "magic_server.weights_store", store)
+    monkeypatch.setattr(weights_store, "installed_weights_path", lambda cache_dir=None: None)
+    monkeypatch.setattr(weights_store, "download_weights", no_network)
 
 
 def test_sample_falls_back_to_efficientnet_and_says_so(samples_root, stand_in, capsys,

@@ -6,7 +6,6 @@ progress goes out through a callback, cancellation comes in through a threading.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -96,5 +95,3 @@ def check_inputs(image: np.ndarray, source_mask: np.ndarray, guide_mask: np.ndar
         if np.all(m):
             raise EngineInputError(f"{name} covers the whole image: it must mark an object")
 
-
-CancelEvent = threading.Event
