@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from magic_server.imageio import (
     save_png,
 )
 from magic_server.progress_bar import ProgressBar
+from magic_server.weights_store import download_progress
 
 PROG = "magic-edit"
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
@@ -246,12 +246,6 @@ def _ctrl_c_sets(cancel: threading.Event):
         signal.signal(signal.SIGINT, previous)
 
 
-def _download_progress() -> Callable | None:
-    from magic_server import weights_store
-
-    return weights_store.ProgressBar("classifier weights")
-
-
 def _run_local(args, image, source, guide, options, sink, cancel,
                init=None, labels=None) -> tuple[list[np.ndarray], str]:
     """labels: a layout edit's (source, target) label index maps (_label_indices)."""
@@ -265,11 +259,11 @@ def _run_local(args, image, source, guide, options, sink, cancel,
         device = resolve_device(args.device)
         if args.weights is None:
             classifier, label = load_default_classifier(
-                device, allow_download=True, progress=_download_progress(),
+                device, allow_download=True, progress=download_progress(),
                 say=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
         else:
             classifier, label = load_classifier(args.weights, device, allow_download=True,
-                                                progress=_download_progress())
+                                                progress=download_progress())
     except (DeviceError, WeightsError) as e:
         raise CliError(str(e)) from None
     if is_untrained(label):

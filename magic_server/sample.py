@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from magic_server.imageio import ImageError, load_image, load_mask, save_png
+from magic_server.weights_store import download_progress
 
 PROG = "magic-sample"
 REPO_SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -82,17 +83,8 @@ def load_weights_or_fallback(weights: str | None, device) -> tuple[object, str]:
     print("sample: looking for the classifier weights (downloading them if needed)...",
           file=sys.stderr, flush=True)
     return load_default_classifier(
-        device, allow_download=True, progress=_download_progress(),
+        device, allow_download=True, progress=download_progress(),
         say=lambda text: print(f"\nsample: NOTE: {text}\n", file=sys.stderr, flush=True))
-
-
-def _download_progress():
-    try:
-        from magic_server.weights_store import ProgressBar
-
-        return ProgressBar("classifier weights")
-    except (ImportError, TypeError):
-        return None
 
 
 def guide_panel(image: np.ndarray, source: np.ndarray, guide: np.ndarray) -> np.ndarray:

@@ -174,11 +174,9 @@ class Server:
         if isinstance(presets, dict):
             presets = list(presets)
         if not presets:
-            try:
-                from magic_server.engine.presets import PRESETS
-                presets = list(PRESETS)
-            except ImportError:
-                presets = ["quality"]
+            from magic_server.engine.presets import PRESETS
+
+            presets = list(PRESETS)
         caps = {k: v for k, v in described.items() if _json_safe(v)}
         device = str(described.get("device", getattr(self.engine, "device", "cpu")))
         label = str(described.get("weights_label") or described.get("weights")
@@ -671,13 +669,9 @@ def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:
     (the checkpoint is read once)."""
     from magic_server.classifier import load_classifier
     from magic_server.engine.synthesis import Engine
+    from magic_server.weights_store import download_progress
 
-    progress = None
-    try:
-        from magic_server.weights_store import ProgressBar
-        progress = ProgressBar("classifier weights")
-    except (ImportError, TypeError):
-        pass
+    progress = download_progress()
     # Never a download here (see server_weights): main() refused missing weights already, or
     # chose the stand-in classifier.
     model, label = load_classifier(weights, "cpu", allow_download=False, progress=progress)
