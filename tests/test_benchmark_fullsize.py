@@ -8,17 +8,14 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import fullsize
 import numpy as np
 import pytest
-from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import fullsize
 import report
 import run
+from PIL import Image
 from test_quality_report import StandInEngine
 
 # ---------------------------------------------------------------------------- scene metadata

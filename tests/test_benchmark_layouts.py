@@ -4,7 +4,6 @@ judge, the report section between its markers, and benchmarks/run.py keeping tha
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import label_judge
 import layouts
 import report

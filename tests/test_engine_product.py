@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import itertools
-import sys
 from pathlib import Path
 
 import numpy as np
+import peers
 import pytest
+import quality
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -20,11 +21,6 @@ from magic_server.engine.pyramid import level_sizes, split_iterations
 from magic_server.engine.regions import dilate, nearest_side_fill
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine, LossWeights, plan_edit
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import peers
-import quality
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

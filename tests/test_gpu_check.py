@@ -16,7 +16,6 @@ import torch
 from gpu_tolerance import judgement_differs
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gpu_summary
 from bench_engine import cost_statistics

@@ -16,7 +16,6 @@ from magic_protocol.client import MagicClient
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
 from test_server_support import FakeEngine, ThreadedServer
 
 W, H = 8, 6

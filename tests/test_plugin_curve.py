@@ -17,7 +17,6 @@ from installer import plugin_install
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
 from test_server_support import address
 
 

@@ -20,7 +20,6 @@ from gimp_plugin import procedures
 
 HERE = Path(__file__).resolve().parent
 STUBS = HERE / "stubs"
-sys.path.insert(0, str(HERE))
 from test_server_support import FakeEngine, ThreadedServer, address
 
 W, H = 24, 16

@@ -18,7 +18,6 @@ from fakes import gimp3 as fake
 from gimp_plugin import manifest, procedures, workflow
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 from test_server_support import FakeEngine, ThreadedServer, address
 
 ENTRY = Path(manifest.REPO_ROOT) / manifest.GIMP3.entry

@@ -19,7 +19,6 @@ from fakes import gimp3 as fake
 from gimp_plugin import cancel_guard, manifest, memory, procedures, settings, workflow
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 from test_server_support import FakeEngine, ThreadedServer, address
 
 ENTRY = Path(manifest.REPO_ROOT) / manifest.GIMP3.entry

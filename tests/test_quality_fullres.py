@@ -5,13 +5,9 @@ object measured against itself, changes far from the masks."""
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import quality as q
 
 H, W = 240, 320

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import quality as q
 
 
@@ -217,7 +213,6 @@ def test_noise_is_unknown_to_the_segmenter_and_never_agrees_with_the_guide():
 
 def _photo_and_region():
     """A bundled photo (real texture) and its move edit's region."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import run
 
     scene = run.load_scenes(["coffee"])[0]

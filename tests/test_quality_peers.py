@@ -3,7 +3,6 @@ constructed scenes whose right answer is known, and on bundled photos."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ pytest.importorskip("patchmatch", reason="the peers need the bench extra (pypatc
 pytest.importorskip("scipy")
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import peers
 import quality as q
 import run

@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from magic_protocol.client import JobRequest, RawImage
 from magic_server.engine.api import (
