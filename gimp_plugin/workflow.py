@@ -82,8 +82,8 @@ class ResultLayer(object):
 class Job(object):
     """Everything computed from the image before talking to the server."""
 
-    def __init__(self, mode, width, height, x, y, image_rgba, source, guide, edit_box, edit_alpha,
-                 init_rgba=None, source_labels=None, target_labels=None):
+    def __init__(self, mode, width, height, x, y, image_rgba, edit_box, edit_alpha, source=None,
+                 guide=None, init_rgba=None, source_labels=None, target_labels=None):
         self.mode = mode
         self.width = width
         self.height = height
@@ -204,8 +204,9 @@ def collect(host, image, base, mode, args):
                             "everything." % label)
 
     box, alpha = _edit_area(geometry, args, M.union(source, guide))
-    return Job(mode, w, h, bx, by, bytearray(host.read_rgba(base)), source, guide, box, alpha,
-               init)
+    return Job(mode=mode, width=w, height=h, x=bx, y=by,
+               image_rgba=bytearray(host.read_rgba(base)), source=source, guide=guide,
+               edit_box=box, edit_alpha=alpha, init_rgba=init)
 
 
 def _edit_area(geometry, args, marked):
@@ -247,8 +248,9 @@ def _layout_job(host, base, geometry, args):
                         "picked from the map)." % host.layer_name(target_layer))
     w, h, bx, by = geometry
     box, alpha = _edit_area(geometry, args, changed)
-    return Job(procedures.LAYOUT, w, h, bx, by, bytearray(host.read_rgba(base)), None, None, box,
-               alpha, source_labels=source, target_labels=target)
+    return Job(mode=procedures.LAYOUT, width=w, height=h, x=bx, y=by,
+               image_rgba=bytearray(host.read_rgba(base)), edit_box=box, edit_alpha=alpha,
+               source_labels=source, target_labels=target)
 
 
 def _label_map(host, layer, what, geometry):
@@ -276,8 +278,9 @@ def _label_map(host, layer, what, geometry):
 def _label_map_job(host, base, geometry):
     """A label-map job sends the photo alone; its answer becomes two whole-photo layers."""
     w, h, bx, by = geometry
-    return Job(procedures.LABEL_MAP, w, h, bx, by, bytearray(host.read_rgba(base)), None, None,
-               (0, 0, w, h), bytearray(b"\xff") * (w * h))
+    return Job(mode=procedures.LABEL_MAP, width=w, height=h, x=bx, y=by,
+               image_rgba=bytearray(host.read_rgba(base)), edit_box=(0, 0, w, h),
+               edit_alpha=bytearray(b"\xff") * (w * h))
 
 
 def _placed_rgba(host, layer, base_geometry):
