@@ -498,15 +498,7 @@ class DirectRunner:
         return curve_arguments(self._curve_options) or {}
 
     def _translate(self, exc):
-        c = self.c
-        for cls, kind in ((c.ServerUnreachable, "unreachable"), (c.ProtocolMismatch, "mismatch"),
-                          (c.JobCancelled, "cancelled"), (c.Timeout, "timeout"),
-                          (c.JobFailed, "failed")):
-            if isinstance(exc, cls):
-                if kind == "unreachable" and getattr(exc, "refused", False):
-                    return RunnerError("refused", str(exc))
-                return RunnerError(kind, str(exc))
-        return RunnerError("failed", str(exc))
+        return RunnerError(self.c.error_kind(exc), str(exc))
 
     def handshake(self, address, timeout_s):
         c = self.c

@@ -153,12 +153,7 @@ class Bridge:
         write_message(self.out, {"ok": False, "kind": kind, "message": message})
 
     def kind_of(self, exc: Exception) -> str:
-        c = self.c
-        for cls, kind in ((c.ServerUnreachable, "unreachable"), (c.ProtocolMismatch, "mismatch"),
-                          (c.JobCancelled, "cancelled"), (c.Timeout, "timeout")):
-            if isinstance(exc, cls):
-                return kind
-        return "failed"
+        return self.c.error_kind(exc)
 
     def handshake(self, h: dict[str, Any]) -> None:
         with self.c.MagicClient(h["address"], timeout_s=float(h.get("timeout_s") or 5),

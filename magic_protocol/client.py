@@ -76,6 +76,19 @@ class Timeout(MagicError):
     """The job did not finish within submit()'s job_timeout_s (it has been cancelled)."""
 
 
+def error_kind(exc: BaseException) -> str:
+    """The plug-ins' name for an error of this module (their RunnerError kinds): "refused" (the
+    server rejected this client's CurveZMQ key), "unreachable", "mismatch", "cancelled",
+    "timeout", or "failed" for anything else. The GIMP 3 host and the 2.10 bridge both use it."""
+    if isinstance(exc, AccessRefused):
+        return "refused"
+    for cls, kind in ((ServerUnreachable, "unreachable"), (ProtocolMismatch, "mismatch"),
+                      (JobCancelled, "cancelled"), (Timeout, "timeout")):
+        if isinstance(exc, cls):
+            return kind
+    return "failed"
+
+
 # ---------------------------------------------------------------------------- data
 
 @dataclass(frozen=True)

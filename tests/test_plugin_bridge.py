@@ -224,3 +224,17 @@ def test_bridge_runner_sends_label_maps_and_returns_the_notes(monkeypatch):
             assert notes == ["the photo gave 1 regions, not 2"]
         finally:
             runner.close()
+
+
+def test_both_hosts_name_a_refused_key_the_same():
+    # one mapping (client.error_kind) for the GIMP 3 host and the 2.10 bridge: a server that
+    # refuses the CurveZMQ key is "refused" on both, not "unreachable" on one of them
+    from magic_protocol import client
+
+    refused = client.AccessRefused("the MAGIC server refused this client's CurveZMQ key")
+    b = bridge.Bridge(io.BytesIO(), io.BytesIO(), client_module=client)
+    assert b.kind_of(refused) == "refused"
+    assert b.kind_of(client.ServerUnreachable("no answer")) == "unreachable"
+    assert b.kind_of(client.JobFailed("internal_error", "boom")) == "failed"
+    assert b.kind_of(client.Timeout("late")) == "timeout"
+    assert b.kind_of(ValueError("other")) == "failed"
