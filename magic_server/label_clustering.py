@@ -25,10 +25,10 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from magic_protocol.protocol import MAX_LABELS, MIN_LABELS
 from magic_server.engine.api import Cancelled
 from magic_server.label_regions import box_mean, connected_regions, majority_filter, merge_specks
 
-MIN_LABELS, MAX_LABELS = 2, 16
 WORK_PIXELS = 200_000  # k-means runs on a copy of about this many pixels
 MIN_REGION_SHARE = 0.002  # smaller regions are specks and join the label around them
 COLOUR_WEIGHT, TEXTURE_WEIGHT, POSITION_WEIGHT = 1.0, 0.7, 0.3

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_LABELS = 16
+from magic_protocol.protocol import MAX_LABELS
+
 # A colour is a label when the inside of its flat regions (pixels whose 3x3 neighbourhood is
 # all that colour) covers at least this share of the source map; other colours are
 # anti-aliasing or stray pixels and snap to the nearest label.

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from magic_protocol.protocol import MAX_LABELS
 from magic_server.engine import capture, donors, finish, losses, term_balance
 from magic_server.engine.api import (
     Cancelled,
@@ -128,7 +129,6 @@ PRODUCT_LEARNING_RATE = 0.15
 CRITIC_WARM_START_STEPS = 10
 LOSS_REPORT_EVERY = 10
 INIT_NOISE = 0.5  # std (normalised units) of the noise added to an artist's composite (paper)
-MAX_LABELS = 16
 REMOVAL_REACH = 0.02  # a removal changes nothing farther than this x the hole's size
 COMPOSITE_NOISE = 0.15  # product: the composite only needs repairing, not re-noising
 HELD_BAND = 0.03  # a pasted object's rim (of the region's size) that is re-synthesized
