@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from magic_server.devices import is_out_of_memory
 from magic_server.engine.api import MODES, EngineInputError, SynthesisOptions
 from magic_server.engine.presets import PRESETS
 from magic_server.imageio import (
@@ -289,12 +290,12 @@ def _run_local(args, image, source, guide, options, sink, cancel,
             raise CancelledByUser from None
         except EngineInputError as e:
             raise CliError(str(e)) from None
-        except MemoryError:
-            raise CliError(f"out of memory on {device}: try a lower --resolution or fewer "
-                           "--samples") from None
-        except RuntimeError as e:
-            if "out of memory" not in str(e).lower():
+        except (MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
                 raise
+            if isinstance(e, MemoryError):
+                raise CliError(f"out of memory on {device}: try a lower --resolution or fewer "
+                               "--samples") from None
             raise CliError(f"out of memory on {device}: try a lower --resolution, fewer "
                            "--samples or --device cpu") from None
     for note in result.notes:

@@ -9,6 +9,7 @@ resolve_device_list() then checks what this machine has.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -107,3 +108,13 @@ def resolve_device_list(names: Sequence[str]) -> list[torch.device]:
             device = torch.device("cuda", torch.cuda.current_device())
         out.append(device)
     return out
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A host or device out-of-memory error (the server's workers and magic-edit)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only the engine imports torch; no need to load it here
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

@@ -22,6 +22,7 @@ import numpy as np
 
 from magic_protocol import protocol as P
 from magic_protocol.protocol import ErrorCode, FrameSpec
+from magic_server.devices import is_out_of_memory
 from magic_server.engine.api import Cancelled, EngineInputError, Progress, SynthesisOptions
 from magic_server.imageio import composite_over
 
@@ -175,15 +176,6 @@ def decode_inputs(job: Job) -> Inputs:
     if P.FRAME_INIT in job.frames:
         out.init = composite_over(plane(P.FRAME_INIT), image)
     return out
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")  # only the engine imports torch; no need to load it here
-    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def free_device_memory(device: str | None = None) -> None:
