@@ -13,8 +13,7 @@ from magic_server.engine.donors import canvas as donor_canvas
 from magic_server.engine.layout_start import layout_composite
 from magic_server.engine.mask_net import train_mask_net
 from magic_server.engine.regions import region_of_interest
-from magic_server.engine.resnet import untrained_resnet50
-from magic_server.engine.synthesis import Engine, grow_edit
+from magic_server.engine.synthesis import grow_edit
 from magic_server.engine.tensors import Normaliser, image_to_tensor, mask_to_tensor
 
 
@@ -44,11 +43,6 @@ def judge(img: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    return Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
 
 
 def test_a_rearranged_three_label_map_is_followed(engine):

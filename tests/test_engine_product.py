@@ -19,15 +19,9 @@ from magic_server.engine import synthesis
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.pyramid import level_sizes, split_iterations
 from magic_server.engine.regions import dilate, nearest_side_fill
-from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine, LossWeights, plan_edit
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    return Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
 
 
 def small_sample(name: str, mode: str, scale: float = 0.4):

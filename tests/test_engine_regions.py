@@ -15,8 +15,7 @@ from magic_server.engine.regions import (
     feathered_alpha,
     region_of_interest,
 )
-from magic_server.engine.resnet import untrained_resnet50
-from magic_server.engine.synthesis import Engine, plan_edit
+from magic_server.engine.synthesis import plan_edit
 
 
 def naive_dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -87,11 +86,6 @@ def test_composite_writes_only_where_alpha_is_positive():
     assert np.array_equal(out[7:13, 15:25], patch[2:8, 5:15])
     half = np.rint(0.5 * patch[2:8, 15].astype(float) + 0.5 * photo[7:13, 25])
     assert np.array_equal(out[7:13, 25], half.astype(np.uint8))
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    return Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
 
 
 def test_engine_leaves_every_pixel_outside_the_edit_region_untouched(engine):

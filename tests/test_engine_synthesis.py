@@ -12,14 +12,8 @@ from scenes import iou, red_disk_scene, red_pixels
 
 from magic_server.engine.api import Cancelled, EngineInputError, SynthesisOptions
 from magic_server.engine.mask_net import binary_fractions, train_mask_net
-from magic_server.engine.resnet import untrained_resnet50
-from magic_server.engine.synthesis import Engine, LossWeights
+from magic_server.engine.synthesis import LossWeights
 from magic_server.engine.tensors import Normaliser, image_to_tensor, mask_to_tensor
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    return Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
 
 
 @pytest.fixture(scope="module")
