@@ -198,6 +198,34 @@ def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mod
     return out if pasted else None
 
 
+def _best_shift(full_source: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                starts: list[tuple[float, float]], factor: int) -> tuple[int, int]:
+    """The whole-pixel shift, from the better of `starts` (the full-size centres' difference;
+    the small copy's overlap search, whose steps are `factor` px), that lands most of the guide
+    part's pixels (ys, xs) on the object, refined pixel by pixel at full size."""
+    h, w = full_source.shape
+
+    def hits(d: tuple[int, int]) -> int:
+        sy, sx = ys - d[0], xs - d[1]
+        ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+        return int(full_source[sy[ok], sx[ok]].sum())
+
+    best = max(((round(a), round(b)) for a, b in starts), key=hits)
+    score = hits(best)
+    step = max(1, factor // 2)
+    while step >= 1:
+        improved = True
+        while improved:
+            improved = False
+            for dy, dx in ((step, 0), (-step, 0), (0, step), (0, -step)):
+                d = (best[0] + dy, best[1] + dx)
+                s = hits(d)
+                if s > score:
+                    best, score, improved = d, s, True
+        step //= 2
+    return best
+
+
 def _paste(out: np.ndarray, pixels: torch.Tensor, source: np.ndarray, guide: np.ndarray,
            s_part: np.ndarray, g_part: np.ndarray, t: Transform, others: np.ndarray,
            factor: int, mode: str) -> bool:
@@ -222,7 +250,9 @@ def _paste(out: np.ndarray, pixels: torch.Tensor, source: np.ndarray, guide: np.
         k = float(np.sqrt(top.sum() / max(1, full_source.sum())))
         scale = (1.0, 1.0) if abs(k - 1) < SAME_SIZE else (k, k)
     if scale == (1.0, 1.0):  # a move by whole pixels carries the photo's pixels exactly
-        to = (frm[0] + round(to[0] - frm[0]), frm[1] + round(to[1] - frm[1]))
+        shift = _best_shift(full_source, ys, xs, [(cg[0] - cs[0], cg[1] - cs[1]),
+                                                  (to[0] - frm[0], to[1] - frm[1])], factor)
+        to = (frm[0] + shift[0], frm[1] + shift[1])
     sy, sx = Transform(frm, to, scale).source_of(ys.astype(np.float64), xs.astype(np.float64))
     iy, ix = np.rint(sy).astype(int), np.rint(sx).astype(int)
     ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
