@@ -119,6 +119,39 @@ def test_one_selection_whose_part_moves_and_part_stays_carries_the_moving_part()
     assert np.array_equal(start[cup], img[cup])
 
 
+def test_masks_only_copies_and_reshapes_pair_each_part_with_the_one_it_lies_on():
+    # two similar objects; the guide enlarges the second in place and copies the first next
+    # to itself, touching it: the enlarged one is matched with its own source part (not with
+    # the look-alike), the copy is carried whole, what stays stays
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    h, w = 160, 240
+    img = (np.full((h, w, 3), (40, 90, 150)) + rng.integers(0, 20, (h, w, 3))).astype(np.uint8)
+    a, b = disk(h, w, 50, 60, 18), disk(h, w, 110, 170, 17)
+    obj = rng.integers(120, 255, (h, w, 3)).astype(np.uint8)
+    img[a | b] = obj[a | b]
+    bigger = disk(h, w, 110, 170, 26)
+    reshaped = transfer_start(img, a | b, a | bigger, "reshape")
+    assert reshaped is not None
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    s = 26 / 17  # b scaled about its centre
+    warped = np.stack([ndimage.map_coordinates(img[..., c].astype(float),
+                                               [(yy - 110) / s + 110, (xx - 170) / s + 170],
+                                               order=1) for c in range(3)], -1)
+    inner = disk(h, w, 110, 170, 23)
+    assert np.abs(reshaped[inner].astype(int) - warped[inner]).mean() < 6
+    assert np.array_equal(reshaped[a], img[a])
+    copy = np.roll(a, 34, 1)  # touches a: one guide part with it
+    copied = transfer_start(img, a | b, a | b | copy, "copy")
+    assert copied is not None
+    new = copy & ~a
+    same = max(np.all(copied[new] == np.roll(img, 34 + d, 1)[new], axis=-1).mean()
+               for d in range(-2, 3))
+    assert same > 0.9
+    assert np.array_equal(copied[a | b], img[a | b])
+
+
 def test_a_masks_only_move_of_a_large_photo_pastes_the_guide_to_its_own_outline():
     # the parts are matched on a small copy (blocks of several pixels); the paste must
     # still follow the guide's outline pixel for pixel, not the blocks' staircase

@@ -28,6 +28,9 @@ MIN_IOU = 0.6  # a transform that overlaps its guide part less than this explain
 REFINE_STEPS = (8, 4, 2, 1)  # the overlap search's strides, in pixels of the small copy
 SAME_SIZE = 0.02  # guide and source parts whose areas differ less than this: same size
 WHOLE_FIT = 0.95  # a fit overlapping its guide part this much explains all of it
+OVERLAP_PAIR = 0.3  # a guide part overlapping a source part this much (IoU) is that part
+KEPT_SHARE = 0.9  # a source part this much inside its guide part stays where it is
+PIECE_CANDIDATES = 5  # source parts fitted to each piece a fit leaves unexplained
 REST_SHARE = 0.02  # pieces it leaves unexplained from this share of the part are fitted too
 
 
@@ -102,20 +105,36 @@ def _fit(source: np.ndarray, guide: np.ndarray, reshape: bool) -> tuple[Transfor
     return best, score
 
 
+def _signature(part: np.ndarray) -> np.ndarray:
+    """A part's log area and log aspect: what matches a guide part with a source part."""
+    _, size = _extent(part)
+    return np.array([np.log(part.sum()), np.log(size[0] / size[1])])
+
+
 def _pairs(source_parts: list[np.ndarray], guide_parts: list[np.ndarray]
            ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each guide part with the unused source part most like it in area and aspect."""
-    def signature(p: np.ndarray) -> np.ndarray:
-        _, size = _extent(p)
-        return np.array([np.log(p.sum()), np.log(size[0] / size[1])])
-
     left = list(range(len(source_parts)))
     pairs = []
-    for g in guide_parts:
+    # a guide part lying mostly on one source part is that part, moved a little or reshaped
+    # in place (the enlarged one of two eyes; a stretched rocket's boosters): paired first
+    overlapping: dict[int, int] = {}
+    for gi, g in enumerate(guide_parts):
+        ious = [_iou(source_parts[i], g) for i in left]
+        if ious and max(ious) >= OVERLAP_PAIR:
+            best = left[int(np.argmax(ious))]
+            if best not in overlapping.values():
+                overlapping[gi] = best
+    if len(source_parts) > 1:
+        left = [i for i in left if i not in overlapping.values()]
+    for gi, g in enumerate(guide_parts):
+        if gi in overlapping:
+            pairs.append((source_parts[overlapping[gi]], g))
+            continue
         if not left:
             left = list(range(len(source_parts)))  # a copy: one source part, several places
-        sig = signature(g)
-        best = min(left, key=lambda i: float(np.abs(signature(source_parts[i]) - sig).sum()))
+        sig = _signature(g)
+        best = min(left, key=lambda i: float(np.abs(_signature(source_parts[i]) - sig).sum()))
         if len(source_parts) > 1:
             left.remove(best)
         pairs.append((source_parts[best], g))
@@ -142,28 +161,39 @@ def _inverse(t: Transform) -> Transform:
     return Transform(t.to, t.frm, (1 / t.scale[0], 1 / t.scale[1]))
 
 
-def _moves(s_part: np.ndarray, g_part: np.ndarray, reshape: bool
+def _moves(s_part: np.ndarray, g_part: np.ndarray, reshape: bool,
+           source_parts: list[np.ndarray] | None = None
            ) -> list[tuple[np.ndarray, np.ndarray, Transform]]:
     """(source part, guide part, transform) for one matched pair: the transform that best
     takes the source part onto the guide part and, where that leaves a sizeable piece of each
     unexplained (one selection holding a cup that stays and a spoon that moves), those pieces
     matched and fitted in turn."""
     t, score = _fit(s_part, g_part, reshape)
-    if score < MIN_IOU:
+    if score >= MIN_IOU:
+        found = [(s_part, g_part, t)]
+        if score >= WHOLE_FIT:
+            return found
+        g_rest = g_part & ~_warp_mask(s_part, t, g_part.shape)
+        s_rest = s_part & ~_warp_mask(g_part, _inverse(t), s_part.shape)
+    elif (s_part & g_part).sum() >= KEPT_SHARE * s_part.sum():
+        # the original stays where it is (a copy touching it): the rest is the copy
+        found, g_rest, s_rest = [], g_part & ~s_part, np.zeros_like(s_part)
+    else:
         return []
-    found = [(s_part, g_part, t)]
-    if score >= WHOLE_FIT:
-        return found
     least = max(MIN_PART_PX, REST_SHARE * int(g_part.sum()))
-    g_rest = g_part & ~_warp_mask(s_part, t, g_part.shape)
-    s_rest = s_part & ~_warp_mask(g_part, _inverse(t), s_part.shape)
     g_pieces = [p for p in _parts(g_rest) if p.sum() >= least]
     s_pieces = [p for p in _parts(s_rest) if p.sum() >= least]
-    if g_pieces and s_pieces:
-        for s_piece, g_piece in _pairs(s_pieces, g_pieces):
-            t_piece, piece_score = _fit(s_piece, g_piece, reshape)
-            if piece_score >= MIN_IOU:
-                found.append((s_piece, g_piece, t_piece))
+    if g_pieces and not s_pieces:  # a copy touching an original: a whole part is the copy
+        s_pieces = source_parts or [s_part]
+    for g_piece in g_pieces:
+        # a piece is clipped where it touches what stays: its area and aspect only shortlist
+        # the parts it may come from, the overlap search decides
+        near = sorted(s_pieces, key=lambda p: float(np.abs(_signature(p) - _signature(g_piece))
+                                                    .sum()))[:PIECE_CANDIDATES]
+        fits = [(_fit(p, g_piece, reshape), p) for p in near]
+        (t_piece, piece_score), s_piece = max(fits, key=lambda f: f[0][1])
+        if piece_score >= MIN_IOU:
+            found.append((s_piece, g_piece, t_piece))
     return found
 
 
@@ -192,7 +222,7 @@ def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mod
         for other in guide_parts:
             if other is not g_whole:
                 others |= other
-        for s_part, g_part, t in _moves(s_whole, g_whole, reshape=mode == "reshape"):
+        for s_part, g_part, t in _moves(s_whole, g_whole, mode == "reshape", source_parts):
             pasted |= _paste(out, pixels, source, guide, s_part, g_part, t, others, factor,
                              mode)
     return out if pasted else None
