@@ -307,10 +307,7 @@ def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float) -> torc
     between bokeh and a textured object is smooth where the bokeh is and the synthesis' own
     next to the texture. Pixels with little of `where` near lean to the mean over all of it."""
     h, w = photo.shape[-2:]
-    # each pixel's detail counted up to twice the textured level: an object's edge in the
-    # ring (a cup's rim beside a smooth saucer) is one line, not texture
-    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
-    detail = detail.clamp(max=2 * TEXTURED_ABOVE) * where
+    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True) * where
     factor = max(1, int(reach // 8))
     small_detail = F.avg_pool2d(detail, factor, ceil_mode=True)
     small_where = F.avg_pool2d(where.float(), factor, ceil_mode=True)
