@@ -317,8 +317,7 @@ def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float) -> torc
     overall = float(detail.sum() / where.sum().clamp(min=1))
     # far from `where` the mean over all of it, blended in smoothly (a switch at a threshold
     # drew the pooled grid's staircase across a large hole's fill)
-    prior = NEAR_PRIOR
-    local = (near_detail + prior * overall) / (near_where + prior)
+    local = (near_detail + NEAR_PRIOR * overall) / (near_where + NEAR_PRIOR)
     share = ((TEXTURED_ABOVE - local) / (TEXTURED_ABOVE - SMOOTH_BELOW)).clamp(0, 1)
     return F.interpolate(share, size=(h, w), mode="bilinear", align_corners=False)
 
@@ -438,17 +437,17 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     # object's pixels are no boundary values (they would smear its colour round it)
     known = 1 - free_w if keep is None else (1 - free_w) * (1 - keep)
     # with a paste, what lies round it (the outline's band) is background like the rest
+    held = keep if exact_w is None else exact_w
     judged = ring(free_w, ring_width)
-    if keep is not None:
-        judged = judged * (1 - (keep if exact_w is None else exact_w))
+    if held is not None:
+        judged = judged * (1 - held)
     share = smooth_share(photo_w, judged, 4.0 * ring_width)
     # the membrane continues the smooth surroundings only: a black table beside an orange
     # suit stays black, not a brown mix of the two (textured parts take the synthesis)
     smooth_known = known * (share >= 0.5).float()
     under = harmonic_fill(around_w, smooth_known if bool((smooth_known * judged).any())
                           else known)
-    fill = smooth_where_smooth(fill, photo_w, under, share, judged, free_w,
-                               keep if exact_w is None else exact_w)
+    fill = smooth_where_smooth(fill, photo_w, under, share, judged, free_w, held)
     limit = local_edge_limit(photo_w, ring(free_w, ring_width), EDGE_TILES * ring_width)
     # an upsampled level blends what stays into the fill's rim, over about two of its
     # pixels: there the fill's own differences are not kept

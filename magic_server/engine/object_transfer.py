@@ -91,17 +91,29 @@ def _fit(source: np.ndarray, guide: np.ndarray, reshape: bool) -> tuple[Transfor
         if abs(s - 1) < SAME_SIZE:  # a move keeps the size
             s = 1.0
         scale = np.array([s, s])
-    best = Transform(tuple(cs), tuple(cg), tuple(scale))
-    score = _iou(_warp_mask(source, best, guide.shape), guide)
-    for step in REFINE_STEPS:  # hill-climb the offset while the overlap grows
+    frm, scale = tuple(cs), tuple(scale)
+
+    def overlap(to: tuple[float, float]) -> float:
+        return _iou(_warp_mask(source, Transform(frm, to, scale), guide.shape), guide)
+
+    to, score = _climb(tuple(cg), overlap, REFINE_STEPS, min_gain=1e-9)
+    return Transform(frm, to, scale), score
+
+
+def _climb(start: tuple, score_of, steps, min_gain: float = 0.0) -> tuple[tuple, float]:
+    """Hill-climb an offset (y, x) from `start` while `score_of` grows by more than
+    `min_gain`: at each of `steps` (strides, largest first), moves of one stride along
+    either axis. Returns the offset and its score."""
+    best, score = start, score_of(start)
+    for step in steps:
         improved = True
         while improved:
             improved = False
             for dy, dx in ((step, 0), (-step, 0), (0, step), (0, -step)):
-                t = Transform(best.frm, (best.to[0] + dy, best.to[1] + dx), best.scale)
-                s = _iou(_warp_mask(source, t, guide.shape), guide)
-                if s > score + 1e-9:
-                    best, score, improved = t, s, True
+                candidate = (best[0] + dy, best[1] + dx)
+                s = score_of(candidate)
+                if s > score + min_gain:
+                    best, score, improved = candidate, s, True
     return best, score
 
 
@@ -240,20 +252,12 @@ def _best_shift(full_source: np.ndarray, ys: np.ndarray, xs: np.ndarray,
         ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
         return int(full_source[sy[ok], sx[ok]].sum())
 
-    best = max(((round(a), round(b)) for a, b in starts), key=hits)
-    score = hits(best)
-    step = max(1, factor // 2)
+    start = max(((round(a), round(b)) for a, b in starts), key=hits)
+    steps, step = [], max(1, factor // 2)
     while step >= 1:
-        improved = True
-        while improved:
-            improved = False
-            for dy, dx in ((step, 0), (-step, 0), (0, step), (0, -step)):
-                d = (best[0] + dy, best[1] + dx)
-                s = hits(d)
-                if s > score:
-                    best, score, improved = d, s, True
+        steps.append(step)
         step //= 2
-    return best
+    return _climb(start, hits, steps)[0]
 
 
 def _paste(out: np.ndarray, pixels: torch.Tensor, source: np.ndarray, guide: np.ndarray,
