@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from magic_server.engine.layout_start import block_share
+from magic_server.engine.regions import Box, bounding_box
 from magic_server.label_regions import connected_regions
 
 SEARCH_SIDE = 384  # components are found on a copy whose longer side is at most this
@@ -123,6 +124,10 @@ def _signature(part: np.ndarray) -> np.ndarray:
     return np.array([np.log(part.sum()), np.log(size[0] / size[1])])
 
 
+def _boxes_meet(a: Box, b: Box) -> bool:
+    return a.top < b.bottom and b.top < a.bottom and a.left < b.right and b.left < a.right
+
+
 def _pairs(source_parts: list[np.ndarray], guide_parts: list[np.ndarray]
            ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each guide part with the unused source part most like it in area and aspect."""
@@ -131,8 +136,10 @@ def _pairs(source_parts: list[np.ndarray], guide_parts: list[np.ndarray]
     # a guide part lying mostly on one source part is that part, moved a little or reshaped
     # in place (the enlarged one of two eyes; a stretched rocket's boosters): paired first
     overlapping: dict[int, int] = {}
+    boxes = [bounding_box(p) for p in source_parts]
     for gi, g in enumerate(guide_parts):
-        ious = [_iou(source_parts[i], g) for i in left]
+        gb = bounding_box(g)  # parts whose boxes do not meet overlap by nothing
+        ious = [_iou(source_parts[i], g) if _boxes_meet(boxes[i], gb) else 0.0 for i in left]
         if ious and max(ious) >= OVERLAP_PAIR:
             best = left[int(np.argmax(ious))]
             if best not in overlapping.values():
