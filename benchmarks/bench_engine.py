@@ -19,10 +19,11 @@ feature-statistics terms share one classifier forward) show only their own extra
 the installed weights are loaded: the classifier's terms are then on, as with the real weights
 (`untrained`, the default here, turns the product presets' classifier terms off).
 
-`--capture eager|compile|auto` chooses how the classifier's judgement runs (engine/capture.py;
-default: the engine's, `auto`). `--compare-eager` times the same iterations eager and captured
-(torch.compile) in one run: seconds per iteration of each, the speed-up, and the wall time the
-first captured run spent compiling.
+`--capture eager|graph|compile|auto` chooses how the iterations run (engine/capture.py;
+default: the engine's, `auto`: whole iterations captured as CUDA graphs on CUDA).
+`--compare-eager` times the same iterations eager, captured whole (`graph`) and with the
+classifier's judgement compiled (`compile`) in one run: seconds per iteration of each, the
+speed-ups, the wall time capture and compile cost, and which was fastest.
 
 `--compare-determinism` times the same iterations with cuDNN's deterministic algorithms (the
 engine's setting on CUDA) and with cuDNN free to pick: what same-seed-same-pixels costs.
@@ -233,11 +234,13 @@ def load_engine(args) -> Engine:
 
 
 def compare_eager(engine: Engine, inputs, args) -> dict:
-    """The paper's iterations eager, then captured, on the same engine and inputs."""
+    """The paper's iterations eager, then captured whole ("graph": the CUDA graph of
+    engine/iteration_capture.py, auto's choice on CUDA), then with the judgement compiled
+    ("compile"), on the same engine and inputs. Capture and compile costs are in wall_s."""
     saved = engine.capture_mode
-    runs = {}
+    runs, states = {}, {}
     try:
-        for mode in ("eager", "compile"):
+        for mode in args.compare_modes.split(","):
             engine.capture_mode = mode
             sync(engine.device)
             t0 = time.perf_counter()
@@ -245,20 +248,32 @@ def compare_eager(engine: Engine, inputs, args) -> dict:
             sync(engine.device)
             runs[mode] = {"sec_per_iteration": round(statistics.median(per_iter), 4),
                           "wall_s": round(time.perf_counter() - t0, 2)}
+            states[mode] = engine.last_capture or {}
     finally:
         engine.capture_mode = saved
-    state = engine.last_capture or {}
-    captured = bool(state.get("captured"))
-    eager, compiled = runs["eager"], runs["compile"]
+    eager = runs["eager"]
+
+    def versus(mode: str) -> dict | None:
+        if mode not in runs:
+            return None
+        worked = bool(states[mode].get("captured"))
+        run = runs[mode]
+        return {**run, "worked": worked, "failure": states[mode].get("failure"),
+                "speedup": round(eager["sec_per_iteration"] / run["sec_per_iteration"], 2)
+                if worked and run["sec_per_iteration"] else None,
+                "overhead_s": round(run["wall_s"] - eager["wall_s"], 2)}
+
+    graph, compiled = versus("graph"), versus("compile")
     return {
         "eager": eager,
-        "captured": compiled,
-        "capture_worked": captured,
-        "capture_failure": state.get("failure"),
-        "speedup": round(eager["sec_per_iteration"] / compiled["sec_per_iteration"], 2)
-        if captured and compiled["sec_per_iteration"] else None,
-        "compile_overhead_s": round(compiled["wall_s"] - eager["wall_s"], 2),
-        "backend": engine.capture_backend,
+        "captured": graph,  # the whole iteration as a graph (auto's choice on CUDA)
+        "compiled": {**compiled, "backend": engine.capture_backend} if compiled else None,
+        "capture_worked": graph["worked"] if graph else None,
+        "capture_failure": graph["failure"] if graph else None,
+        "speedup": graph["speedup"] if graph else None,
+        "compile_overhead_s": compiled["overhead_s"] if compiled else None,
+        "faster": min(runs, key=lambda m: runs[m]["sec_per_iteration"]
+                      if m == "eager" or states[m].get("captured") else float("inf")),
     }
 
 
@@ -666,13 +681,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--skip-iterations", action="store_true",
                     help="only the preset edit (no per-iteration timing)")
     ap.add_argument("--compare-eager", action="store_true",
-                    help="captured (torch.compile) vs eager seconds per iteration")
+                    help="seconds per iteration eager, captured whole (graph) and with the "
+                         "judgement compiled (compile)")
+    ap.add_argument("--compare-modes", default="eager,graph,compile",
+                    help="--compare-eager: the capture modes timed, eager first (compile "
+                         "costs a minute of compiling on a GPU)")
     ap.add_argument("--compare-determinism", action="store_true",
                     help="CUDA: seconds per iteration with cuDNN deterministic (the engine's "
                          "setting) against cuDNN free to pick")
-    ap.add_argument("--capture", choices=("auto", "eager", "compile"), default=None,
-                    help="how the classifier's judgement runs (default: auto = compiled on "
-                         "CUDA for runs of 2000+ iterations)")
+    ap.add_argument("--capture", choices=("auto", "eager", "graph", "compile"), default=None,
+                    help="how the iterations run (default: auto = each level of 40+ "
+                         "iterations captured whole as a CUDA graph on CUDA, eager elsewhere)")
     ap.add_argument("--weights", default="untrained",
                     help="untrained (default: seeded random weights, classifier terms off in "
                          "the product presets), random-file (random weights written as a "

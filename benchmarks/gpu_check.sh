@@ -11,7 +11,7 @@
 # Inside the archive: env.json (torch, CUDA, GPU), gpu_tests.json (+ gpu_tests.xml),
 # iteration.json (the paper objective, eager: seconds per iteration, cost in classifier
 # forwards, per-term costs as the median of repeats with their spread, what cuDNN
-# determinism costs), quality.json and
+# determinism costs, the same iterations captured whole as CUDA graphs), quality.json and
 # draft.json (the bundled sample with the classifier terms on, in process and through a real
 # magic-server process: submit to first preview and to result), memory_24mp.json (peak GPU
 # memory, 24 MP photo, 1000 px edit), paper.json (the paper's setting: 18,000 iterations,
@@ -148,8 +148,9 @@ else
 	PAPER=(--batch 5 --resolution 224)
 fi
 step iteration 55 "${BENCH[@]}" "${ITER[@]}" --capture eager --compare-determinism \
-	--json "$RUN/iteration.json"
-# The paper's setting runs captured (auto: compiled on CUDA for long runs); stopped after
+	--compare-eager --compare-modes eager,graph --json "$RUN/iteration.json"
+# The paper's setting runs captured (auto: its one level captured whole as CUDA graphs, the
+# critic's step and the update of x', engine/iteration_capture.py); stopped after
 # PAPER_TIME s, it says how far it got (paper_seconds is then null, not estimated).
 PAPER_TIME=120
 step paper $((PAPER_TIME + 20)) "${BENCH[@]}" --preset paper "${PAPER[@]}" --skip-iterations \

@@ -120,6 +120,7 @@ def summarise(folder: Path, budget: int, took: int) -> dict:
         "classifier_forward_sec": it.get("classifier_forward_sec"),
         "term_costs": it.get("term_costs"),
         "cudnn_determinism": it.get("cudnn_determinism"),
+        "captured_iteration": it.get("compare_eager"),
         "peak_gpu_mb_24mp_1000px_edit": memory.get("peak_gpu_mb"),
         "memory_24mp_completed": memory.get("completed"),
         "server_errors": {k: r.get("error") for k, r in (("quality", q_server),

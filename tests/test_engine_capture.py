@@ -35,14 +35,18 @@ def scene():
 OPTIONS = SynthesisOptions(samples=1, preset="paper", iterations=4, resolution=32, seed=1)
 
 
+def summary(record: dict) -> dict:
+    return {k: record[k] for k in ("captured", "failure", "mode", "reason")}
+
+
 def test_the_captured_step_gives_the_eager_result(classifier):
     """torch.compile traces the classifier and mask network with their gradient (AOTAutograd;
     the 'aot_eager' backend runs the traced graphs without generating kernels, which a CPU
     test can afford): same seed, same pixels as the eager step."""
     eager = Engine(classifier, "cpu", "untrained", capture_mode="eager")
     expected = eager.synthesize(*scene(), OPTIONS)
-    assert eager.last_capture == {"captured": False, "failure": None, "mode": "eager",
-                                  "reason": "capture mode eager"}
+    assert summary(eager.last_capture) == {"captured": False, "failure": None, "mode": "eager",
+                                           "reason": "capture mode eager"}
     captured = Engine(classifier, "cpu", "untrained", capture_mode="compile",
                       capture_backend="aot_eager")
     got = captured.synthesize(*scene(), OPTIONS)
@@ -63,8 +67,8 @@ def test_the_channels_last_step_is_captured_and_gives_the_eager_result(classifie
     captured = Engine(net, "cpu", "untrained", capture_mode="compile",
                       capture_backend="aot_eager", channels_last=True)
     got = captured.synthesize(*scene(), OPTIONS)
-    assert captured.last_capture == {"captured": True, "failure": None, "mode": "compile",
-                                     "reason": "capture mode compile"}
+    assert summary(captured.last_capture) == {"captured": True, "failure": None,
+                                              "mode": "compile", "reason": "capture mode compile"}
     assert captured._captured.calls == 4
     assert np.abs(got.images[0].astype(int) - expected.images[0].astype(int)).max() <= 1
 
@@ -109,18 +113,20 @@ def test_a_failed_capture_runs_eager_and_logs_why(classifier, monkeypatch, caplo
     assert len(warnings) == 1 and "runs eager" in warnings[0]
 
 
-def test_auto_captures_only_long_runs_on_a_gpu():
+def test_auto_captures_whole_iterations_of_long_enough_levels_on_a_gpu():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert capture.wants_capture("auto", cuda, capture.AUTO_MIN_ITERATIONS)
-    assert not capture.wants_capture("auto", cuda, 240)
-    assert not capture.wants_capture("auto", cpu, 18_000)
-    assert not capture.wants_capture("eager", cuda, 18_000)
-    assert capture.wants_capture("compile", cpu, 1)
-    assert capture.decide("auto", cuda, 240) == (
-        False, "auto: eager for 240 iterations (compiling pays from 2000)")
-    assert capture.decide("auto", cpu, 18_000) == (
-        False, "auto: eager on cpu (captures run on CUDA only)")
-    assert capture.decide("auto", cuda, 18_000) == (True, "auto: 18000 iterations on CUDA")
+    assert capture.decide("auto", cuda, capture.GRAPH_MIN_ITERATIONS) == capture.Choice(
+        "graph", f"auto: {capture.GRAPH_MIN_ITERATIONS} iterations on CUDA", "cuda-graph")
+    assert capture.decide("auto", cuda, 30) == capture.Choice(
+        "eager", f"auto: eager for 30 iterations (a capture pays from "
+                 f"{capture.GRAPH_MIN_ITERATIONS})")
+    assert capture.decide("auto", cpu, 18_000) == capture.Choice(
+        "eager", "auto: eager on cpu (captures run on CUDA only)")
+    assert capture.decide("eager", cuda, 18_000).how == "eager"
+    assert capture.decide("compile", cpu, 1).how == "compile"
+    assert capture.decide("graph", cpu, 1) == capture.Choice("graph", "capture mode graph",
+                                                             "trace")
+    assert capture.decide("graph", cuda, 1).backend == "cuda-graph"
 
 
 def test_the_capture_mode_comes_from_the_environment_and_is_checked(monkeypatch):
@@ -128,7 +134,7 @@ def test_the_capture_mode_comes_from_the_environment_and_is_checked(monkeypatch)
     assert capture.resolve_mode(None) == "eager"
     assert capture.resolve_mode("compile") == "compile"
     monkeypatch.setenv(capture.CAPTURE_ENV, "fast")
-    with pytest.raises(ValueError, match="'fast' is not one of auto, eager, compile"):
+    with pytest.raises(ValueError, match="'fast' is not one of auto, eager, compile, graph"):
         capture.resolve_mode(None)
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from magic_server.engine import losses
-from magic_server.engine.discriminator import PatchCritic, gradient_penalty, random_crops
+from magic_server.engine.discriminator import CriticTrainer, PatchCritic, crops_at, gradient_penalty
 from magic_server.engine.mask_net import MaskNet, binary_fractions
 from magic_server.engine.presets import PRESETS, learning_rate, resolve_schedule
 from magic_server.engine.resnet import ResNet50, frozen
@@ -123,23 +123,38 @@ def test_gradient_penalty_vanishes_for_a_unit_gradient_critic():
             return (x * self.w).sum(dim=(1, 2, 3))
 
     w = torch.randn(1, 3, 6, 6)
-    gen = torch.Generator().manual_seed(0)
+    alpha = torch.rand(4, generator=torch.Generator().manual_seed(0))
     real, fake = torch.randn(4, 3, 6, 6), torch.randn(4, 3, 6, 6)
-    unit = gradient_penalty(Linear(w / w.norm()), real, fake, gen)
-    double = gradient_penalty(Linear(2 * w / w.norm()), real, fake, gen)
+    unit = gradient_penalty(Linear(w / w.norm()), real, fake, alpha)
+    double = gradient_penalty(Linear(2 * w / w.norm()), real, fake, alpha)
     assert float(unit) < 1e-10
     assert float(double) == pytest.approx(1.0, rel=1e-5)
 
 
-def test_random_crops_come_from_the_images():
+def test_crops_by_index_are_the_slices_the_draw_names():
+    """The critic crops by tensor indices (so that a captured step crops where each
+    iteration's draw says): each crop is the slice at its drawn image, row and column, mirrored
+    when its flip draw is below 0.5."""
     imgs = torch.arange(2 * 3 * 10 * 10, dtype=torch.float32).view(2, 3, 10, 10)
-    crops = random_crops(imgs, 5, 4, torch.Generator().manual_seed(1))
+    index = torch.tensor([[0, 1, 1, 0, 1], [0, 6, 3, 2, 5], [6, 0, 2, 4, 1]])
+    flip = torch.tensor([0.9, 0.2, 0.7, 0.4, 0.5])
+    crops = crops_at(imgs, index, flip, 4)
     assert crops.shape == (5, 3, 4, 4)
-    for c in crops:
-        found = any(
-            torch.equal(c, imgs[i, :, y:y + 4, x:x + 4]) or torch.equal(c.flip(-1), imgs[i, :, y:y + 4, x:x + 4])
-            for i in range(2) for y in range(7) for x in range(7))
-        assert found
+    for c, (i, y, x), f in zip(crops, index.T.tolist(), flip.tolist()):
+        piece = imgs[i, :, y:y + 4, x:x + 4]
+        assert torch.equal(c, piece.flip(-1) if f < 0.5 else piece)
+
+
+def test_the_critics_draw_stays_inside_both_images_and_follows_the_seed():
+    real = torch.randn(1, 3, 70, 90)
+    draws = [CriticTrainer(real, torch.Generator().manual_seed(4)).draw((1, 3, 70, 90))
+             for _ in range(2)]
+    assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
+    index, floats = draws[0]
+    assert index.shape == (6, 8) and floats.shape == (3, 8)
+    assert int(index[[0, 3]].max()) == 0
+    assert int(index[[1, 4]].max()) <= 70 - 64 and int(index[[2, 5]].max()) <= 90 - 64
+    assert float(floats.min()) >= 0 and float(floats.max()) < 1
 
 
 def test_presets_keep_the_paper_proportions():

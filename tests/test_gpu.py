@@ -24,6 +24,7 @@ from magic_protocol.client import JobFailed, JobRequest, MagicClient, RawImage
 from magic_protocol.protocol import ErrorCode
 from magic_server.classifier import load_classifier
 from magic_server.engine.api import SynthesisOptions
+from magic_server.engine.presets import Schedule
 from magic_server.engine.synthesis import Engine
 
 pytestmark = [
@@ -171,6 +172,30 @@ def test_the_captured_paper_step_runs_on_cuda_and_repeats_for_a_seed():
     first = engine.synthesize(image, source, guide, options).images
     assert engine.last_capture["captured"], engine.last_capture["failure"]
     again = engine.synthesize(image, source, guide, options).images
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    for got, want in zip(first, expected):
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 8
+
+
+def test_the_whole_paper_iteration_runs_as_cuda_graphs_and_repeats_for_a_seed():
+    """auto on CUDA: the critic's step and the update of x' captured whole as CUDA graphs
+    (engine/iteration_capture.py). Every step must really replay (a fallback is reported with
+    its reason, and this test says it), give the same pixels twice for one seed, and stay
+    close to the eager iterations."""
+    model, label = load_classifier("untrained", "cpu")
+    image, source, guide = inputs()
+    options = SynthesisOptions(samples=2, preset="paper", iterations=60, resolution=96, seed=4)
+    schedule = Schedule(60, 2, 20, 4)
+    eager = Engine(model, "cuda", label, capture_mode="eager")
+    expected = eager.synthesize(image, source, guide, options, schedule=schedule).images
+    engine = Engine(model, "cuda", label, capture_mode="auto")
+    first = engine.synthesize(image, source, guide, options, schedule=schedule).images
+    record = engine.last_capture
+    assert record["captured"], record
+    steps = record["levels"][0]["steps"]
+    assert set(steps) == {"update", "critic", "update with critic"}, record
+    assert all(s["replays"] > 0 and s["failure"] is None for s in steps.values()), record
+    again = engine.synthesize(image, source, guide, options, schedule=schedule).images
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     for got, want in zip(first, expected):
         assert np.abs(got.astype(int) - want.astype(int)).mean() < 8

@@ -1,12 +1,14 @@
-"""Capturing the classifier's judgement of x' (the GPU fast path).
+"""How the iterations run on a GPU: eager, captured whole, or with a compiled judgement.
 
 At the paper's sizes a GPU iteration is bound by kernel launches and host round trips, not by
-arithmetic: ResNet-50's forward and input backward are hundreds of small kernels. torch.compile
-fuses them and, in mode "reduce-overhead", replays them as CUDA graphs. What is captured is the
-part of the iteration whose shapes stay fixed for the whole edit: the classifier (and the mask
-network) judging x' at the working resolution, with its gradient. Compiling costs seconds, so
-`auto` compiles only runs long enough to pay for it; when compiling or a compiled call fails,
-the eager code runs instead and the reason is logged once.
+arithmetic: ResNet-50's forward and input backward are hundreds of small kernels. Two ways out:
+- "graph" (auto's choice on CUDA): the whole iteration (the critic's step, the judgement, the
+  priors, the update of x') captured once per level as a CUDA graph and replayed
+  (engine/iteration_capture.py); capturing costs a few iterations, no compiling;
+- "compile": only the classifier's (and the mask network's) judgement of x' with its gradient,
+  through torch.compile (mode "reduce-overhead"); compiling costs seconds.
+When capturing, compiling or a replay fails, the eager code runs instead and the reason is
+logged once and reported.
 """
 
 from __future__ import annotations
@@ -14,18 +16,33 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 log = logging.getLogger("magic_server")
 
-CAPTURE_MODES = ("auto", "eager", "compile")
+CAPTURE_MODES = ("auto", "eager", "compile", "graph")
 CAPTURE_ENV = "MAGIC_CAPTURE"  # overrides the engine's default mode (e.g. "eager")
-# auto: compile on CUDA for runs of at least this many iterations at one working resolution
-# (the paper's setting); shorter edits stay eager, where compiling would cost more than it saves.
-AUTO_MIN_ITERATIONS = 2000
+# auto: a level of at least this many iterations on CUDA runs as a captured whole iteration
+# (engine/iteration_capture.py): capturing costs about four eager iterations (two warm-up calls,
+# the capture, the checked first replay), so shorter levels stay eager
+GRAPH_MIN_ITERATIONS = 40
 COMPILE_MODE = "reduce-overhead"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How one level's iterations run, and why (logged, and reported in last_capture).
+
+    how: "eager"; "graph": the whole iteration captured and replayed (backend "cuda-graph", or
+    "trace", the CPU's stand-in that tests use); "compile": only the classifier's judgement,
+    through torch.compile."""
+
+    how: str
+    reason: str
+    backend: str | None = None
 
 
 def resolve_mode(mode: str | None) -> str:
@@ -35,22 +52,21 @@ def resolve_mode(mode: str | None) -> str:
     return mode
 
 
-def wants_capture(mode: str, device: torch.device, iterations: int) -> bool:
-    return decide(mode, device, iterations)[0]
-
-
-def decide(mode: str, device: torch.device, iterations: int) -> tuple[bool, str]:
-    """(capture?, why): the choice for one edit, with the reason that is logged and reported."""
+def decide(mode: str, device: torch.device, iterations: int) -> Choice:
+    """The choice for a run of `iterations` at one resolution (a level)."""
     if mode == "compile":
-        return True, "capture mode compile"
+        return Choice("compile", "capture mode compile")
     if mode == "eager":
-        return False, "capture mode eager"
+        return Choice("eager", "capture mode eager")
+    backend = "cuda-graph" if device.type == "cuda" else "trace"
+    if mode == "graph":
+        return Choice("graph", "capture mode graph", backend)
     if device.type != "cuda":
-        return False, f"auto: eager on {device.type} (captures run on CUDA only)"
-    if iterations < AUTO_MIN_ITERATIONS:
-        return False, (f"auto: eager for {iterations} iterations (compiling pays from "
-                       f"{AUTO_MIN_ITERATIONS})")
-    return True, f"auto: {iterations} iterations on CUDA"
+        return Choice("eager", f"auto: eager on {device.type} (captures run on CUDA only)")
+    if iterations < GRAPH_MIN_ITERATIONS:
+        return Choice("eager", f"auto: eager for {iterations} iterations (a capture pays from "
+                               f"{GRAPH_MIN_ITERATIONS})")
+    return Choice("graph", f"auto: {iterations} iterations on CUDA", backend)
 
 
 class Captured:

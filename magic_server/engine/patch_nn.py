@@ -225,7 +225,9 @@ class PatchBank:
         return Matches(target, covered, field, torch.stack(distances))
 
 
-def patch_loss(x: torch.Tensor, matches: Matches, region: torch.Tensor) -> torch.Tensor:
-    """Mean squared distance of x to the voted target over the covered part of `region`."""
-    weight = matches.covered * region
-    return ((x - matches.target) ** 2 * weight).sum() / (weight.sum() * 3).clamp(1)
+def patch_loss(x: torch.Tensor, target: torch.Tensor, covered: torch.Tensor,
+               region: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance of x to the voted target (Matches.target) over the covered part
+    (Matches.covered) of `region`."""
+    weight = covered * region
+    return ((x - target) ** 2 * weight).sum() / (weight.sum() * 3).clamp(1)

@@ -16,6 +16,7 @@ import functools
 import threading
 import time
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from magic_protocol.protocol import MAX_LABELS
 from magic_server.engine import capture, donors, finish, losses, term_balance
+from magic_server.engine.adam import Adam
 from magic_server.engine.api import (
     Cancelled,
     EngineInputError,
@@ -33,6 +35,7 @@ from magic_server.engine.api import (
     check_inputs,
 )
 from magic_server.engine.discriminator import CriticTrainer
+from magic_server.engine.iteration_capture import CapturedStep
 from magic_server.engine.layout_start import layout_composite
 from magic_server.engine.mask_net import MaskNet, binary_fractions, train_mask_net
 from magic_server.engine.object_transfer import transfer_start
@@ -182,6 +185,7 @@ class Job:
     total: int
     done: int = 0
     t0: float = 0.0
+    captures: list[dict] = dataclass_field(default_factory=list)  # per level: how its steps ran
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -317,8 +321,9 @@ class Engine:
             else channels_last
         self.capture_mode = capture.resolve_mode(capture_mode)
         self.capture_backend = capture_backend
+        self._captured: capture.Captured | None = None  # the compiled judgement (kept)
         self._judge = None  # the latest edit's judged step: _judged_gradient or its capture
-        self._judge_mode = self.capture_mode
+        self._last_capture: dict | None = None
         self.last_scales: term_balance.TermScales | None = None  # the latest balance (tests)
         self.classifier = classifier.to(self.device).eval()
         if self.channels_last:  # convolutions run fastest on NHWC on CUDA
@@ -450,7 +455,7 @@ class Engine:
             self._show_start(z, levels[0], job, started,
                              schedule.mask_net_steps if weights.mask else 0)
             mask_net = self._fit_mask_net(judge, schedule, job) if weights.mask else None
-            self._judge, self._judge_mode = self._judge_runner(job.total), self.capture_mode
+            self._judge = self._judge_runner(job.total)
             if weights.smoothing:
                 self._judge = term_balance.Smoothed(self._judge, weights.smoothing,
                                                     torch.Generator().manual_seed(options.seed))
@@ -466,6 +471,7 @@ class Engine:
                         field = upscale_field(field, (h_i - PATCH + 1, w_i - PATCH + 1),
                                               levels[i - 1].bank.grid, level.bank.grid)
                 z, report, field = self._optimise(z, level, mask_net, job, field)
+            self._last_capture = self._capture_record(job)
             if pyramid:
                 patches = self._finish(z, levels[-1], field if not donated else None, crops,
                                        init, pasted, options.mode)
@@ -759,15 +765,18 @@ class Engine:
     def _optimise(self, z: torch.Tensor, level: Level, mask_net: MaskNet | None, job: Job,
                   field: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
-        """Run one level; `field` is the patch match field to search around (patch term)."""
+        """Run one level; `field` is the patch match field to search around (patch term).
+
+        An iteration: the critic's step (once it has joined), the patch matching (every
+        `refresh_every` iterations) with the terms' balance, then the update of x' (_update).
+        The critic's step and the update read only tensors that stay in place, so that a level
+        may run them captured (engine/iteration_capture.py, chosen by _steps)."""
         z = z.detach().clone().requires_grad_(True)
         schedule = level.schedule
         paper = level.free is None
-        betas = (0.5, 0.9) if paper else (0.9, 0.99)
-        # fused on CUDA: the whole update is one kernel launch, not a dozen per step
-        opt = torch.optim.Adam([z], lr=level.peak_lr, betas=betas, eps=1e-8,
-                               fused=self.device.type == "cuda")
+        opt = Adam([z], lr=level.peak_lr, betas=(0.5, 0.9) if paper else (0.9, 0.99), eps=1e-8)
         critic = CriticTrainer(level.ref.z, job.gen) if job.weights.critic > 0 else None
+        steps = _LevelSteps(self, z, opt, level, mask_net, critic, job)
         report: dict[str, float] = {}
         options = job.options
         h, w = z.shape[-2:]
@@ -776,42 +785,32 @@ class Engine:
         copies = PreviewCopies(self.device)
         for it in range(schedule.iterations):
             job.check_cancel()
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(it, schedule, level.peak_lr)
+            opt.set_lr(learning_rate(it, schedule, level.peak_lr))
             critic_on = critic is not None and it >= schedule.discriminator_start
             if critic_on:
-                steps = CRITIC_WARM_START_STEPS if it == schedule.discriminator_start else 1
-                for _ in range(steps):
-                    wasserstein = critic.step(z)
-            x = self._compose(z, level)
+                count = CRITIC_WARM_START_STEPS if it == schedule.discriminator_start else 1
+                for _ in range(count):
+                    wasserstein = steps.critic(*critic.draw(z.shape))
             if level.bank is not None and it % level.refresh_every == 0:
+                x = self._compose(z, level)
                 matches = level.bank.match(x.detach(), level.labels, level.centres,
                                            blurred=True, prior=field, agree=level.agree)
                 field = matches.field
                 if job.weights.relative:
                     jw, measured = self._balance(z, x, level, matches, job.weights)
-            extra = {"measured": measured} if measured is not None else {}
-            terms, surrogate = self._objective(x, level, mask_net,
-                                               critic if critic_on else None, jw, **extra)
+            matched = (matches.target, matches.covered) if matches is not None else ()
+            if measured is not None or jw is not job.weights:  # weights of this matching
+                terms, loss = self._update(z, opt, level, mask_net, critic if critic_on else None,
+                                           jw, *matched, measured=measured)
+            else:
+                terms, loss = steps.update(critic_on, matched)
             measured = None
-            if matches is not None:
-                terms["patch"] = patch_loss(x, matches, level.free)
-            live = [getattr(jw, k) * v for k, v in terms.items() if v.requires_grad]
-            if surrogate is not None:
-                live.append(surrogate)
-            loss = sum(getattr(jw, k) * v.detach().float() for k, v in terms.items())
-            opt.zero_grad(set_to_none=True)
-            if live:
-                sum(live).backward()
-            opt.step()
-            with torch.no_grad():
-                self.norm.clamp_(z)
             job.done += 1
             last = job.done == job.total
             fresh: dict[str, float] = {}
             if job.done % LOSS_REPORT_EVERY == 0 or it + 1 == schedule.iterations:
-                fresh = {k: float(v.detach()) for k, v in terms.items()}
-                fresh["total"] = float(loss.detach())
+                fresh = {k: float(v) for k, v in terms.items()}
+                fresh["total"] = float(loss)
                 if critic_on:
                     fresh["wasserstein"] = float(wasserstein)
                 report = fresh
@@ -822,7 +821,32 @@ class Engine:
                 previews = copies.collect(wait=it + 1 == schedule.iterations)
                 job.on_progress(Progress(job.done, job.total, time.monotonic() - job.t0,
                                          fresh, previews, stage=level.stage))
+        job.captures.append(steps.record())
         return z.detach(), report, field
+
+    def _update(self, z: torch.Tensor, opt: Adam, level: Level, mask_net: MaskNet | None,
+                critic: CriticTrainer | None, jw: LossWeights, target: torch.Tensor | None = None,
+                covered: torch.Tensor | None = None, measured: tuple | None = None
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One update of x': its terms (the patch term from the matched `target` and `covered`),
+        their gradient, Adam's step and the clamp to valid pixels. Returns the terms' values
+        and their weighted total, as detached tensors. Asks the host for nothing: a level may
+        capture it whole."""
+        x = self._compose(z, level)
+        extra = {"measured": measured} if measured is not None else {}
+        terms, surrogate = self._objective(x, level, mask_net, critic, jw, **extra)
+        if target is not None:
+            terms["patch"] = patch_loss(x, target, covered, level.free)
+        live = [getattr(jw, k) * v for k, v in terms.items() if v.requires_grad]
+        if surrogate is not None:
+            live.append(surrogate)
+        loss = sum(getattr(jw, k) * v.detach().float() for k, v in terms.items())
+        if live:
+            (gradient,) = torch.autograd.grad(sum(live), [z])
+            opt.step([gradient])
+        with torch.no_grad():
+            self.norm.clamp_(z)
+        return {k: v.detach() for k, v in terms.items()}, loss.detach()
 
     @staticmethod
     def _seen(x: torch.Tensor, judge: Reference) -> torch.Tensor:
@@ -847,7 +871,7 @@ class Engine:
 
         values, grads, norms = term_balance.measure(self._judge, seen.detach(), level.judge,
                                                     weights, back, shares)
-        patch = weights.patch * patch_loss(x, matches, level.free)
+        patch = weights.patch * patch_loss(x, matches.target, matches.covered, level.free)
         patch_norm = float(torch.autograd.grad(patch, z, retain_graph=True)[0].float().norm())
         scales = term_balance.balance(shares, norms, patch_norm)
         self.last_scales = scales
@@ -909,26 +933,95 @@ class Engine:
         return {k: v.detach() for k, v in terms.items()}, gradient
 
     def _judge_runner(self, iterations: int):
-        """The judged part for this edit: captured when the capture mode asks for it (the
-        choice and its reason are logged and reported in last_capture)."""
-        wanted, self._judge_reason = capture.decide(self.capture_mode, self.device, iterations)
-        capture.log.debug("judged step: %s (%s)", "captured" if wanted else "eager",
-                          self._judge_reason)
-        if wanted:
-            cached = getattr(self, "_captured", None)
+        """The judged part for this edit: compiled when the capture mode is "compile" (its
+        success is reported in last_capture), else eager (a captured level records it whole)."""
+        choice = capture.decide(self.capture_mode, self.device, iterations)
+        if choice.how == "compile":
+            cached = self._captured
             if cached is None or not cached.active:
                 cached = self._captured = capture.Captured(self._judged_gradient,
                                                            backend=self.capture_backend)
             return cached
         return self._judged_gradient
 
+    def _capture_record(self, job: Job) -> dict:
+        levels = job.captures
+        compiled = self._captured if self.capture_mode == "compile" else None
+        if compiled is not None:
+            failure = compiled.failure
+            captured = compiled.active and compiled.calls > 0
+            reason = "capture mode compile"
+        else:
+            steps = [step for level in levels for step in level["steps"].values()]
+            failure = next((step["failure"] for step in steps if step["failure"]), None)
+            captured = failure is None and any(step["replays"] for step in steps)
+            reason = levels[-1]["reason"] if levels else None
+        return {"captured": captured, "failure": failure, "mode": self.capture_mode,
+                "reason": reason, "levels": levels}
+
     @property
     def last_capture(self) -> dict | None:
-        """How the latest edit's judged step ran (benchmarks, logs): captured, and why not."""
-        runner = self._judge
+        """How the latest edit's iterations ran (benchmarks, logs): captured, why not, and per
+        level (`levels`: how, reason, backend, replays, failure)."""
+        return self._last_capture
+
+
+class _LevelSteps:
+    """The critic's step and the update of x' for one level, eager or captured whole as the
+    capture mode decides (engine/capture.py); `record()` says how they ran."""
+
+    def __init__(self, engine: Engine, z: torch.Tensor, opt: Adam, level: Level,
+                 mask_net: MaskNet | None, critic: CriticTrainer | None, job: Job) -> None:
+        choice = capture.decide(engine.capture_mode, engine.device, level.schedule.iterations)
+        weights = job.weights
+        if choice.how == "graph":
+            blocker = None
+            if weights.smoothing:
+                blocker = "the judged gradient is smoothed with noise drawn on the host"
+            elif weights.relative and any(weights.shares().values()):
+                blocker = "the judged terms are re-weighted at every patch matching"
+            if blocker:
+                choice = capture.Choice("eager", f"{choice.reason}; eager: {blocker}")
+        capture.log.debug("level %s: %s (%s)", tuple(z.shape[-2:]), choice.how, choice.reason)
+        self.choice = choice
+        self.engine, self.z, self.opt, self.level = engine, z, opt, level
+        self.mask_net, self.critic_trainer, self.weights = mask_net, critic, weights
+        self.keys: dict[str, list[str]] = {}
+        self.captured: dict[str, CapturedStep] = {}
+
+    def critic(self, index: torch.Tensor, floats: torch.Tensor) -> torch.Tensor:
+        """One critic step on x' with this step's random draw; its Wasserstein estimate."""
+        trainer = self.critic_trainer
+        assert trainer is not None
+        return self._run("critic", lambda i, f: (trainer.update(self.z, i, f),),
+                         lambda: trainer.state, (index, floats))[0]
+
+    def update(self, critic_on: bool, matched: tuple[torch.Tensor, ...]
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The update of x' (Engine._update) with the latest matching's (target, covered)."""
+        name = "update with critic" if critic_on else "update"
+        critic = self.critic_trainer if critic_on else None
+
+        def step(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            terms, loss = self.engine._update(self.z, self.opt, self.level, self.mask_net,
+                                              critic, self.weights, *tensors)
+            self.keys[name] = list(terms)
+            return (*terms.values(), loss)
+
+        out = self._run(name, step, lambda: [self.z, *self.opt.state], matched)
+        return dict(zip(self.keys[name], out[:-1])), out[-1]
+
+    def _run(self, name: str, step, state, inputs: tuple[torch.Tensor, ...]
+             ) -> tuple[torch.Tensor, ...]:
+        if self.choice.how != "graph":
+            return step(*inputs)
+        runner = self.captured.get(name)
         if runner is None:
-            return None
-        captured = isinstance(runner, capture.Captured)
-        return {"captured": captured and runner.active,
-                "failure": runner.failure if captured else None, "mode": self._judge_mode,
-                "reason": getattr(self, "_judge_reason", None)}
+            runner = self.captured[name] = CapturedStep(step, state, self.choice.backend, name)
+        return runner(*inputs)
+
+    def record(self) -> dict:
+        return {"size": list(self.z.shape[-2:]), "how": self.choice.how,
+                "reason": self.choice.reason, "backend": self.choice.backend,
+                "steps": {name: {"replays": r.replays, "failure": r.failure}
+                          for name, r in self.captured.items()}}
