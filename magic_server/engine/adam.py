@@ -30,6 +30,9 @@ class Adam:
                          for p in self.params]
         self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format)
                             for p in self.params]
+        # two work buffers per parameter: a fresh large tensor each step costs more than the
+        # arithmetic on the CPU (first-touch page faults)
+        self.scratch = [(torch.empty_like(p), torch.empty_like(p)) for p in self.params]
 
     def set_lr(self, value: float) -> None:
         """Outside a captured graph: the next update's learning rate (no host sync)."""
@@ -46,10 +49,12 @@ class Adam:
         bias_correction1 = 1 - self.beta1 ** self.steps
         neg_step_size = -(self.lr / bias_correction1)
         bias_correction2_sqrt = (1 - self.beta2 ** self.steps) ** 0.5
-        for param, grad, exp_avg, exp_avg_sq in zip(self.params, grads, self.exp_avgs,
-                                                    self.exp_avg_sqs):
+        for param, grad, exp_avg, exp_avg_sq, (denom, scaled) in zip(
+                self.params, grads, self.exp_avgs, self.exp_avg_sqs, self.scratch):
             exp_avg.lerp_(grad, 1 - self.beta1)
             exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            # addcdiv's value must be a host number: its arithmetic, value * t1 / t2, written out
-            param.add_(exp_avg * neg_step_size.to(param.dtype) / denom)
+            torch.sqrt(exp_avg_sq, out=denom).div_(bias_correction2_sqrt).add_(self.eps)
+            # addcdiv's value must be a host number: value * t1 / t2 with the value multiplied
+            # in first (the same rounding), then divided by addcdiv with a value of 1
+            torch.mul(exp_avg, neg_step_size.to(param.dtype), out=scaled)
+            param.addcdiv_(scaled, denom)
