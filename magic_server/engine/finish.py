@@ -25,6 +25,8 @@ tone stepping where it meets the photo, and texture blurred to a smear. Here ins
    spread inside it), so the band round the object is the new background's and nothing of
    the paste's old background leaks out as a halo. Where the artist's selection was drawn on
    the object's own edge (selection_tightness), that edge is the object's and is kept.
+   Before that, the smooth background a loose selection carried inside the paste is replaced
+   by the new one (engine/carried_background.py): no polygon of the old bokeh round the object.
 """
 
 from __future__ import annotations
@@ -35,48 +37,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from magic_server.engine.carried_background import CarriedBackground, lift_carried_background
+from magic_server.engine.membrane import COARSEST, JACOBI_STEPS, gaussian_blur, harmonic_fill
 from magic_server.engine.regions import Box, bounding_box
-
-JACOBI_STEPS = 40  # smoothing sweeps per membrane level (the coarse levels do the long range)
-COARSEST = 8  # the membrane's pyramid stops when the region is this small
-
-
-def _down(values: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Halve (values, weight): a weighted mean over each 2x2 cell (ceil mode)."""
-    total = F.avg_pool2d(values * weight, 2, ceil_mode=True)
-    count = F.avg_pool2d(weight, 2, ceil_mode=True)
-    mean = total / count.clamp(min=1e-8)
-    return mean, (count > 0).float()
-
-
-def harmonic_fill(values: torch.Tensor, known: torch.Tensor, steps: int = JACOBI_STEPS
-                  ) -> torch.Tensor:
-    """values (N, C, H, W) where known (1, 1, H, W) is 1; elsewhere the smooth (harmonic)
-    interpolation of the known values: Laplace's equation solved coarse to fine (a pyramid of
-    masked means, each level's solution the start of the next finer one's Jacobi sweeps).
-    Known values are returned unchanged."""
-    known = (known > 0.5).float()
-    if float(known.sum()) == 0:
-        return torch.zeros_like(values)
-    h, w = values.shape[-2:]
-    if max(h, w) <= COARSEST or bool(known.all()):
-        guess = (values * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True)
-        u = torch.where(known > 0, values, guess.expand_as(values))
-    else:
-        small_v, small_k = _down(values, known)
-        small = harmonic_fill(small_v, small_k, steps)
-        u = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-        u = torch.where(known > 0, values, u)
-    ones = torch.ones_like(known)
-    kernel = torch.tensor([[0.0, 1, 0], [1, 0, 1], [0, 1, 0]], device=values.device)
-    kernel = kernel.view(1, 1, 3, 3)
-    # neighbours that exist (the image's border is a free boundary: Neumann)
-    count = F.conv2d(F.pad(ones, (1, 1, 1, 1)), kernel)
-    weight = kernel.expand(values.shape[1], 1, 3, 3).contiguous()
-    for _ in range(steps):
-        total = F.conv2d(F.pad(u, (1, 1, 1, 1)), weight, groups=values.shape[1])
-        u = torch.where(known > 0, values, total / count)
-    return u
 
 
 def _neighbour_sum(u: torch.Tensor) -> list[torch.Tensor]:
@@ -210,20 +173,6 @@ def displacement(field: torch.Tensor, level_size: tuple[int, int], patch: int) -
     r = patch // 2
     h, w = level_size
     return F.pad(moved, (r, w - gw - r, r, h - gh - r), mode="replicate")
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    if sigma <= 0.3:
-        return images
-    radius = max(1, math.ceil(2.5 * sigma))
-    x = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
-    k = torch.exp(-(x * x) / (2 * sigma * sigma))
-    k = k / k.sum()
-    c = images.shape[1]
-    pad = F.pad(images, (radius, radius, 0, 0), mode="replicate")
-    out = F.conv2d(pad, k.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
-    pad = F.pad(out, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(pad, k.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
 
 
 def vote(photo: torch.Tensor, moves: torch.Tensor, window: int,
@@ -395,7 +344,8 @@ def _tensor(mask: np.ndarray, device) -> torch.Tensor:
 
 def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, free: np.ndarray,
                   *, field: torch.Tensor | None, patch: int, exact: np.ndarray | None = None,
-                  outline: np.ndarray | None = None, tight: float = 0.0) -> list[np.ndarray]:
+                  outline: np.ndarray | None = None, tight: float = 0.0,
+                  carried: CarriedBackground | None = None) -> list[np.ndarray]:
     """The edit's region (H, W) at the photo's own size, one uint8 HxWx3 image per sample.
 
     synth (N, 3, h, w): the last level's pixels; photo: the region of the photo; around: what
@@ -404,7 +354,9 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     outline: pixels whose edges are the new object's own (never limited); field: the last
     level's match field into the photo (None: the bank was not the photo alone); tight: how
     much the source mask's outline lies on the object's own edge (selection_tightness): that
-    share of the paste's step to the new background is kept, the rest spread inside it."""
+    share of the paste's step to the new background is kept, the rest spread inside it;
+    carried: the background a loose selection carried (carried_background): replaced inside
+    the paste by the new one."""
     n = synth.shape[0]
     box = bounding_box(free)
     if box is None:
@@ -467,6 +419,10 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
         background = poisson_fuse(torch.where(exact_w > 0, under, fill).clamp(0, 1),
                                   around_w.expand_as(fill), torch.maximum(free_w, exact_w),
                                   limit.contiguous(), margin=margin)
+        if carried is not None:
+            # the old background a loose selection carried: this new one instead
+            around_w = lift_carried_background(around_w, exact_w, background, carried.colours,
+                                               carried.strength * (1 - tight))
         stays = torch.where(free_w > 0, background, around_w)
         cloned = poisson_fuse(torch.where(exact_w > 0, around_w, background), stays,
                               free_w * exact_w, torch.ones(1, 3, 1, 1, device=device))

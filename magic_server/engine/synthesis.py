@@ -34,6 +34,7 @@ from magic_server.engine.api import (
     SynthesisResult,
     check_inputs,
 )
+from magic_server.engine.carried_background import carried_background
 from magic_server.engine.discriminator import CriticTrainer
 from magic_server.engine.iteration_capture import CapturedStep
 from magic_server.engine.layout_start import layout_composite
@@ -750,9 +751,12 @@ class Engine:
         if mode != "remove" and crops[2].any():  # the new object and its outline
             outline = dilate(crops[2], 2)
         synth = self.norm.pixels(self._compose(z, level))
-        tight = 0.0 if exact is None else finish.selection_tightness(photo, crops[1])
+        tight, carried = 0.0, None
+        if exact is not None:
+            tight = finish.selection_tightness(photo, crops[1])
+            carried = carried_background(photo, crops[1])
         return finish.finish_region(synth, photo, around, free, field=field, patch=PATCH,
-                                    exact=exact, outline=outline, tight=tight)
+                                    exact=exact, outline=outline, tight=tight, carried=carried)
 
     # -- the optimisation loop --------------------------------------------------------------
 
