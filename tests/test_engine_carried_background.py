@@ -43,7 +43,7 @@ def hairs() -> np.ndarray:
     mask = np.zeros((H, W), bool)
     for angle in np.linspace(0, np.pi, 7, endpoint=False):
         for t in np.linspace(-26, 26, 300):
-            y, x = int(round(48 + t * np.sin(angle))), int(round(48 + t * np.cos(angle)))
+            y, x = round(48 + t * np.sin(angle)), round(48 + t * np.cos(angle))
             mask[y, x] = True
     return mask
 
