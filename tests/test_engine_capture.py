@@ -146,3 +146,19 @@ def test_preview_copies_hand_out_the_latest_frames():
     frames = copies.collect()
     assert [f.shape for f in frames] == [(4, 4, 3), (4, 4, 3)] and frames[0].dtype == np.uint8
     assert copies.collect() is None  # handed out once
+
+
+def test_determinism_is_an_option_and_on_by_default(classifier, monkeypatch):
+    """Same seed, same pixels costs cuDNN's fastest algorithms on CUDA; the engine keeps it
+    by default, $MAGIC_DETERMINISTIC=0 (or deterministic=False) frees cuDNN, and describe()
+    says which."""
+    from magic_server.engine import synthesis
+
+    monkeypatch.delenv(synthesis.DETERMINISTIC_ENV, raising=False)
+    assert Engine(classifier, "cpu", "untrained").describe()["deterministic"] is True
+    monkeypatch.setenv(synthesis.DETERMINISTIC_ENV, "0")
+    assert Engine(classifier, "cpu", "untrained").deterministic is False
+    assert Engine(classifier, "cpu", "untrained", deterministic=True).deterministic is True
+    monkeypatch.setenv(synthesis.DETERMINISTIC_ENV, "maybe")
+    with pytest.raises(ValueError, match="MAGIC_DETERMINISTIC='maybe': use 1"):
+        Engine(classifier, "cpu", "untrained")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -308,15 +309,36 @@ def composite_repair(changed: np.ndarray, source: np.ndarray, guide: np.ndarray,
     return held, dilate(closed | stale, band) & ~held
 
 
+DETERMINISTIC_ENV = "MAGIC_DETERMINISTIC"
+
+
+def resolve_deterministic(value: bool | None) -> bool:
+    """The engine's determinism: `value`, else $MAGIC_DETERMINISTIC ("0", "false", "no" or
+    "off" for cuDNN free to pick), else True."""
+    if value is not None:
+        return value
+    raw = os.environ.get(DETERMINISTIC_ENV, "").strip().lower()
+    if raw in ("", "1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{DETERMINISTIC_ENV}={raw!r}: use 1 (same seed, same pixels) or 0 "
+                     "(cuDNN free to pick the fastest algorithms)")
+
+
 class Engine:
     def __init__(self, classifier: torch.nn.Module, device: torch.device | str = "cpu",
                  weights_label: str = "untrained", *, capture_mode: str | None = None,
-                 capture_backend: str = "inductor", channels_last: bool | None = None) -> None:
+                 capture_backend: str = "inductor", channels_last: bool | None = None,
+                 deterministic: bool | None = None) -> None:
         """capture_mode: "auto" (default, or $MAGIC_CAPTURE): the classifier's judgement is
         compiled on CUDA for long runs; "eager"; "compile" (always, any device).
         capture_backend: torch.compile's backend ("inductor"; tests use "aot_eager").
         channels_last: run the classifier and x' in NHWC (default: on CUDA only; tests force
-        it on the CPU to check the CUDA layout's code path)."""
+        it on the CPU to check the CUDA layout's code path).
+        deterministic: cuDNN's deterministic algorithms on CUDA, so that the same seed gives
+        the same pixels (default: yes, or $MAGIC_DETERMINISTIC=0 for cuDNN free to pick the
+        fastest; `bench_engine --compare-determinism` measures what it costs)."""
         self.device = torch.device(device)
         self.channels_last = (self.device.type == "cuda") if channels_last is None \
             else channels_last
@@ -329,11 +351,12 @@ class Engine:
         self.classifier = classifier.to(self.device).eval()
         if self.channels_last:  # convolutions run fastest on NHWC on CUDA
             self.classifier = self.classifier.to(memory_format=torch.channels_last)
+        self.deterministic = resolve_deterministic(deterministic)
         if self.device.type == "cuda":
             # same seed, same GPU, same pixels: cuDNN may otherwise pick algorithms whose
             # backward sums in a different order on every run (the critic, the mask network)
-            torch.backends.cudnn.deterministic = True
-            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = self.deterministic
+            torch.backends.cudnn.benchmark = not self.deterministic
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         self.weights_label = weights_label
@@ -350,6 +373,7 @@ class Engine:
             "weights_loaded": self.trained,
             "bf16": self.use_bf16,
             "capture": self.capture_mode,
+            "deterministic": self.deterministic,
             "presets": {name: p.iterations for name, p in PRESETS.items()},
         }
         if self.device.type == "cuda":
