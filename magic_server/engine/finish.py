@@ -249,14 +249,20 @@ TEXTURED_ABOVE = 3.0 / 255  # ... and these textured ones the synthesis' own (be
 NEAR_PRIOR = 0.05  # smooth_share: how much of `where` near counts as judged locally
 
 
-def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float) -> torch.Tensor:
+def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float,
+                 edges_are_lines: bool = False) -> torch.Tensor:
     """(1, 1, H, W) in [0, 1]: how smooth the photo (1, 3, H, W) is near each pixel, from its
     fine detail on the pixels `where` (1, 1, H, W) is 1 within about `reach` px: 1 below
     SMOOTH_BELOW (bokeh, sky), 0 above TEXTURED_ABOVE, a ramp between. Local, so a fill
     between bokeh and a textured object is smooth where the bokeh is and the synthesis' own
-    next to the texture. Pixels with little of `where` near lean to the mean over all of it."""
+    next to the texture. Pixels with little of `where` near lean to the mean over all of it.
+    edges_are_lines: each pixel's detail counts up to twice the textured level, so that an
+    object's edge in `where` (a cup's rim beside a smooth saucer) is one line, not texture."""
     h, w = photo.shape[-2:]
-    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True) * where
+    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
+    if edges_are_lines:
+        detail = detail.clamp(max=2 * TEXTURED_ABOVE)
+    detail = detail * where
     factor = max(1, int(reach // 8))
     small_detail = F.avg_pool2d(detail, factor, ceil_mode=True)
     small_where = F.avg_pool2d(where.float(), factor, ceil_mode=True)
@@ -345,7 +351,8 @@ def _tensor(mask: np.ndarray, device) -> torch.Tensor:
 def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, free: np.ndarray,
                   *, field: torch.Tensor | None, patch: int, exact: np.ndarray | None = None,
                   outline: np.ndarray | None = None, tight: float = 0.0,
-                  carried: CarriedBackground | None = None) -> list[np.ndarray]:
+                  carried: CarriedBackground | None = None,
+                  edges_are_lines: bool = True) -> list[np.ndarray]:
     """The edit's region (H, W) at the photo's own size, one uint8 HxWx3 image per sample.
 
     synth (N, 3, h, w): the last level's pixels; photo: the region of the photo; around: what
@@ -356,7 +363,10 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     much the source mask's outline lies on the object's own edge (selection_tightness): that
     share of the paste's step to the new background is kept, the rest spread inside it;
     carried: the background a loose selection carried (carried_background): replaced inside
-    the paste by the new one."""
+    the paste by the new one. edges_are_lines: an object's edge round the fill counts as one
+    line, not texture, in judging whether the surroundings are smooth (smooth_share); off for
+    a layout edit, whose region holds objects the synthesis draws (a moved spoon's handle was
+    judged background there and paled)."""
     n = synth.shape[0]
     box = bounding_box(free)
     if box is None:
@@ -393,7 +403,7 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     judged = ring(free_w, ring_width)
     if held is not None:
         judged = judged * (1 - held)
-    share = smooth_share(photo_w, judged, 4.0 * ring_width)
+    share = smooth_share(photo_w, judged, 4.0 * ring_width, edges_are_lines)
     # the membrane continues the smooth surroundings only: a black table beside an orange
     # suit stays black, not a brown mix of the two (textured parts take the synthesis)
     smooth_known = known * (share >= 0.5).float()

@@ -780,7 +780,8 @@ class Engine:
             tight = finish.selection_tightness(photo, crops[1])
             carried = carried_background(photo, crops[1])
         return finish.finish_region(synth, photo, around, free, field=field, patch=PATCH,
-                                    exact=exact, outline=outline, tight=tight, carried=carried)
+                                    exact=exact, outline=outline, tight=tight, carried=carried,
+                                    edges_are_lines=mode != "layout")
 
     # -- the optimisation loop --------------------------------------------------------------
 
