@@ -69,6 +69,12 @@ def decide(mode: str, device: torch.device, iterations: int) -> Choice:
     return Choice("graph", f"auto: {iterations} iterations on CUDA", backend)
 
 
+def failure_line(exc: BaseException) -> str:
+    """A failure to capture, as it is logged and reported: its type and first line."""
+    message = str(exc).strip()
+    return type(exc).__name__ + (f": {message.splitlines()[0][:300]}" if message else "")
+
+
 class Captured:
     """`fn` compiled, with the eager `fn` as the fallback. Call it like `fn`."""
 
@@ -93,8 +99,6 @@ class Captured:
                 self.calls += 1
                 return out
             except Exception as exc:  # noqa: BLE001 - any failure to capture falls back
-                message = str(exc).strip()
-                self.failure = type(exc).__name__ + (
-                    f": {message.splitlines()[0][:300]}" if message else "")
+                self.failure = failure_line(exc)
                 log.warning("capture failed (%s); this edit runs eager", self.failure)
         return self.fn(*args)

@@ -126,10 +126,11 @@ def lift_carried_background(paste: torch.Tensor, selection: torch.Tensor, new: t
     # the coarse estimate's bias, measured where it is background: what the old background
     # differs from it by, smoothed, so that the swap leaves no step against the new one
     where = (near > 0.99).float() * (selection > 0).float()
-    factor = max(1, math.ceil(max(paste.shape[-2:]) / CLASSIFY_SIDE))
+    factor = classify_factor(paste)
     sigma = 1.5 * factor
-    bias = gaussian_blur((paste - old) * where, sigma) / gaussian_blur(where, sigma).clamp(min=1e-3)
-    old = old + bias * (gaussian_blur(where, sigma) > 1e-3).float()
+    counted = gaussian_blur(where, sigma)
+    bias = gaussian_blur((paste - old) * where, sigma) / counted.clamp(min=1e-3)
+    old = old + bias * (counted > 1e-3).float()
     distance = (paste - old).abs().amax(1, keepdim=True)
     alpha = ((distance - ALPHA_FROM) / (ALPHA_FULL - ALPHA_FROM)).clamp(0, 1)
     # towards the outline everything is swapped: hairs the lasso cut fade out there
@@ -149,7 +150,7 @@ def old_background(paste: torch.Tensor, selection: torch.Tensor, samples: torch.
     1 on it fading to 0 NEAR away: a solid object's inside is no background's; the selection
     with its holes and slits filled), all at full size; None when no background is found."""
     h, w = paste.shape[-2:]
-    factor = max(1, math.ceil(max(h, w) / CLASSIFY_SIDE))
+    factor = classify_factor(paste)
     small = F.avg_pool2d(paste, factor, ceil_mode=True) if factor > 1 else paste
     inside = (F.avg_pool2d(selection, factor, ceil_mode=True) > 0.999).float() \
         if factor > 1 else (selection > 0).float()
@@ -173,6 +174,11 @@ def old_background(paste: torch.Tensor, selection: torch.Tensor, samples: torch.
         old, near, filled = (F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
                              for t in (old, near, filled))
     return old, near, torch.maximum((selection > 0).float(), (filled > 0.5).float())
+
+
+def classify_factor(image: torch.Tensor) -> int:
+    """How much smaller the copy the background is found on is (CLASSIFY_SIDE)."""
+    return max(1, math.ceil(max(image.shape[-2:]) / CLASSIFY_SIDE))
 
 
 def smooth_inside(image: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from magic_server.engine.carried_background import CarriedBackground, lift_carried_background
+from magic_server.engine.carried_background import (
+    CarriedBackground,
+    erode,
+    lift_carried_background,
+)
 from magic_server.engine.membrane import COARSEST, JACOBI_STEPS, gaussian_blur, harmonic_fill
 from magic_server.engine.regions import Box, bounding_box
 
@@ -140,7 +144,7 @@ def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
     # across the edge of `free` (the fill's jump to what stays is what the membrane removes)
     kept = inside.float()
     if margin > 0:
-        kept = 1 - F.max_pool2d(1 - kept, 2 * margin + 1, stride=1, padding=margin)
+        kept = erode(kept, margin)
     frees = [n * kept for n in _neighbour_sum(kept)]
     wanted = [torch.minimum(torch.maximum(fill - f, -lim), lim) * n
               for f, lim, n in zip(fills, limits, frees)]

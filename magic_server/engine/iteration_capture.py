@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from magic_server.engine.capture import failure_line
+
 log = logging.getLogger("magic_server")
 
 BACKENDS = ("cuda-graph", "trace")
@@ -177,9 +179,7 @@ class CapturedStep:
         return eager
 
     def _fall_back(self, exc: BaseException) -> None:
-        message = str(exc).strip()
-        self.failure = type(exc).__name__ + (f": {message.splitlines()[0][:300]}"
-                                             if message else "")
+        self.failure = failure_line(exc)
         self._replay = None
         log.warning("capture of %s failed (%s); it runs eager", self.name, self.failure)
 

@@ -331,8 +331,10 @@ class Engine:
                  weights_label: str = "untrained", *, capture_mode: str | None = None,
                  capture_backend: str = "inductor", channels_last: bool | None = None,
                  deterministic: bool | None = None) -> None:
-        """capture_mode: "auto" (default, or $MAGIC_CAPTURE): the classifier's judgement is
-        compiled on CUDA for long runs; "eager"; "compile" (always, any device).
+        """capture_mode: "auto" (default, or $MAGIC_CAPTURE): on CUDA each level of 40+
+        iterations runs captured whole as CUDA graphs, eager elsewhere; "graph" (always; on
+        the CPU the trace stand-in); "eager"; "compile": only the classifier's judgement,
+        through torch.compile (engine/capture.py).
         capture_backend: torch.compile's backend ("inductor"; tests use "aot_eager").
         channels_last: run the classifier and x' in NHWC (default: on CUDA only; tests force
         it on the CPU to check the CUDA layout's code path).
@@ -799,7 +801,7 @@ class Engine:
         An iteration: the critic's step (once it has joined), the patch matching (every
         `refresh_every` iterations) with the terms' balance, then the update of x' (_update).
         The critic's step and the update read only tensors that stay in place, so that a level
-        may run them captured (engine/iteration_capture.py, chosen by _steps)."""
+        may run them captured (engine/iteration_capture.py, chosen by _LevelSteps)."""
         z = z.detach().clone().requires_grad_(True)
         schedule = level.schedule
         paper = level.free is None
@@ -828,11 +830,7 @@ class Engine:
                 if job.weights.relative:
                     jw, measured = self._balance(z, x, level, matches, job.weights)
             matched = (matches.target, matches.covered) if matches is not None else ()
-            if measured is not None or jw is not job.weights:  # weights of this matching
-                terms, loss = self._update(z, opt, level, mask_net, critic if critic_on else None,
-                                           jw, *matched, measured=measured)
-            else:
-                terms, loss = steps.update(critic_on, matched)
+            terms, loss = steps.update(critic_on, matched, jw, measured)
             measured = None
             job.done += 1
             last = job.done == job.total
@@ -1025,11 +1023,16 @@ class _LevelSteps:
         return self._run("critic", lambda i, f: (trainer.update(self.z, i, f),),
                          lambda: trainer.state, (index, floats))[0]
 
-    def update(self, critic_on: bool, matched: tuple[torch.Tensor, ...]
-               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The update of x' (Engine._update) with the latest matching's (target, covered)."""
+    def update(self, critic_on: bool, matched: tuple[torch.Tensor, ...], weights: LossWeights,
+               measured: tuple | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The update of x' (Engine._update) with the latest matching's (target, covered).
+        Weights rescaled at this matching, or judged values it measured, are this iteration's
+        own: that update runs eager."""
         name = "update with critic" if critic_on else "update"
         critic = self.critic_trainer if critic_on else None
+        if measured is not None or weights is not self.weights:
+            return self.engine._update(self.z, self.opt, self.level, self.mask_net, critic,
+                                       weights, *matched, measured=measured)
 
         def step(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
             terms, loss = self.engine._update(self.z, self.opt, self.level, self.mask_net,
