@@ -73,7 +73,7 @@ from magic_server.engine.api import Cancelled, SynthesisOptions
 from magic_server.engine.presets import Schedule, resolve_preset
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import CRITIC_WARM_START_STEPS, Engine, LossWeights
-from magic_server.jobs import PREVIEW_EVERY
+from magic_server.serve.jobs import PREVIEW_EVERY
 
 NOT_TERMS = ("total", "wasserstein")  # reported with the losses, but not loss terms
 # The engine sums its terms as weight * term, by name: a loss term is a LossWeights field.
@@ -93,8 +93,8 @@ def scene(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
 def sample_scene(mode: str = "move") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The bundled default sample (samples/index.json) with its shipped composite, as
     `make sample` runs it."""
+    from magic_server.cli.sample import read_composite, read_scene
     from magic_server.imageio import load_image, load_mask
-    from magic_server.sample import read_composite, read_scene
 
     sc = read_scene(ROOT / "samples", None, mode)
     image = load_image(sc.image)
@@ -205,7 +205,7 @@ def random_weights_file(folder: Path) -> Path:
     is what loading installed weights is, and its terms count as a trained classifier's."""
     from safetensors.torch import save_file
 
-    from magic_server.classifier import untrained_resnet50 as seeded
+    from magic_server.weights.classifier import untrained_resnet50 as seeded
 
     path = folder / "random-resnet50.safetensors"
     if not path.exists():
@@ -227,7 +227,7 @@ def load_engine(args) -> Engine:
     if args.weights == "untrained":
         return Engine(untrained_resnet50(), device, "untrained (random weights)",
                       capture_mode=args.capture)
-    from magic_server.classifier import load_classifier
+    from magic_server.weights.classifier import load_classifier
 
     model, label = load_classifier(weights_argument(args), device, allow_download=False)
     return Engine(model, device, label, capture_mode=args.capture)

@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_fullsize_sources(ap)
     args = ap.parse_args(argv)
 
-    from magic_server.classifier import load_classifier
     from magic_server.engine.synthesis import Engine
+    from magic_server.weights.classifier import load_classifier
 
     def log(msg: str) -> None:
         print(msg, flush=True)

@@ -54,7 +54,7 @@ class BenchError(Exception):
 
 
 def load_scene(name: str) -> dict:
-    from magic_server.labelmaps import read_label_maps
+    from magic_server.labels.maps import read_label_maps
 
     index = json.loads((SAMPLES / "index.json").read_text(encoding="utf-8"))["scenes"]
     if name not in index or "layouts" not in index[name]:
@@ -190,7 +190,7 @@ def _crop_box(region: np.ndarray) -> tuple[slice, slice]:
 def layout_grid(scene: dict, records: list[dict], zoom: bool = False) -> Image.Image:
     """One row per edit: photo | source map | target map | peer | product samples; with
     zoom, every tile is the edit region's bounding box (plus a margin), larger."""
-    from magic_server.label_clustering import colour_map
+    from magic_server.labels.clustering import colour_map
 
     pal = scene["palette"]
     height = ZOOM_TILE_H if zoom else report.TILE_H
@@ -356,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise BenchError(f"unknown edit(s) {', '.join(bad)}; choose from {', '.join(EDITS)}")
         scenes = [load_scene(n) for n in names]
-        from magic_server.classifier import load_classifier
         from magic_server.engine.synthesis import Engine
+        from magic_server.weights.classifier import load_classifier
 
         model, label = load_classifier(args.weights, "cpu")
         engine = Engine(model, "cpu", label)

@@ -694,10 +694,10 @@ def load_fullsize(plan: dict[str, list[str]], args: argparse.Namespace, log) -> 
 
 
 def load_engine(device_name: str, weights: str | None, log):
-    from magic_server.checkpoints import WeightsError
-    from magic_server.classifier import load_classifier
     from magic_server.devices import resolve_device
     from magic_server.engine.synthesis import Engine
+    from magic_server.weights.classifier import load_classifier
+    from magic_server.weights.errors import WeightsError
 
     device = resolve_device(device_name)
     try:

@@ -25,7 +25,7 @@ from installer.profiles import (
 )
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5591"  # = magic_protocol.protocol.DEFAULT_ADDRESS
-# The stand-in classifier (magic_server.classifier.EFFICIENTNET*): a real ImageNet network whose
+# The stand-in classifier (magic_server.weights.classifier.EFFICIENTNET*): a real ImageNet network whose
 # weights come with a package from the package registry; the server uses it while the robust
 # ResNet-50 is not installed
 STAND_IN = "efficientnet-lite0"
@@ -65,7 +65,7 @@ class Context:
 
     @property
     def cache_dir(self) -> Path:
-        from magic_server.weights_store import default_cache_dir
+        from magic_server.weights.store import default_cache_dir
 
         return default_cache_dir(self.system, self.env, self.home)
 
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None, ctx: Context | None = None) -> int:
 # ---------------------------------------------------------------------------- weights
 
 def cmd_weights(args: argparse.Namespace, ctx: Context) -> int:
-    from magic_server import weights_store as ws
+    from magic_server.weights import store as ws
 
     cache = args.cache or ctx.cache_dir
     kw = {"validate": ctx.validate} if ctx.validate else {}
@@ -157,7 +157,7 @@ def _install_weights(args: argparse.Namespace, ctx: Context, python: str, state)
     """Weights are checked with torch, so this runs in the server's Python; last, because it is
     the longest step and it resumes when run again. When the robust ResNet-50 cannot be
     downloaded, the stand-in classifier is installed instead: the returned warning says so."""
-    from magic_server import weights_store as ws
+    from magic_server.weights import store as ws
 
     if args.no_weights:
         return None
@@ -289,7 +289,7 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
 
 def _no_weights_note(ctx: Context) -> str | None:
     """--no-weights: what still has to be done (None when weights are there already)."""
-    from magic_server import weights_store as ws
+    from magic_server.weights import store as ws
 
     found = ws.installed_weights_path(ctx.cache_dir)
     if found is not None:
@@ -405,7 +405,7 @@ def _install_systemd(python: str, address: str, ctx: Context, dry_run: bool) -> 
 # ---------------------------------------------------------------------------- uninstall
 
 def cmd_uninstall(args: argparse.Namespace, ctx: Context) -> int:
-    from magic_server import weights_store as ws
+    from magic_server.weights import store as ws
 
     global_path = ctx.data_dir / rec.GLOBAL_RECORD
     state = rec.read_json(global_path)

@@ -190,7 +190,7 @@ def _device_verdict(detail: str, on_cpu: bool, machine: server_env.Machine) -> C
 def stand_in_installed(python: str | None, runner) -> bool:
     """Whether the server's Python has the stand-in classifier's package (found, not
     imported: the check must not load torch)."""
-    from magic_server.server_weights import STAND_IN_PACKAGE
+    from magic_server.weights.choice import STAND_IN_PACKAGE
 
     if python is None or runner is None:
         return False
@@ -205,8 +205,8 @@ def stand_in_installed(python: str | None, runner) -> bool:
 def check_weights(cache_dir: Path, python: str | None = None, runner=None) -> Check:
     """The robust weights; without them, whether the server can start on the stand-in
     classifier (a warning: edits run, with a network that is not robust)."""
-    from magic_server import weights_store as ws
-    from magic_server.server_weights import STAND_IN
+    from magic_server.weights import store as ws
+    from magic_server.weights.choice import STAND_IN
 
     path = ws.installed_weights_path(cache_dir)
     if path is not None:

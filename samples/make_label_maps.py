@@ -2,7 +2,7 @@
 
 Run from the repository root:  .venv/bin/python samples/make_label_maps.py [--preview DIR]
 
-Each scene's source map starts as magic_server.label_clustering.first_label_map of the photo
+Each scene's source map starts as magic_server.labels.clustering.first_label_map of the photo
 (what `magic-label-map` gives an artist), then is tidied here the way an artist would touch it
 up: its clusters are named by their colour, objects the clustering cannot separate (a spoon, a
 coin's outline) are taken from the scene's hand-drawn instances in make_masks.py, and specks
@@ -34,8 +34,9 @@ sys.path.insert(0, str(HERE.parent))
 
 import make_masks
 
-from magic_server.label_clustering import colour_map, first_label_map, label_palette
-from magic_server.label_regions import connected_regions, merge_specks
+from magic_server.engine.components import connected_regions
+from magic_server.labels.clustering import colour_map, first_label_map, label_palette
+from magic_server.labels.regions import merge_specks
 
 MAPS = ("rearrange", "paint", "remove")
 

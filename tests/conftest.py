@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from magic_server.classifier import UNTRAINED_LABEL
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine
+from magic_server.weights.classifier import UNTRAINED_LABEL
 
 
 @pytest.fixture(scope="module")

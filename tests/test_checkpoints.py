@@ -18,8 +18,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from magic_server.checkpoints import WeightsError, expected_shapes, load_state_dict, read_weights
 from magic_server.engine.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNet50
+from magic_server.weights.checkpoints import expected_shapes, load_state_dict, read_weights
+from magic_server.weights.errors import WeightsError
 
 
 def _reference_model() -> ResNet50:

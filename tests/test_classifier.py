@@ -10,15 +10,15 @@ from gpu_tolerance import judgement_differs
 from safetensors.torch import load_file, save_file
 
 from magic_server import devices
-from magic_server.checkpoints import WeightsError
-from magic_server.classifier import (
+from magic_server.devices import DeviceError, resolve_device
+from magic_server.engine.resnet import IMAGENET_MEAN, ResNet50
+from magic_server.weights.classifier import (
     UNTRAINED_LABEL,
     is_untrained,
     load_classifier,
     untrained_resnet50,
 )
-from magic_server.devices import DeviceError, resolve_device
-from magic_server.engine.resnet import IMAGENET_MEAN, ResNet50
+from magic_server.weights.errors import WeightsError
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def weights_file(tmp_path_factory):
 
 
 class FakeStore:
-    """Stands in for magic_server.weights_store: records calls, serves given paths."""
+    """Stands in for magic_server.weights.store: records calls, serves given paths."""
 
     WEIGHTS_LABEL = "quasi-robust ResNet-50 (l2, eps 0.05)"
 
@@ -46,7 +46,7 @@ class FakeStore:
         self.download_calls: list[dict] = []
 
     def module(self) -> types.ModuleType:
-        m = types.ModuleType("magic_server.weights_store")
+        m = types.ModuleType("magic_server.weights.store")
         m.WEIGHTS_LABEL = self.WEIGHTS_LABEL
         m.installed_weights_path = lambda cache_dir=None: self.installed
         m.download_weights = self.download_weights
@@ -61,7 +61,7 @@ class FakeStore:
 
 @pytest.fixture
 def use_store(monkeypatch):
-    from magic_server import weights_store
+    from magic_server.weights import store as weights_store
 
     def install(store: FakeStore) -> FakeStore:
         fake = store.module()
@@ -167,7 +167,7 @@ def test_download_failures_are_weights_errors(use_store, error, expected):
 
 def test_with_the_real_weights_store(tmp_path, monkeypatch, weights_file):
     """The installer's store: an offline install, then load_classifier(None) finds it."""
-    from magic_server import weights_store
+    from magic_server.weights import store as weights_store
     path, x, expected = weights_file
     monkeypatch.setenv("MAGIC_CACHE_DIR", str(tmp_path / "cache"))
     assert weights_store.installed_weights_path() is None

@@ -20,10 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-from magic_server import cli_edit
+from magic_server.cli import edit as cli_edit
+from magic_server.cli.progress_bar import ProgressBar, format_seconds
 from magic_server.engine import synthesis
 from magic_server.engine.api import Cancelled, Progress, SynthesisResult
-from magic_server.progress_bar import ProgressBar, format_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -138,10 +138,10 @@ def test_unavailable_cuda_is_a_clear_error(scene, stand_in, capsys, monkeypatch)
 
 
 def test_missing_installed_weights_say_how_to_get_them(scene, stand_in, capsys, monkeypatch):
-    from magic_server import weights_store
+    from magic_server.weights import store as weights_store
 
     def no_network(url=None, cache_dir=None, progress=None):
-        from magic_server.checkpoints import WeightsError
+        from magic_server.weights.errors import WeightsError
         raise WeightsError("cannot download the weights from https://example: no network. "
                            "Install from a file: magic-installer weights --file FILE")
 
@@ -150,8 +150,8 @@ def test_missing_installed_weights_say_how_to_get_them(scene, stand_in, capsys, 
     d, _ = scene
     argv = _base(d)[:-4] + ["--device", "cpu"]  # no --weights: the installed ones
     # the stand-in classifier (installed with the test extras) runs instead, and it is said
-    from magic_server import efficientnet_weights
-    from magic_server.classifier import EFFICIENTNET_LABEL
+    from magic_server.weights import efficientnet as efficientnet_weights
+    from magic_server.weights.classifier import EFFICIENTNET_LABEL
 
     rc, _, err = _run(capsys, *argv)
     assert rc == 0, err
@@ -277,7 +277,7 @@ def test_server_mode_uses_run_remote(scene, stand_in, capsys, monkeypatch):
         on_progress(Progress(2, 2, 1.0))
         return [np.zeros_like(image), np.ones_like(image)]
 
-    from magic_server import remote_edit
+    from magic_server.cli import remote_edit
 
     monkeypatch.setattr(remote_edit, "run_remote", run_remote)
     d, _ = scene
@@ -310,7 +310,7 @@ def test_ctrl_c_cancels_cleanly(scene):
     d, _ = scene
     script = textwrap.dedent("""
         import sys, time
-        from magic_server import cli_edit
+        from magic_server.cli import edit as cli_edit
         from magic_server.engine import synthesis
         from magic_server.engine.api import Cancelled, Progress
 
@@ -484,7 +484,7 @@ def test_end_to_end_on_the_real_engine(tmp_path):
     out = tmp_path / "edit.png"
     env = dict(os.environ, MAGIC_CACHE_DIR=str(tmp_path / "cache"))
     proc = subprocess.run(
-        [sys.executable, "-m", "magic_server.cli_edit", str(image), "--source-mask", str(src),
+        [sys.executable, "-m", "magic_server.cli.edit", str(image), "--source-mask", str(src),
          "--guide-mask", str(guide), "-o", str(out), "--mode", "move", "--weights", "untrained",
          "--preset", "paper", "--iterations", "3", "--resolution", "64", "--samples", "2",
          "--device", "cpu"],
@@ -526,7 +526,7 @@ def samples_root(scene):
 
 
 def test_sample_reads_the_index(samples_root):
-    from magic_server.sample import SampleError, read_scene
+    from magic_server.cli.sample import SampleError, read_scene
 
     scene = read_scene(samples_root)
     assert scene.name == "desk" and scene.mode == "move"
@@ -542,7 +542,7 @@ def test_sample_reads_the_index(samples_root):
 
 
 def test_bundled_samples_index_points_at_real_files():
-    from magic_server.sample import read_scene
+    from magic_server.cli.sample import read_scene
 
     scene = read_scene(REPO / "samples")
     for path in (scene.image, scene.source_mask, scene.guide_mask):
@@ -550,8 +550,8 @@ def test_bundled_samples_index_points_at_real_files():
 
 
 def _no_robust_weights(monkeypatch):
-    from magic_server import weights_store
-    from magic_server.checkpoints import WeightsError
+    from magic_server.weights import store as weights_store
+    from magic_server.weights.errors import WeightsError
 
     def no_network(url=None, cache_dir=None, progress=None):
         raise WeightsError("cannot download the weights from https://example/w.ckpt: [Errno -2] "
@@ -563,8 +563,8 @@ def _no_robust_weights(monkeypatch):
 
 def test_sample_falls_back_to_efficientnet_and_says_so(samples_root, stand_in, capsys,
                                                        monkeypatch, tmp_path):
-    from magic_server import sample
-    from magic_server.classifier import EFFICIENTNET_LABEL
+    from magic_server.cli import sample
+    from magic_server.weights.classifier import EFFICIENTNET_LABEL
 
     _no_robust_weights(monkeypatch)
     out = tmp_path / "out"
@@ -596,7 +596,8 @@ def test_sample_falls_back_to_efficientnet_and_says_so(samples_root, stand_in, c
 def test_sample_without_any_real_classifier_fails_and_says_how(samples_root, stand_in, capsys,
                                                                monkeypatch, tmp_path):
     """Neither the robust weights nor the stand-in's package: no silent random weights."""
-    from magic_server import efficientnet_weights, sample
+    from magic_server.cli import sample
+    from magic_server.weights import efficientnet as efficientnet_weights
 
     _no_robust_weights(monkeypatch)
     monkeypatch.setattr(efficientnet_weights, "PACKAGE", "no_such_package_for_magic_tests")
@@ -609,7 +610,7 @@ def test_sample_without_any_real_classifier_fails_and_says_how(samples_root, sta
 
 
 def test_sample_without_a_composite_starts_from_noise_and_a_bad_one_is_refused(samples_root):
-    from magic_server.sample import SampleError, read_composite, read_scene
+    from magic_server.cli.sample import SampleError, read_composite, read_scene
 
     index = json.loads((samples_root / "index.json").read_text())
     scene = read_scene(samples_root)
@@ -624,7 +625,7 @@ def test_sample_without_a_composite_starts_from_noise_and_a_bad_one_is_refused(s
 
 def test_sample_with_named_bad_weights_fails_without_fallback(samples_root, stand_in, capsys,
                                                               tmp_path):
-    from magic_server import sample
+    from magic_server.cli import sample
 
     (tmp_path / "w.pth").write_bytes(b"junk")
     rc = sample.main(["--samples-root", str(samples_root), "--out", str(tmp_path / "o"),
@@ -635,7 +636,7 @@ def test_sample_with_named_bad_weights_fails_without_fallback(samples_root, stan
 
 
 def test_the_overviews_crops_are_the_photos_own_pixels_around_each_place():
-    from magic_server.sample import crop_at, hundred_percent_crops
+    from magic_server.cli.sample import crop_at, hundred_percent_crops
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (300, 400, 3)).astype(np.uint8)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from test_server_support import FakeEngine, ThreadedServer
 
-from magic_server import cli_edit
+from magic_server.cli import edit as cli_edit
 
 SKY, GRASS, TREE = (110, 160, 230), (70, 160, 60), (40, 70, 30)
 

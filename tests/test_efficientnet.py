@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from magic_server import efficientnet_weights
-from magic_server.checkpoints import WeightsError
-from magic_server.classifier import EFFICIENTNET_LABEL, load_classifier
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.efficientnet import EfficientNetLite0
 from magic_server.engine.synthesis import Engine, LossWeights
 from magic_server.engine.tensors import image_to_tensor
+from magic_server.weights import efficientnet as efficientnet_weights
+from magic_server.weights.classifier import EFFICIENTNET_LABEL, load_classifier
+from magic_server.weights.errors import WeightsError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -157,7 +157,8 @@ def test_the_papers_objective_lowers_the_cross_entropy_to_the_photos_class(lite0
 
 
 def test_the_server_uses_the_stand_in_when_the_robust_weights_cannot_be_had(monkeypatch):
-    from magic_server import server, server_weights
+    from magic_server.serve import server
+    from magic_server.weights import choice as server_weights
 
     monkeypatch.setattr(server_weights, "installed_weights", lambda: None)
     assert server_weights.stand_in_available()  # the package ships with the test extras

@@ -22,10 +22,10 @@ from test_server_support import ThreadedServer, as_array
 
 from magic_protocol.client import JobFailed, JobRequest, MagicClient, RawImage
 from magic_protocol.protocol import ErrorCode
-from magic_server.classifier import load_classifier
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.presets import Schedule
 from magic_server.engine.synthesis import Engine
+from magic_server.weights.classifier import load_classifier
 
 pytestmark = [
     pytest.mark.gpu,

@@ -26,7 +26,7 @@ from installer_env import (
 
 from installer import gimp_python as gp
 from installer.cli import main
-from magic_server import weights_store as ws
+from magic_server.weights import store as ws
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from installer_env import (
 
 from installer.cli import main
 from magic_protocol import protocol as P
-from magic_server import weights_store as ws
+from magic_server.weights import store as ws
 
 INFO = SimpleNamespace(protocol=P.PROTOCOL_VERSION, server_version="0.1.0", device="cpu",
                        gpu_name=None, gpu_memory_bytes=None)

@@ -12,17 +12,18 @@ import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from magic_server import cli_label_map
+from magic_server.cli import label_map as cli_label_map
 from magic_server.engine.api import Cancelled
-from magic_server.label_clustering import (
+from magic_server.engine.components import connected_regions
+from magic_server.labels.clustering import (
     LABEL_PALETTE,
     WORK_PIXELS,
     colour_map,
     first_label_map,
     label_palette,
 )
-from magic_server.label_regions import connected_regions, merge_specks
-from magic_server.labelmaps import read_label_maps
+from magic_server.labels.maps import read_label_maps
+from magic_server.labels.regions import merge_specks
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from magic_server.labelmaps import MAX_LABELS, LabelMapError, read_label_maps
+from magic_server.labels.maps import MAX_LABELS, LabelMapError, read_label_maps
 
 SKY, GRASS, TREE = (90, 150, 230), (60, 170, 60), (20, 90, 30)
 

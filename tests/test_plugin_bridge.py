@@ -194,7 +194,7 @@ def test_bridge_names_each_modes_frames():
 def test_bridge_runner_sends_label_maps_and_returns_the_notes(monkeypatch):
     import numpy as np
 
-    from magic_server import jobs
+    from magic_server.serve import jobs
 
     def label_map(image, labels, seed, on_progress, cancel):
         return jobs.LabelMapResult([np.full(image.shape, 7, np.uint8)], [seed], 0.0,

@@ -334,8 +334,8 @@ def test_layout_without_a_target_layer_says_so(gimpfu, tmp_path):
 
 
 def stand_in_label_map(image, labels, seed, on_progress, cancel):
-    """The server's label-map step without magic_server.label_clustering: two halves."""
-    from magic_server.jobs import LabelMapResult
+    """The server's label-map step without magic_server.labels.clustering: two halves."""
+    from magic_server.serve.jobs import LabelMapResult
 
     out = np.zeros(image.shape, np.uint8)
     out[:, image.shape[1] // 2:] = (0, 0, 200)
@@ -344,7 +344,7 @@ def stand_in_label_map(image, labels, seed, on_progress, cancel):
 
 def test_label_map_through_the_bridge_adds_the_two_label_layers(gimpfu, tmp_path,
                                                                 monkeypatch):
-    from magic_server import jobs
+    from magic_server.serve import jobs
 
     monkeypatch.setattr(jobs, "label_map_result", stand_in_label_map)
     with ThreadedServer(FakeEngine(step_s=0.0, iterations=2)) as srv:
@@ -371,7 +371,7 @@ def test_label_map_through_the_bridge_adds_the_two_label_layers(gimpfu, tmp_path
 
 @pytest.mark.skipif(not _python27_works(), reason="no Python 2.7 on this machine")
 def test_label_map_and_layout_run_under_python_2_7(tmp_path, monkeypatch):
-    from magic_server import jobs
+    from magic_server.serve import jobs
 
     monkeypatch.setattr(jobs, "label_map_result", stand_in_label_map)
     engine = FakeEngine(step_s=0.0, iterations=2)

@@ -257,9 +257,9 @@ def test_a_started_server_without_weights_is_reported_at_once_with_its_reason(
     addr = address()
     # as if the stand-in classifier were not installed either (with it, the server starts)
     command = [sys.executable, "-c",
-               ("import sys; from magic_server import server_weights as w; "
+               ("import sys; from magic_server.weights import choice as w; "
                 "w.stand_in_available = lambda: False; "
-                "from magic_server.server import main; sys.exit(main(sys.argv[1:]))"),
+                "from magic_server.serve.server import main; sys.exit(main(sys.argv[1:]))"),
                "--bind", addr, "--device", "cpu"]
     texts = []
 
@@ -515,9 +515,9 @@ def test_a_foreign_target_colour_is_named_to_the_artist(plugin, tmp_path, monkey
 
 
 def stand_in_label_map(image, labels, seed, on_progress, cancel):
-    """The server's label-map step without magic_server.label_clustering: two halves."""
+    """The server's label-map step without magic_server.labels.clustering: two halves."""
     from magic_server.engine.api import Progress
-    from magic_server.jobs import LabelMapResult
+    from magic_server.serve.jobs import LabelMapResult
 
     on_progress(Progress(1, 1, 0.0, stage="label-map"))
     out = np.zeros(image.shape, np.uint8)
@@ -528,7 +528,7 @@ def stand_in_label_map(image, labels, seed, on_progress, cancel):
 
 def test_label_map_through_a_real_server_then_layout_edit_offers_its_layers(plugin, tmp_path,
                                                                             monkeypatch):
-    from magic_server import jobs
+    from magic_server.serve import jobs
 
     module, Gimp = plugin
     monkeypatch.setattr(module, "PLUGIN_DIR", str(tmp_path))

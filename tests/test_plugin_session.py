@@ -438,8 +438,8 @@ def test_a_killed_plugin_has_its_job_cancelled_on_the_server_within_2_s(deaf, sa
 def test_label_map_and_layout_remember_their_arguments(plugin, monkeypatch):
     import numpy as np
 
-    from magic_server import jobs
-    from magic_server.jobs import LabelMapResult
+    from magic_server.serve import jobs
+    from magic_server.serve.jobs import LabelMapResult
 
     def two_halves(image, labels, seed, on_progress, cancel):
         out = np.zeros(image.shape, np.uint8)

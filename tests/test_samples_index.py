@@ -126,7 +126,7 @@ def test_layout_entry_follows_the_schema(name):
 
 @pytest.mark.parametrize("name", LAYOUT_SCENES)
 def test_every_target_map_reads_with_its_source_and_asks_for_a_change(name):
-    from magic_server.labelmaps import read_label_maps
+    from magic_server.labels.maps import read_label_maps
 
     e = SCENES[name]
     lay = e["layouts"]

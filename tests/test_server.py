@@ -459,14 +459,14 @@ def test_frame_spec_names_of_results():
     ("tcp://[::]:5591", False), ("udp://127.0.0.1:5591", False),
 ])
 def test_which_addresses_count_as_local(endpoint, local):
-    from magic_server.server_curve import is_local_endpoint
+    from magic_server.serve.curve import is_local_endpoint
 
     assert is_local_endpoint(endpoint) is local
 
 
 def test_non_loopback_without_curve_is_refused():
-    from magic_server.server import Server
-    from magic_server.server_curve import CurveSetupError
+    from magic_server.serve.curve import CurveSetupError
+    from magic_server.serve.server import Server
 
     with pytest.raises(CurveSetupError, match="--keygen"):
         Server(FakeEngine(), "tcp://0.0.0.0:5591")

@@ -19,8 +19,8 @@ W, H = 64, 48
 def server():
     import torch
 
-    from magic_server.classifier import load_classifier
     from magic_server.engine.synthesis import Engine
+    from magic_server.weights.classifier import load_classifier
 
     torch.manual_seed(0)
     model, label = load_classifier("untrained", "cpu")
@@ -127,8 +127,8 @@ def test_two_real_cpu_engines_run_two_jobs_side_by_side():
 
     import torch
 
-    from magic_server.classifier import load_classifier
     from magic_server.engine.synthesis import Engine
+    from magic_server.weights.classifier import load_classifier
 
     # Each job waits, inside its first progress report, until the other job has reached its
     # own: if the server ran the jobs one after the other the barrier would break and fail them.

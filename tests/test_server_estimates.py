@@ -9,7 +9,7 @@ import pytest
 from test_server_support import FakeEngine, ThreadedServer, job_request
 
 from magic_protocol.client import MagicClient
-from magic_server import estimates as E
+from magic_server.serve import estimates as E
 
 ITERATIONS = {"paper": 18000, "quality": 600, "draft": 240, "tiny": 40}
 

@@ -228,9 +228,9 @@ def test_bad_device_is_one_clear_line():
 # magic-server as if the stand-in classifier's package were not installed either
 SERVER_WITHOUT_STAND_IN = [
     sys.executable, "-c",
-    ("import sys; from magic_server import server_weights as w; "
+    ("import sys; from magic_server.weights import choice as w; "
      "w.stand_in_available = lambda: False; "
-     "from magic_server.server import main; sys.exit(main(sys.argv[1:]))")]
+     "from magic_server.serve.server import main; sys.exit(main(sys.argv[1:]))")]
 
 
 def test_no_installed_weights_is_refused_at_once_without_a_download(tmp_path):
@@ -257,7 +257,7 @@ def test_no_installed_weights_is_refused_at_once_without_a_download(tmp_path):
 
 
 def test_weights_resolution_is_the_one_place_for_a_fallback(monkeypatch):
-    from magic_server import server_weights as sw
+    from magic_server.weights import choice as sw
 
     assert sw.resolve_weights("untrained") == "untrained"
     assert sw.resolve_weights("/some/file.ckpt") == "/some/file.ckpt"

@@ -10,8 +10,8 @@ from PIL import Image
 from test_server_support import FakeEngine, ThreadedServer, address
 
 from magic_protocol.client import JobFailed, MagicError
+from magic_server.cli.remote_edit import run_remote
 from magic_server.engine.api import SynthesisOptions
-from magic_server.remote_edit import run_remote
 
 
 def inputs(w: int = 40, h: int = 30):
@@ -50,7 +50,7 @@ def test_run_remote_errors_are_magic_errors():
 
 
 def test_magic_edit_with_server_writes_the_results(tmp_path, capsys):
-    from magic_server.cli_edit import main
+    from magic_server.cli.edit import main
 
     image, source, guide = inputs()
     Image.fromarray(image).save(tmp_path / "photo.png")
@@ -67,7 +67,7 @@ def test_magic_edit_with_server_writes_the_results(tmp_path, capsys):
 
 
 def test_magic_edit_with_server_sends_init_composite_and_flags(tmp_path, capsys):
-    from magic_server.cli_edit import main
+    from magic_server.cli.edit import main
 
     image, source, guide = inputs()
     Image.fromarray(image).save(tmp_path / "photo.png")

@@ -126,7 +126,7 @@ class ThreadedServer:
 
     def __init__(self, engine: FakeEngine | None = None, addr: str | None = None,
                  **kwargs) -> None:
-        from magic_server.server import Server
+        from magic_server.serve.server import Server
 
         self.engine = engine or FakeEngine()
         self.address = addr or address()
@@ -168,7 +168,7 @@ def stop_process(proc: subprocess.Popen) -> None:
 def _main() -> int:
     import argparse
 
-    from magic_server.server import main
+    from magic_server.serve.server import main
 
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--step-s", type=float, default=0.01)

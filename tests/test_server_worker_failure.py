@@ -17,8 +17,8 @@ from test_server_support import FakeEngine, ThreadedServer, as_array, job_reques
 
 from magic_protocol.client import JobFailed, MagicClient
 from magic_protocol.protocol import ErrorCode
-from magic_server import jobs, server
-from magic_server.jobs import Worker
+from magic_server.serve import jobs, server
+from magic_server.serve.jobs import Worker
 
 BIND_ERROR = "Expected a torch.device with a specified index or an integer, but got:cuda"
 PROMPT_S = 3.0  # a failed worker's job must fail this fast (the client's limit is 30 s)

@@ -21,9 +21,10 @@ from test_server_support import ROOT, FakeEngine, ThreadedServer, address, as_ar
 from magic_protocol import protocol as P
 from magic_protocol.client import JobFailed, MagicClient
 from magic_protocol.protocol import ErrorCode
-from magic_server import devices, jobs
+from magic_server import devices
 from magic_server.devices import DeviceError, parse_device_list, resolve_device_list
 from magic_server.engine.api import Cancelled
+from magic_server.serve import jobs
 
 SUPPORT = [sys.executable, str(ROOT / "tests" / "test_server_support.py")]
 
@@ -237,7 +238,7 @@ def test_shutdown_cancels_every_running_job_and_tells_the_waiting_one():
 
 
 def test_load_engines_gives_each_device_its_own_classifier_copy():
-    from magic_server.server import load_engines
+    from magic_server.serve.server import load_engines
 
     first, second = load_engines([torch.device("cpu"), torch.device("cpu")], "untrained")
     assert first.classifier is not second.classifier
@@ -249,7 +250,7 @@ def test_load_engines_gives_each_device_its_own_classifier_copy():
 
 
 def test_an_engine_shared_by_two_workers_is_refused():
-    from magic_server.server import Server
+    from magic_server.serve.server import Server
 
     engine = FakeEngine()
     with pytest.raises(ValueError, match="its own engine"):
@@ -257,7 +258,7 @@ def test_an_engine_shared_by_two_workers_is_refused():
 
 
 def test_two_cpu_workers_split_the_torch_threads_while_serving():
-    from magic_server.server import threads_per_cpu_worker
+    from magic_server.serve.server import threads_per_cpu_worker
 
     class ThreadCountingEngine(FakeEngine):
         def synthesize(self, *args, **kwargs):

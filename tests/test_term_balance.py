@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from magic_server.classifier import load_classifier
 from magic_server.engine import term_balance
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine, LossWeights
+from magic_server.weights.classifier import load_classifier
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

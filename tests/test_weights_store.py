@@ -1,4 +1,4 @@
-"""weights_store against a local HTTP server: resume, retries, verification, records, errors.
+"""weights/store.py against a local HTTP server: resume, retries, verification, records, errors.
 
 Payloads are small torch files; the structure check is injected (a ResNet-50 one is exercised in
 test_weights_store_real.py)."""
@@ -14,8 +14,8 @@ import torch
 from http_fixture import FileServer, Route
 from safetensors.torch import load_file
 
-from magic_server import weights_store as ws
-from magic_server.checkpoints import WeightsError
+from magic_server.weights import store as ws
+from magic_server.weights.errors import WeightsError
 
 
 def payload(seed: int, n: int = 4000) -> bytes:
@@ -253,3 +253,24 @@ def test_progress_bar_in_a_log_prints_a_line_per_ten_percent():
         bar(done, 1_000_000)
     lines = out.getvalue().splitlines()
     assert len(lines) == 11 and lines[-1].startswith("weights: 100.0%")
+
+
+def test_the_store_and_its_error_import_without_torch(tmp_path):
+    """The installer runs where torch may not be: the store, its error and the installer's
+    command line import with torch unimportable, and a missing file is the store's own error."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from magic_server.weights import store\n"
+            "from magic_server.weights.errors import WeightsError\n"
+            "import installer.cli\n"
+            "try:\n"
+            f"    store.install_weights_file({str(tmp_path / 'none.ckpt')!r})\n"
+            "except WeightsError as e:\n"
+            "    print('refused:', e)\n"
+            "assert 'torch' not in {m.split('.')[0] for m in sys.modules if sys.modules[m]}\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[1], check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused: weights file not found"), out.stdout

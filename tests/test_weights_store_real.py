@@ -10,9 +10,10 @@ import pytest
 import torch
 from http_fixture import FileServer, Route
 
-from magic_server import weights_store as ws
-from magic_server.checkpoints import WeightsError, load_state_dict
 from magic_server.engine.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNet50
+from magic_server.weights import store as ws
+from magic_server.weights.checkpoints import load_state_dict
+from magic_server.weights.errors import WeightsError
 
 
 @pytest.fixture(scope="session")

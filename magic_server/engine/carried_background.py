@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from magic_server.engine.components import connected_regions
 from magic_server.engine.membrane import gaussian_blur, harmonic_fill
 from magic_server.engine.regions import dilate
-from magic_server.label_regions import connected_regions
 
 SMOOTH_DETAIL = 4.0 / 255  # detail (a pixel against its 1.5 px blur) of smooth background
 BORDER_COLOUR = 24.0 / 255  # background is within this of a colour on the selection's border

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from magic_server.label_regions import connected_regions
+from magic_server.engine.components import connected_regions
 
 SEARCH_SIDE = 320  # the outline search runs on a copy whose longer side is at most this
 MIN_FIT = 0.75  # share of the region the place pasted from must cover with the region's label

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from magic_server.engine.components import connected_regions
 from magic_server.engine.layout_start import block_share
 from magic_server.engine.regions import Box, bounding_box
-from magic_server.label_regions import connected_regions
 
 SEARCH_SIDE = 384  # components are found on a copy whose longer side is at most this
 MIN_PART_PX = 16  # parts smaller than this (on that copy) are specks, not object parts

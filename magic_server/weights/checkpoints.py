@@ -30,11 +30,7 @@ from pathlib import Path
 import torch
 
 from magic_server.engine.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNet50
-
-MISSING_WEIGHTS_HELP = (
-    "install the classifier weights with `magic-installer weights`, pass a checkpoint with "
-    "--weights FILE, or run without them (poor results) with --weights untrained"
-)
+from magic_server.weights.errors import MISSING_WEIGHTS_HELP, WeightsError
 
 _ROBUSTNESS_MODEL = "model."
 _ROBUSTNESS_IGNORED = ("attacker.", "normalizer.")
@@ -45,10 +41,6 @@ _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 # torch.serialization.safe_globals changes process-wide state while it is entered: one load at a
 # time, so that one thread leaving it cannot withdraw the allowance from another's load
 _LOAD_LOCK = threading.Lock()
-
-
-class WeightsError(Exception):
-    """Weights that cannot be found, read or used. The message is meant for the user."""
 
 
 @dataclass

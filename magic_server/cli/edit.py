@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from magic_server.cli.progress_bar import ProgressBar
 from magic_server.devices import is_out_of_memory
 from magic_server.engine.api import MODES, EngineInputError, SynthesisOptions
 from magic_server.engine.presets import PRESETS
@@ -34,8 +35,7 @@ from magic_server.imageio import (
     load_rgba,
     save_png,
 )
-from magic_server.progress_bar import ProgressBar
-from magic_server.weights_store import download_progress
+from magic_server.weights.store import download_progress
 
 PROG = "magic-edit"
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
@@ -175,7 +175,7 @@ def _edit_kind(args: argparse.Namespace) -> str:
 def _read_label_maps(args: argparse.Namespace, image: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
     """The two label maps as painted (checked against the photo's size, not yet read into
-    labels: that is magic_server.labelmaps' job, here or on the server)."""
+    labels: that is magic_server.labels.maps' job, here or on the server)."""
     maps = []
     for flag, path in (("--source-labels", args.source_labels),
                        ("--target-labels", args.target_labels)):
@@ -250,11 +250,15 @@ def _ctrl_c_sets(cancel: threading.Event):
 def _run_local(args, image, source, guide, options, sink, cancel,
                init=None, labels=None) -> tuple[list[np.ndarray], str]:
     """labels: a layout edit's (source, target) label index maps (_label_indices)."""
-    from magic_server.checkpoints import WeightsError
-    from magic_server.classifier import is_untrained, load_classifier, load_default_classifier
     from magic_server.devices import DeviceError, resolve_device
     from magic_server.engine.api import Cancelled
     from magic_server.engine.synthesis import Engine
+    from magic_server.weights.classifier import (
+        is_untrained,
+        load_classifier,
+        load_default_classifier,
+    )
+    from magic_server.weights.errors import WeightsError
 
     try:
         device = resolve_device(args.device)
@@ -304,7 +308,7 @@ def _run_local(args, image, source, guide, options, sink, cancel,
 
 
 def _label_indices(label_maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    from magic_server.labelmaps import LabelMapError, read_label_maps
+    from magic_server.labels.maps import LabelMapError, read_label_maps
 
     try:
         maps = read_label_maps(*label_maps)
@@ -316,7 +320,7 @@ def _label_indices(label_maps: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarra
 def _run_remote(args, image, source, guide, options, sink,
                 init=None, label_maps=None) -> tuple[list[np.ndarray], str]:
     from magic_protocol import client
-    from magic_server import remote_edit
+    from magic_server.cli import remote_edit
 
     if args.weights is not None or args.device != "auto":
         print(f"{PROG}: note: --weights and --device are ignored with --server (the server "

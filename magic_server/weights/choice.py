@@ -25,7 +25,7 @@ class NoWeights(Exception):
 
 def installed_weights():
     """The installed weights file (a Path) or None; a separate function for the tests."""
-    from magic_server import weights_store
+    from magic_server.weights import store as weights_store
 
     return weights_store.installed_weights_path()
 

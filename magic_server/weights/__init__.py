@@ -1,0 +1,1 @@
+"""The classifier's weights: finding, downloading, checking and loading them."""
