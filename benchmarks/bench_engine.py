@@ -71,8 +71,8 @@ from process_memory import rss_mb
 
 from magic_server.engine.api import Cancelled, SynthesisOptions
 from magic_server.engine.presets import Schedule, resolve_preset
-from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import CRITIC_WARM_START_STEPS, Engine, LossWeights
+from magic_server.engines import build_engine
 from magic_server.serve.jobs import PREVIEW_EVERY
 
 NOT_TERMS = ("total", "wasserstein")  # reported with the losses, but not loss terms
@@ -223,14 +223,8 @@ def weights_argument(args) -> str:
 
 
 def load_engine(args) -> Engine:
-    device = torch.device(args.device)
-    if args.weights == "untrained":
-        return Engine(untrained_resnet50(), device, "untrained (random weights)",
-                      capture_mode=args.capture)
-    from magic_server.weights.classifier import load_classifier
-
-    model, label = load_classifier(weights_argument(args), device, allow_download=False)
-    return Engine(model, device, label, capture_mode=args.capture)
+    return build_engine(weights_argument(args), torch.device(args.device),
+                        capture_mode=args.capture)
 
 
 def compare_eager(engine: Engine, inputs, args) -> dict:
@@ -736,7 +730,7 @@ def main(argv: list[str] | None = None) -> None:
         args.scene, lambda: scene(args.resolution))()
     described = engine.describe()
     report: dict = {
-        "device": described["device_name"],
+        "device": described.device_name,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
@@ -782,7 +776,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.via_server:
             report["server"] = server_edit(engine, inputs, args)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    report["device_name"] = described["device_name"]
+    report["device_name"] = described.device_name
     report["torch_device"] = str(engine.device)
     peaks = [p for p in (iteration_peak, report.get("peak_gpu_mb"),
                          (report.get("server") or {}).get("peak_gpu_mb")) if p is not None]

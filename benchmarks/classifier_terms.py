@@ -140,14 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_fullsize_sources(ap)
     args = ap.parse_args(argv)
 
-    from magic_server.engine.synthesis import Engine
-    from magic_server.weights.classifier import load_classifier
+    from magic_server.engines import build_engine
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    model, label = load_classifier(args.weights, "cpu")
-    engine = Engine(model, "cpu", label)
+    engine = build_engine(args.weights, "cpu", allow_download=True)
     engine.warm_up()
     plan = bench.edit_plan(args.edits, None, None)
     scenes = (bench.load_fullsize(plan, args, log) if args.fullsize
@@ -184,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 papers.append(paper_run(engine, scene, mode, args, log))
     payload = {"command": " ".join(["python benchmarks/classifier_terms.py",
                                     *(argv if argv is not None else sys.argv[1:])]),
-               "weights": label, "args": {k: str(v) for k, v in vars(args).items()},
+               "weights": engine.weights_label, "args": {k: str(v) for k, v in vars(args).items()},
                "records": records, "paper": papers,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     (args.out / "results.json").write_text(json.dumps(payload, indent=1, default=float) + "\n")

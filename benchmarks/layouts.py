@@ -356,11 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise BenchError(f"unknown edit(s) {', '.join(bad)}; choose from {', '.join(EDITS)}")
         scenes = [load_scene(n) for n in names]
-        from magic_server.engine.synthesis import Engine
-        from magic_server.weights.classifier import load_classifier
+        from magic_server.engines import build_engine
 
-        model, label = load_classifier(args.weights, "cpu")
-        engine = Engine(model, "cpu", label)
+        engine = build_engine(args.weights, "cpu", allow_download=True)
         args.out.mkdir(parents=True, exist_ok=True)
         records, ceilings, pictures = [], {}, {}
         for scene in scenes:

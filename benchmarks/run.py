@@ -254,10 +254,10 @@ def run_edit(engine, scene: Scene, mode: str, preset: str, resolution: int, samp
     desc = engine.describe()
     rec = EditRecord(
         scene=scene.name, mode=mode, edit=scene.edits.get(mode, ""), device=str(engine.device),
-        device_name=desc.get("device_name", str(engine.device)), preset=preset,
+        device_name=desc.device_name, preset=preset,
         resolution=resolution, working_size=size, samples=samples,
         iterations=result.iterations, mask_net_steps=mask_steps[0],
-        weights=engine.weights_label, weights_trained=bool(desc.get("weights_loaded")),
+        weights=engine.weights_label, weights_trained=desc.weights_loaded,
         seconds_per_iteration=spi, forward_seconds=fwd,
         iteration_cost_forwards=spi / fwd if fwd > 0 else float("nan"),
         first_preview_s=(marks["first_preview"] - marks["start"]
@@ -694,20 +694,16 @@ def load_fullsize(plan: dict[str, list[str]], args: argparse.Namespace, log) -> 
 
 
 def load_engine(device_name: str, weights: str | None, log):
+    """The engine on the named weights, or the installed ones, else random ones (logged)."""
     from magic_server.devices import resolve_device
-    from magic_server.engine.synthesis import Engine
-    from magic_server.weights.classifier import load_classifier
+    from magic_server.engines import Fallback, build_engine
     from magic_server.weights.errors import WeightsError
 
-    device = resolve_device(device_name)
     try:
-        clf, label = load_classifier(weights, device, allow_download=False)
+        return build_engine(weights, resolve_device(device_name), fallback=Fallback.UNTRAINED,
+                            say=log)
     except WeightsError as e:
-        if weights is not None:
-            raise BenchError(str(e)) from None
-        log(f"no installed classifier weights ({e}); measuring with UNTRAINED weights")
-        clf, label = load_classifier("untrained", device)
-    return Engine(clf, device, label)
+        raise BenchError(str(e)) from None
 
 
 def _inside_repo_not_out(path: Path) -> bool:
@@ -762,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
                                        else 3 if gpu else 2)
             engine = load_engine(dev, args.weights, log)
             engine.warm_up()
-            log(f"{dev}: {engine.describe().get('device_name')}, weights: {engine.weights_label}")
+            log(f"{dev}: {engine.describe().device_name}, weights: {engine.weights_label}")
             for scene in scenes:
                 segmenter = quality.ObjectSegmenter(scene.image, scene.source_mask)
                 grid_rows = []

@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
+from magic_server import engines
 from magic_server.cli import edit as cli_edit
 from magic_server.cli.progress_bar import ProgressBar, format_seconds
-from magic_server.engine import synthesis
 from magic_server.engine.api import Cancelled, Progress, SynthesisResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ class StandInEngine:
 
     calls: ClassVar[list[dict]] = []
 
-    def __init__(self, classifier, device, weights_label) -> None:
+    def __init__(self, classifier, device, weights_label, **how) -> None:
         self.device, self.weights_label = device, weights_label
 
     def synthesize(self, image, source_mask, guide_mask, options, on_progress=None, cancel=None,
@@ -78,7 +78,7 @@ class StandInEngine:
 @pytest.fixture
 def stand_in(monkeypatch):
     StandInEngine.calls = []
-    monkeypatch.setattr(synthesis, "Engine", StandInEngine)
+    monkeypatch.setattr(engines, "Engine", StandInEngine)
     return StandInEngine
 
 
@@ -183,7 +183,7 @@ def test_unexpected_failure_is_one_line_too(scene, capsys, monkeypatch):
         def synthesize(self, *a, **k):
             raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(synthesis, "Engine", Broken)
+    monkeypatch.setattr(engines, "Engine", Broken)
     monkeypatch.delenv("MAGIC_DEBUG", raising=False)
     rc, _, err = _run(capsys, *_base(scene[0]))
     assert rc == 1
@@ -258,7 +258,7 @@ def test_engine_cancel_exits_130(scene, capsys, monkeypatch):
         def synthesize(self, *a, **k):
             raise Cancelled()
 
-    monkeypatch.setattr(synthesis, "Engine", Cancelling)
+    monkeypatch.setattr(engines, "Engine", Cancelling)
     rc, _, err = _run(capsys, *_base(scene[0]))
     assert rc == 130
     assert "cancelled" in err and "Traceback" not in err
@@ -311,12 +311,12 @@ def test_ctrl_c_cancels_cleanly(scene):
     script = textwrap.dedent("""
         import sys, time
         from magic_server.cli import edit as cli_edit
-        from magic_server.engine import synthesis
+        from magic_server import engines
         from magic_server.engine.api import Cancelled, Progress
 
         class Slow:
-            def __init__(self, *a):
-                pass
+            def __init__(self, classifier, device, weights_label, **k):
+                self.weights_label = weights_label
             def synthesize(self, image, s, g, options, on_progress=None, cancel=None,
                            init_image=None):
                 for it in range(1, 100000):
@@ -325,7 +325,7 @@ def test_ctrl_c_cancels_cleanly(scene):
                     on_progress(Progress(it, 100000, it * 0.05))
                     time.sleep(0.05)
 
-        synthesis.Engine = Slow
+        engines.Engine = Slow
         sys.exit(cli_edit.main(sys.argv[1:]))
     """)
     argv = [str(a) for a in _base(d)]
@@ -411,7 +411,7 @@ def test_progress_names_each_stage_instead_of_restarting_silently(scene, monkeyp
                 on_progress(Progress(i, 10, 0.1 * i, stage="synthesis" if i <= 6 else "refine"))
             return SynthesisResult([image], [0], 0, 10, 1.0)
 
-    monkeypatch.setattr(synthesis, "Engine", Staged)
+    monkeypatch.setattr(engines, "Engine", Staged)
     d, _ = scene
     rc, _, err = _run(capsys, *_base(d, "--iterations", "10"))
     assert rc == 0, err

@@ -120,7 +120,7 @@ def coffee_move(scale: float = 0.25):
 def test_a_product_edit_with_both_judged_terms_on_real_weights(lite0):
     model, label = lite0
     engine = Engine(model, "cpu", label)
-    assert engine.trained and engine.describe()["weights"] == EFFICIENTNET_LABEL
+    assert engine.trained and engine.describe().weights_label == EFFICIENTNET_LABEL
     img, source, guide = coffee_move()
     options = SynthesisOptions(samples=1, preset="tiny", iterations=16, resolution=64)
     on = replace(LossWeights.product(True), classifier=0.1, feature_stats=0.1)

@@ -155,7 +155,7 @@ def test_determinism_is_an_option_and_on_by_default(classifier, monkeypatch):
     from magic_server.engine import synthesis
 
     monkeypatch.delenv(synthesis.DETERMINISTIC_ENV, raising=False)
-    assert Engine(classifier, "cpu", "untrained").describe()["deterministic"] is True
+    assert Engine(classifier, "cpu", "untrained").describe().deterministic is True
     monkeypatch.setenv(synthesis.DETERMINISTIC_ENV, "0")
     assert Engine(classifier, "cpu", "untrained").deterministic is False
     assert Engine(classifier, "cpu", "untrained", deterministic=True).deterministic is True

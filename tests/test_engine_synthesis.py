@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import replace
 
@@ -10,7 +11,13 @@ import pytest
 import torch
 from scenes import iou, red_disk_scene, red_pixels
 
-from magic_server.engine.api import Cancelled, EngineInputError, SynthesisOptions
+from magic_server.engine.api import (
+    Cancelled,
+    EditEngine,
+    EngineDescription,
+    EngineInputError,
+    SynthesisOptions,
+)
 from magic_server.engine.mask_net import binary_fractions, train_mask_net
 from magic_server.engine.synthesis import LossWeights
 from magic_server.engine.tensors import Normaliser, image_to_tensor, mask_to_tensor
@@ -180,5 +187,31 @@ def test_remove_mode_accepts_an_empty_guide(engine, scene):
 
 def test_describe_reports_device_and_weights(engine):
     info = engine.describe()
-    assert info["device"] == "cpu" and info["weights_loaded"] is False
-    assert info["presets"]["paper"] == 18_000
+    assert isinstance(info, EngineDescription)
+    assert info.device == "cpu" and info.device_name == "CPU" and info.weights_loaded is False
+    assert info.preset_iterations["paper"] == 18_000 and info.gpu_memory_mb is None
+    assert info.to_dict()["weights_label"] == engine.weights_label
+
+
+def _signature_of(kind: type, name: str) -> list[tuple[str, object, bool]]:
+    params = list(inspect.signature(getattr(kind, name)).parameters.values())
+    return [(p.name, p.kind, p.default is inspect.Parameter.empty) for p in params]
+
+
+@pytest.mark.parametrize("kind", ["Engine", "FakeEngine"])
+def test_the_engine_and_the_servers_stand_in_follow_one_interface(engine, kind):
+    """EditEngine (engine/api.py) is what the server, the CLI and the benchmarks call: the
+    real engine and the tests' stand-in both have its methods with its parameters, and
+    describe() gives the one typed record."""
+    from test_server_support import FakeEngine
+
+    implementation = type(engine) if kind == "Engine" else FakeEngine
+    instance = engine if kind == "Engine" else FakeEngine()
+    assert isinstance(instance, EditEngine)
+    for name in ("describe", "warm_up", "synthesize", "synthesize_layout"):
+        wanted = _signature_of(EditEngine, name)
+        got = _signature_of(implementation, name)
+        # the real engine takes more keywords (weights, schedule...): all optional, after
+        assert got[: len(wanted)] == wanted, (name, got)
+        assert all(not required for _, _, required in got[len(wanted):]), (name, got)
+    assert isinstance(instance.describe(), EngineDescription)

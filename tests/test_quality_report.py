@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 import report
 import run
 
-from magic_server.engine.api import Progress, SynthesisResult
+from magic_server.engine.api import EngineDescription, Progress, SynthesisResult
 
 ITER_S = 0.03
 FORWARD_S = 0.01
@@ -38,7 +38,10 @@ class StandInEngine:
         self.calls = []
 
     def describe(self):
-        return {"device_name": "CPU", "weights_loaded": not self.weights_label.startswith("untr")}
+        return EngineDescription(device="cpu", device_name="CPU", gpu_memory_mb=None,
+                                 weights_label=self.weights_label,
+                                 weights_loaded=not self.weights_label.startswith("untr"),
+                                 preset_iterations={})
 
     def warm_up(self):
         pass

@@ -3,12 +3,14 @@ reported in `welcome` and `status_report`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from test_server_support import FakeEngine, ThreadedServer, job_request
 
 from magic_protocol.client import MagicClient
+from magic_server.engine.api import EngineDescription
 from magic_server.serve import estimates as E
 
 ITERATIONS = {"paper": 18000, "quality": 600, "draft": 240, "tiny": 40}
@@ -62,8 +64,8 @@ def test_the_probe_is_scaled_to_the_working_resolution():
 
 
 class TimedEngine(FakeEngine):
-    def describe(self) -> dict:
-        return {**super().describe(), "presets": dict(ITERATIONS)}
+    def describe(self) -> EngineDescription:
+        return dataclasses.replace(super().describe(), preset_iterations=dict(ITERATIONS))
 
 
 def test_welcome_and_status_carry_the_estimates_of_finished_jobs():

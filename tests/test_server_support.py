@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from magic_protocol.client import JobRequest, RawImage
 from magic_server.engine.api import (
     Cancelled,
+    EngineDescription,
     Progress,
     SynthesisResult,
     check_inputs,
@@ -31,7 +32,7 @@ CRASH_SEED = 667  # ... and an unexpected exception for this one
 
 
 class FakeEngine:
-    """Follows Engine's contract, cheaply: `iterations` steps of `step_s` seconds; results are
+    """An EditEngine (engine/api.py), cheaply: `iterations` steps of `step_s` seconds; results are
     the inverted image (sample k: 255 - image, then + k)."""
 
     def __init__(self, step_s: float = 0.01, iterations: int = 10) -> None:
@@ -42,9 +43,11 @@ class FakeEngine:
         self.calls = 0
         self.last_call: dict | None = None  # the arguments of the latest synthesize()
 
-    def describe(self) -> dict:
-        return {"device": "cpu", "weights_label": self.weights_label, "weights_loaded": False,
-                "presets": ["paper", "quality", "draft", "tiny"]}
+    def describe(self) -> EngineDescription:
+        # no iteration counts: the server offers the presets without time estimates
+        return EngineDescription(device="cpu", device_name="CPU", gpu_memory_mb=None,
+                                 weights_label=self.weights_label, weights_loaded=False,
+                                 preset_iterations={})
 
     def warm_up(self) -> None:
         pass

@@ -252,32 +252,25 @@ def _run_local(args, image, source, guide, options, sink, cancel,
     """labels: a layout edit's (source, target) label index maps (_label_indices)."""
     from magic_server.devices import DeviceError, resolve_device
     from magic_server.engine.api import Cancelled
-    from magic_server.engine.synthesis import Engine
-    from magic_server.weights.classifier import (
-        is_untrained,
-        load_classifier,
-        load_default_classifier,
-    )
+    from magic_server.engines import Fallback, build_engine
+    from magic_server.weights.classifier import is_untrained
     from magic_server.weights.errors import WeightsError
 
     try:
         device = resolve_device(args.device)
-        if args.weights is None:
-            classifier, label = load_default_classifier(
-                device, allow_download=True, progress=download_progress(),
-                say=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
-        else:
-            classifier, label = load_classifier(args.weights, device, allow_download=True,
-                                                progress=download_progress())
+        # no --weights: the installed ones, else the stand-in classifier (said as a note)
+        engine = build_engine(args.weights, device, fallback=Fallback.STAND_IN,
+                              allow_download=True, progress=download_progress(),
+                              say=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
     except (DeviceError, WeightsError) as e:
         raise CliError(str(e)) from None
+    label = engine.weights_label
     if is_untrained(label):
         print(f"{PROG}: WARNING: using an UNTRAINED classifier (random weights): the results "
               "will not look like MAGIC's. Install the real weights with `magic-installer "
               "weights`.", file=sys.stderr)
     print(f"{PROG}: {options.mode} edit on {device}, weights: {label}, preset {options.preset}, "
           f"{options.samples} sample(s)", file=sys.stderr, flush=True)
-    engine = Engine(classifier, device, label)
     with _ctrl_c_sets(cancel):
         if cancel.is_set():
             raise CancelledByUser

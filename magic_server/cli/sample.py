@@ -73,17 +73,18 @@ def read_scene(samples_root: Path, scene: str | None = None, mode: str = "move")
                  samples_root / composite if composite else None)
 
 
-def load_weights_or_fallback(weights: str | None, device) -> tuple[object, str]:
-    """The named weights; by default the robust ResNet-50, or, when it cannot be had, the
-    EfficientNet-Lite0 stand-in (said on stderr). Random weights only when named."""
-    from magic_server.weights.classifier import load_classifier, load_default_classifier
+def build_sample_engine(weights: str | None, device):
+    """The engine on the named weights; by default the robust ResNet-50, or, when it cannot be
+    had, the EfficientNet-Lite0 stand-in (said on stderr). Random weights only when named."""
+    from magic_server.engines import Fallback, build_engine
 
     if weights is not None:  # the user named weights: no silent fallback
-        return load_classifier(weights, device, allow_download=False)
+        return build_engine(weights, device)
     print("sample: looking for the classifier weights (downloading them if needed)...",
           file=sys.stderr, flush=True)
-    return load_default_classifier(
-        device, allow_download=True, progress=download_progress(),
+    return build_engine(
+        None, device, fallback=Fallback.STAND_IN, allow_download=True,
+        progress=download_progress(),
         say=lambda text: print(f"\nsample: NOTE: {text}\n", file=sys.stderr, flush=True))
 
 
@@ -192,7 +193,6 @@ def run(args: argparse.Namespace) -> list[Path]:
     from magic_server.cli.progress_bar import ProgressBar
     from magic_server.devices import resolve_device
     from magic_server.engine.api import SynthesisOptions
-    from magic_server.engine.synthesis import Engine
 
     scene = read_scene(args.samples_root or _default_samples_root(), args.scene, args.mode)
     image = load_image(scene.image)
@@ -204,7 +204,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     options = SynthesisOptions(mode=scene.mode, iterations=args.iterations, seed=0, **settings)
-    classifier, label = load_weights_or_fallback(args.weights, device)
+    engine = build_sample_engine(args.weights, device)
+    label = engine.weights_label
     what = f" ({scene.description})" if scene.description else ""
     print(f"sample: scene {scene.name!r}, {scene.mode} edit{what}, on {device}, preset "
           f"{options.preset}, resolution {options.resolution}, {options.samples} samples, "
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> list[Path]:
               "magic-edit --preset quality for real edits).", file=sys.stderr)
     bar = ProgressBar()
     try:
-        result = Engine(classifier, device, label).synthesize(
+        result = engine.synthesize(
             image, source, guide, options, on_progress=bar, cancel=threading.Event(),
             init_image=read_composite(scene, image))
     finally:

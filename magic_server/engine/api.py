@@ -6,12 +6,31 @@ progress goes out through a callback, cancellation comes in through a threading.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-MODES = ("synthesize", "move", "copy", "reshape", "remove", "layout")  # layout: Engine.synthesize_layout
+
+class EditKind(str, Enum):
+    """What an edit does; each value equals its string (the wire's `mode`, magic_protocol's
+    EDIT_MODES: a test keeps them in step)."""
+
+    SYNTHESIZE = "synthesize"
+    MOVE = "move"
+    COPY = "copy"
+    RESHAPE = "reshape"
+    REMOVE = "remove"
+    LAYOUT = "layout"  # label maps: EditEngine.synthesize_layout
+
+    def __str__(self) -> str:
+        return self.value
+
+
+MODES = tuple(kind.value for kind in EditKind)
 
 
 class Cancelled(Exception):
@@ -79,6 +98,48 @@ class SynthesisResult:
     # full-size bool: every pixel the edit may have changed (None: the whole image)
     touched: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)  # what the user should know about the run
+
+
+@dataclass(frozen=True)
+class EngineDescription:
+    """What an engine says of itself (the server's handshake, the CLI, the benchmarks)."""
+
+    device: str  # "cpu", "cuda:0", "mps"
+    device_name: str  # "CPU", the GPU's name, "Apple GPU (MPS)"
+    gpu_memory_mb: int | None  # None off CUDA
+    weights_label: str
+    weights_loaded: bool  # real weights (False: untrained, random)
+    preset_iterations: dict[str, int]  # each preset's iteration count
+    bf16: bool = False
+    capture: str = "eager"  # how iterations run (engine/capture.py)
+    deterministic: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@runtime_checkable
+class EditEngine(Protocol):
+    """What the server, the command lines and the benchmarks call: Engine
+    (engine/synthesis.py) and the tests' stand-ins implement it."""
+
+    device: object
+    weights_label: str
+
+    def describe(self) -> EngineDescription: ...
+
+    def warm_up(self) -> None: ...
+
+    def synthesize(self, image: np.ndarray, source_mask: np.ndarray, guide_mask: np.ndarray,
+                   options: SynthesisOptions, on_progress: ProgressCallback | None = None,
+                   cancel: threading.Event | None = None, *,
+                   init_image: np.ndarray | None = None) -> SynthesisResult: ...
+
+    def synthesize_layout(self, image: np.ndarray, source_labels: np.ndarray,
+                          target_labels: np.ndarray, options: SynthesisOptions,
+                          on_progress: ProgressCallback | None = None,
+                          cancel: threading.Event | None = None, *,
+                          init_image: np.ndarray | None = None) -> SynthesisResult: ...
 
 
 def check_inputs(image: np.ndarray, source_mask: np.ndarray, guide_mask: np.ndarray,

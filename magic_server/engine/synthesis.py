@@ -28,6 +28,7 @@ from magic_server.engine import capture, donors, finish, losses, term_balance
 from magic_server.engine.adam import Adam
 from magic_server.engine.api import (
     Cancelled,
+    EngineDescription,
     EngineInputError,
     Progress,
     ProgressCallback,
@@ -366,25 +367,18 @@ class Engine:
         self.norm = Normaliser(self.device)
         self.use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
 
-    def describe(self) -> dict:
-        info: dict = {
-            "device": str(self.device),
-            "device_name": "CPU",
-            "gpu_memory_mb": None,
-            "weights": self.weights_label,
-            "weights_loaded": self.trained,
-            "bf16": self.use_bf16,
-            "capture": self.capture_mode,
-            "deterministic": self.deterministic,
-            "presets": {name: p.iterations for name, p in PRESETS.items()},
-        }
+    def describe(self) -> EngineDescription:
+        name, memory = "CPU", None
         if self.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.device)
-            info["device_name"] = props.name
-            info["gpu_memory_mb"] = props.total_memory // 2**20
+            name, memory = props.name, props.total_memory // 2**20
         elif self.device.type == "mps":
-            info["device_name"] = "Apple GPU (MPS)"
-        return info
+            name = "Apple GPU (MPS)"
+        return EngineDescription(
+            device=str(self.device), device_name=name, gpu_memory_mb=memory,
+            weights_label=self.weights_label, weights_loaded=self.trained,
+            preset_iterations={n: p.iterations for n, p in PRESETS.items()},
+            bf16=self.use_bf16, capture=self.capture_mode, deterministic=self.deterministic)
 
     def warm_up(self) -> None:
         """One small forward/backward so the first real job does not pay for kernel setup."""

@@ -21,7 +21,6 @@ worker's own thread and as the default, while it serves (see _split_cpu_threads)
 from __future__ import annotations
 
 import argparse
-import copy
 import errno
 import logging
 import queue
@@ -38,6 +37,8 @@ import zmq
 from magic_protocol import protocol as P
 from magic_protocol.protocol import DEFAULT_ADDRESS, DEFAULT_LIMITS, ErrorCode, Limits
 from magic_server.devices import DeviceError, parse_device_list, resolve_device_list
+from magic_server.engine.api import EditEngine, EngineDescription
+from magic_server.engine.presets import PRESETS
 from magic_server.serve.curve import (
     CurveConfig,
     CurveSetupError,
@@ -75,10 +76,11 @@ class BindError(Exception):
 
 
 class Server:
-    """The job server. `engine` follows magic_server.engine.synthesis.Engine's contract; a
-    list of engines gives one worker each (worker i runs engines[i], on its own device)."""
+    """The job server. `engine` is an EditEngine (engine/api.py); a list of engines gives one
+    worker each (worker i runs engines[i], on its own device)."""
 
-    def __init__(self, engine: Any | Sequence[Any], address: str = DEFAULT_ADDRESS, *,
+    def __init__(self, engine: EditEngine | Sequence[EditEngine],
+                 address: str = DEFAULT_ADDRESS, *,
                  limits: Limits = DEFAULT_LIMITS,
                  heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
                  curve: CurveConfig | None = None, default_resolution: int = 224,
@@ -165,63 +167,42 @@ class Server:
         return sock
 
     def _capabilities(self) -> dict[str, Any]:
-        described: dict[str, Any] = {}
-        try:
-            described = dict(self.engine.describe())
-        except Exception as exc:  # noqa: BLE001 - capabilities are informative only
-            log.warning("engine.describe() failed: %s", exc)
-        presets = described.get("presets")
-        if isinstance(presets, dict):
-            presets = list(presets)
-        if not presets:
-            from magic_server.engine.presets import PRESETS
-
-            presets = list(PRESETS)
-        caps = {k: v for k, v in described.items() if _json_safe(v)}
-        device = str(described.get("device", getattr(self.engine, "device", "cpu")))
-        label = str(described.get("weights_label") or described.get("weights")
-                    or getattr(self.engine, "weights_label", ""))
-        gpu_name = described.get("gpu_name")
-        if gpu_name is None and not device.startswith("cpu"):
-            gpu_name = described.get("device_name")
-        gpu_bytes = described.get("gpu_memory_bytes")
-        if gpu_bytes is None and isinstance(described.get("gpu_memory_mb"), int):
-            gpu_bytes = described["gpu_memory_mb"] * 2**20
-        caps.update({
+        d = self._description(self.engine, 0)
+        self.workers_info = [self._describe_worker(i, e) for i, e in enumerate(self.engines)]
+        return {
             "protocol": P.PROTOCOL_VERSION,
             "server_version": SERVER_VERSION,
-            "device": device,
-            "gpu_name": gpu_name,
-            "gpu_memory_bytes": gpu_bytes,
-            "weights_label": label,
-            "weights_loaded": bool(described.get("weights_loaded",
-                                                 not label.lower().startswith("untrained"))),
-            "presets": [str(p) for p in presets],
+            "device": d.device,
+            "gpu_name": None if d.device.startswith("cpu") else d.device_name,
+            "gpu_memory_bytes": None if d.gpu_memory_mb is None else d.gpu_memory_mb * 2**20,
+            "weights_label": d.weights_label,
+            "weights_loaded": d.weights_loaded,
+            "bf16": d.bf16,
+            "capture": d.capture,
+            "deterministic": d.deterministic,
+            "presets": list(d.preset_iterations or PRESETS),
             "modes": list(P.MODES),
             "limits": self.limits.to_dict(),
             "heartbeat_timeout_s": self.heartbeat_timeout_s,
             "curve": self.curve is not None,
-        })
-        if isinstance(described.get("presets"), dict):
-            caps["preset_iterations"] = described["presets"]
-        self.workers_info = [self._describe_worker(i, e) for i, e in enumerate(self.engines)]
-        return caps
+            # each preset's iterations, when the engine knows them: time estimates
+            **({"preset_iterations": dict(d.preset_iterations)} if d.preset_iterations else {}),
+        }
 
-    def _describe_worker(self, index: int, engine: Any) -> dict[str, Any]:
-        """The unchanging part of a worker's entry in `workers` (welcome, status_report)."""
-        described: dict[str, Any] = {}
+    @staticmethod
+    def _description(engine: EditEngine, index: int) -> EngineDescription:
         try:
-            described = dict(engine.describe())
-        except Exception as exc:  # noqa: BLE001 - informative only
+            return engine.describe()
+        except Exception as exc:  # noqa: BLE001 - informative only: the worker still runs
             log.warning("worker %d: engine.describe() failed: %s", index, exc)
-        device = str(described.get("device", engine_device(engine)))
-        name = described.get("device_name")
-        gpu_bytes = described.get("gpu_memory_bytes")
-        if gpu_bytes is None and isinstance(described.get("gpu_memory_mb"), int):
-            gpu_bytes = described["gpu_memory_mb"] * 2**20
-        return {"worker": index, "name": f"worker-{index}", "device": device,
-                "device_name": str(name) if name is not None else device.upper(),
-                "gpu_memory_bytes": gpu_bytes}
+            return loading_description(engine_device(engine))
+
+    def _describe_worker(self, index: int, engine: EditEngine) -> dict[str, Any]:
+        """The unchanging part of a worker's entry in `workers` (welcome, status_report)."""
+        d = self._description(engine, index)
+        return {"worker": index, "name": f"worker-{index}", "device": d.device,
+                "device_name": d.device_name,
+                "gpu_memory_bytes": None if d.gpu_memory_mb is None else d.gpu_memory_mb * 2**20}
 
     def workers_status(self) -> list[dict[str, Any]]:
         """Each worker: its device, its name, busy or idle, and the job it runs (or None)."""
@@ -628,10 +609,6 @@ def threads_per_cpu_worker(total: int, cpu_workers: int) -> int:
     return max(1, total // max(1, cpu_workers))
 
 
-def _json_safe(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool, type(None), list, dict))
-
-
 # ------------------------------------------------------------------------------ CLI
 
 def build_parser() -> argparse.ArgumentParser:
@@ -664,22 +641,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load_engines(devices: Sequence[Any], weights: str | None) -> list[Any]:
+def load_engines(devices: Sequence[Any], weights: str | None) -> list[EditEngine]:
     """One real engine per device, each with its own copy of the classifier on its device
     (the checkpoint is read once)."""
-    from magic_server.engine.synthesis import Engine
-    from magic_server.weights.classifier import load_classifier
+    from magic_server.engines import build_engines
     from magic_server.weights.store import download_progress
 
-    progress = download_progress()
     # Never a download here (see weights/choice.py): main() refused missing weights already, or
     # chose the stand-in classifier.
-    model, label = load_classifier(weights, "cpu", allow_download=False, progress=progress)
-    engines = []
-    for i, device in enumerate(devices):
-        own = model if i == len(devices) - 1 else copy.deepcopy(model)
-        engines.append(Engine(own, device, label))
-    return engines
+    return build_engines(weights, devices, progress=download_progress())
 
 
 def worker_devices(text: str, resolve: bool = True) -> list[str]:
@@ -733,7 +703,7 @@ def main(argv: Sequence[str] | None = None,
                         max_message_bytes=args.max_message_mb * 2**20)
         # Bind before the slow part (loading weights) so that a busy port fails at once.
         engine_box: dict[int, Any] = {}
-        server = Server([_LazyEngine(engine_box, i) for i in range(len(devices))], args.bind,
+        server = Server([_LazyEngine(engine_box, i, d) for i, d in enumerate(devices)], args.bind,
                         limits=limits, heartbeat_timeout_s=args.heartbeat_timeout, curve=curve,
                         default_resolution=args.resolution)
     except (CurveSetupError, BindError) as exc:
@@ -791,18 +761,26 @@ def server_estimates(caps: dict[str, Any], engine: Any, args: argparse.Namespace
                      default_estimates_path() if keep else None, probe_rate(step, args.resolution))
 
 
+def loading_description(device: str) -> EngineDescription:
+    """What a worker says before its engine is loaded (or when it cannot describe itself)."""
+    return EngineDescription(device=device, device_name=device.upper(), gpu_memory_mb=None,
+                             weights_label="", weights_loaded=False,
+                             preset_iterations={n: p.iterations for n, p in PRESETS.items()})
+
+
 class _LazyEngine:
     """Lets main() bind the port before the engines exist; forwards to engine `key`."""
 
-    def __init__(self, box: dict[int, Any], key: int = 0) -> None:
+    def __init__(self, box: dict[int, Any], key: int, device: str) -> None:
         self._box = box
         self._key = key
+        self._device = device
 
     def __getattr__(self, name: str) -> Any:
         engine = self._box.get(self._key)
         if engine is None:
             if name == "describe":
-                return dict
+                return lambda: loading_description(self._device)
             raise AttributeError(name)
         return getattr(engine, name)
 
