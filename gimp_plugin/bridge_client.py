@@ -76,8 +76,9 @@ def read_message(inp):
 class BridgeRunner(object):
     """workflow's runner for GIMP 2.10 (see gimp_plugin.workflow for the contract)."""
 
-    def __init__(self, folder, python=None, command=None):
+    def __init__(self, folder, python=None, command=None, curve=None):
         self.folder = folder  # the plug-in folder that holds magic_protocol/
+        self.curve = curve or None  # settings.curve_options(): the bridge reads the keys
         self.command = command or [python or default_python(), "-m", "magic_protocol.bridge"]
         if self.command[0] == "py" and len(self.command) == 3:
             self.command = ["py", "-3"] + self.command[1:]
@@ -147,7 +148,8 @@ class BridgeRunner(object):
                               header.get("message") or "the MAGIC bridge reported an error")
 
     def handshake(self, address, timeout_s):
-        self._send({"op": "handshake", "address": address, "timeout_s": timeout_s})
+        self._send({"op": "handshake", "address": address, "timeout_s": timeout_s,
+                    "curve": self.curve})
         header, _ = self._next(timeout_s + 30.0)
         self._check(header)
         return header["info"]
@@ -160,7 +162,8 @@ class BridgeRunner(object):
         if request.get("init") is not None:
             frames.append(request["init"])
         self._send({"op": "submit", "address": address, "params": request["params"],
-                    "width": w, "height": h, "timeout_s": timeout_s}, frames)
+                    "width": w, "height": h, "timeout_s": timeout_s, "curve": self.curve},
+                   frames)
         cancel_sent = False
         while True:
             msg = self._next(None, None if cancel_sent else cancelled)

@@ -443,38 +443,15 @@ class CancelGuard:
 
 
 def curve_arguments(options: dict) -> dict | None:
-    """MagicClient's CurveZMQ keyword arguments (Z85 text) from settings.curve_options()."""
+    """MagicClient's CurveZMQ keyword arguments from settings.curve_options()
+    (magic_protocol.client.curve_keywords); RunnerError("failed") when a key cannot be read."""
     if not options:
         return None
-    from zmq.auth import load_certificate
-
-    def key(value, what, secret=False):
-        value = value.strip()
-        if len(value) == 40 and not os.path.exists(value):
-            return value  # a Z85 key itself
-        try:
-            public, secret_key = load_certificate(value)
-        except (OSError, ValueError) as exc:
-            raise RunnerError("failed", f"cannot read the {what} from {value}: {exc}") from None
-        found = secret_key if secret else public
-        if found is None:
-            raise RunnerError("failed", f"{value} holds no secret key ({what})")
-        return found.decode("ascii")
-
-    server = options.get("server_public_key")
-    if not server:
-        return None
-    keys = options.get("client_keys")
-    if keys:
-        public, secret = key(keys, "client key pair"), key(keys, "client key pair", True)
-    else:
-        public, secret = options.get("client_public_key"), options.get("client_secret_key")
-    if not (public and secret):
-        raise RunnerError("failed", "a CurveZMQ server key is set but no client key pair: add "
-                                    "client-keys=FILE (a client.key_secret made by magic-server "
-                                    "--keygen) or run magic-installer install --client-keys FILE")
-    return {"server_public_key": key(server, "server public key"),
-            "client_public_key": public, "client_secret_key": secret}
+    client = load_client()
+    try:
+        return client.curve_keywords(options)
+    except client.MagicError as exc:
+        raise RunnerError("failed", str(exc)) from None
 
 
 class DirectRunner:

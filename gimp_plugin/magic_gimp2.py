@@ -256,7 +256,11 @@ def make_function(spec):
             # gimpfu's dialog cannot be told the new seed: the layer names show it
             args["seed"] = procedures.new_seed()
         mode = spec.mode or args["mode"]
-        runner = BridgeRunner(PLUGIN_DIR, python=config.get("python"))
+        try:
+            curve = settings.curve_options(args.get("server-address"), config)
+        except ValueError as exc:
+            fail(str(exc))
+        runner = BridgeRunner(PLUGIN_DIR, python=config.get("python"), curve=curve)
         try:
             workflow.run(Gimp2Host(), runner, image, drawable, mode, args, config)
         except workflow.UserError as exc:

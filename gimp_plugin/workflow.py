@@ -79,7 +79,7 @@ class ResultLayer(object):
         self.layer = None  # the GIMP layer, once inserted
 
 
-class Job(object):
+class EditRequest(object):
     """Everything computed from the image before talking to the server."""
 
     def __init__(self, mode, width, height, x, y, image_rgba, edit_box, edit_alpha, source=None,
@@ -204,7 +204,7 @@ def collect(host, image, base, mode, args):
                             "everything." % label)
 
     box, alpha = _edit_area(geometry, args, M.union(source, guide))
-    return Job(mode=mode, width=w, height=h, x=bx, y=by,
+    return EditRequest(mode=mode, width=w, height=h, x=bx, y=by,
                image_rgba=bytearray(host.read_rgba(base)), source=source, guide=guide,
                edit_box=box, edit_alpha=alpha, init_rgba=init)
 
@@ -248,7 +248,7 @@ def _layout_job(host, base, geometry, args):
                         "picked from the map)." % host.layer_name(target_layer))
     w, h, bx, by = geometry
     box, alpha = _edit_area(geometry, args, changed)
-    return Job(mode=procedures.LAYOUT, width=w, height=h, x=bx, y=by,
+    return EditRequest(mode=procedures.LAYOUT, width=w, height=h, x=bx, y=by,
                image_rgba=bytearray(host.read_rgba(base)), edit_box=box, edit_alpha=alpha,
                source_labels=source, target_labels=target)
 
@@ -278,7 +278,7 @@ def _label_map(host, layer, what, geometry):
 def _label_map_job(host, base, geometry):
     """A label-map job sends the photo alone; its answer becomes two whole-photo layers."""
     w, h, bx, by = geometry
-    return Job(mode=procedures.LABEL_MAP, width=w, height=h, x=bx, y=by,
+    return EditRequest(mode=procedures.LABEL_MAP, width=w, height=h, x=bx, y=by,
                image_rgba=bytearray(host.read_rgba(base)), edit_box=(0, 0, w, h),
                edit_alpha=bytearray(b"\xff") * (w * h))
 

@@ -148,7 +148,7 @@ def cmd_weights(args: argparse.Namespace, ctx: Context) -> int:
             size = ws.remote_size(url)
             how = f"{size / 1e6:.0f} MB" if size else f"about {ws.ESTIMATED_DOWNLOAD_MB} MB (estimate)"
             ctx.say(f"weights: {url} ({how}) -> {cache}")
-        path = ws.download_weights(args.url, cache, ws.ProgressBar("weights"), **kw)
+        path = ws.download_weights(args.url, cache, ws.DownloadBar("weights"), **kw)
     ctx.say(f"weights ready: {path}")
     return 0
 

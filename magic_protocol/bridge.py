@@ -9,9 +9,10 @@ Framing, both ways: a message is a JSON header frame followed by header["nframes
 frames; every frame is a 4-byte big-endian length and that many bytes.
 
 Requests (plug-in -> bridge):
-  {"op": "handshake", "address", "timeout_s"}
+  {"op": "handshake", "address", "timeout_s", "curve"}
       -> {"ok": true, "info": {"max_pixels", "presets", "modes", "device", "estimates"}}
-  {"op": "submit", "address", "params", "width", "height", "timeout_s" | null, "nframes"}
+  {"op": "submit", "address", "params", "width", "height", "timeout_s" | null, "curve",
+   "nframes"}
       + the frames params["mode"] submits (protocol.submit_frame_names), in that order:
         image (RGBA), source mask, guide mask (1 channel each) [+ init (RGBA rough composite)];
         mode "layout": image, source labels, target labels (RGB label maps) [+ init];
@@ -21,8 +22,11 @@ Requests (plug-in -> bridge):
          + n RGB frames
   {"op": "cancel"}  while a submit runs: cancels the job on the server
   {"op": "quit"}
-Failures: {"ok": false, "kind": one of unreachable mismatch failed cancelled timeout missing,
-"message": one line}. When stdin closes while a job runs (GIMP ended the plug-in, e.g. the
+"curve" (optional): the plug-in's CurveZMQ settings (gimp_plugin.settings.curve_options: the
+server's public key and this client's key pair, as Z85 text or certificate files), read here by
+magic_protocol.client.curve_keywords as the GIMP 3 host reads them.
+Failures: {"ok": false, "kind": one of unreachable mismatch failed cancelled timeout missing
+refused (magic_protocol.client.error_kind), "message": one line}. When stdin closes while a job runs (GIMP ended the plug-in, e.g. the
 artist pressed cancel on the progress bar), the job is cancelled on the server and the bridge
 exits.
 """
@@ -155,9 +159,13 @@ class Bridge:
     def kind_of(self, exc: Exception) -> str:
         return self.c.error_kind(exc)
 
+    def keys(self, h: dict[str, Any]) -> dict[str, str]:
+        """The request's CurveZMQ settings (`curve`) as MagicClient's keyword arguments."""
+        return self.c.curve_keywords(h.get("curve")) or {}
+
     def handshake(self, h: dict[str, Any]) -> None:
         with self.c.MagicClient(h["address"], timeout_s=float(h.get("timeout_s") or 5),
-                                retries=0) as client:
+                                retries=0, **self.keys(h)) as client:
             info = client.handshake()
         estimates = info.raw.get("estimates")
         write_message(self.out, {"ok": True, "info": {
@@ -176,7 +184,7 @@ class Bridge:
                                          "iteration": ev.iteration, "total": ev.total,
                                          "eta_s": ev.eta_s, "stage": ev.stage})
 
-        with c.MagicClient(h["address"], timeout_s=20.0, retries=1) as client:
+        with c.MagicClient(h["address"], timeout_s=20.0, retries=1, **self.keys(h)) as client:
             result = client.submit(job, on_event, self.cancel.is_set,
                                    job_timeout_s=h.get("timeout_s"))
         images = [im for im in result.images if im.channels == 3]

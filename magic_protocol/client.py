@@ -266,6 +266,42 @@ def load_curve_keys(keys_dir: str | os.PathLike[str]) -> dict[str, bytes]:
             "client_secret_key": client_secret}
 
 
+def curve_keywords(options: dict[str, str] | None) -> dict[str, str] | None:
+    """MagicClient's CurveZMQ keyword arguments (Z85 text) from the plug-ins' CurveZMQ settings
+    (gimp_plugin.settings.curve_options: server_public_key, and client_keys or
+    client_public_key + client_secret_key; each a Z85 key or a certificate file), or None when
+    there is no server key. MagicError (one line) when a key cannot be read. The GIMP 3 host
+    and the 2.10 bridge both use it."""
+    if not options or not options.get("server_public_key"):
+        return None
+    from zmq.auth import load_certificate
+
+    def key(value: str, what: str, secret: bool = False) -> str:
+        value = value.strip()
+        if len(value) == 40 and not os.path.exists(value):
+            return value  # a Z85 key itself
+        try:
+            public, secret_key = load_certificate(value)
+        except (OSError, ValueError) as exc:
+            raise MagicError(f"cannot read the {what} from {value}: {exc}") from None
+        found = secret_key if secret else public
+        if found is None:
+            raise MagicError(f"{value} holds no secret key ({what})")
+        return found.decode("ascii")
+
+    keys = options.get("client_keys")
+    if keys:
+        public, secret = key(keys, "client key pair"), key(keys, "client key pair", True)
+    else:
+        public, secret = options.get("client_public_key"), options.get("client_secret_key")
+    if not (public and secret):
+        raise MagicError("a CurveZMQ server key is set but no client key pair: add "
+                         "client-keys=FILE (a client.key_secret made by magic-server --keygen) "
+                         "or run magic-installer install --client-keys FILE")
+    return {"server_public_key": key(options["server_public_key"], "server public key"),
+            "client_public_key": public, "client_secret_key": secret}
+
+
 # ---------------------------------------------------------------------------- client
 
 def new_cancel_key() -> str:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from magic_server import engines
 from magic_server.cli import edit as cli_edit
-from magic_server.cli.progress_bar import ProgressBar, format_seconds
+from magic_server.cli.progress_bar import EditProgressBar, format_seconds
 from magic_server.engine.api import Cancelled, Progress, SynthesisResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -430,7 +430,7 @@ def test_progress_names_each_stage_instead_of_restarting_silently(scene, monkeyp
 
 def test_progress_bar_in_logs_prints_every_5_percent():
     stream = io.StringIO()
-    bar = ProgressBar(stream, tty=False)
+    bar = EditProgressBar(stream, tty=False)
     for i in range(1, 1001):
         bar.update(i, 1000, "synthesis", elapsed_s=i * 0.1)
     bar.close()
@@ -446,7 +446,7 @@ def test_progress_bar_in_logs_prints_every_5_percent():
 def test_progress_bar_on_a_terminal_redraws_in_place():
     stream = io.StringIO()
     now = [0.0]
-    bar = ProgressBar(stream, tty=True, clock=lambda: now[0])
+    bar = EditProgressBar(stream, tty=True, clock=lambda: now[0])
     for i in range(1, 101):
         now[0] = i * 0.05  # 20 updates a second: redrawn at most 5 times a second
         bar.update(i, 100, "mask-net", elapsed_s=now[0])

@@ -11,8 +11,7 @@ from magic_server.engine import finish
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.object_transfer import transfer_start
 from magic_server.engine.regions import dilate, erode
-from magic_server.engine.resnet import untrained_resnet50
-from magic_server.engine.synthesis import Engine
+from magic_server.engines import build_engine
 
 
 def smooth_photo(h: int = 120, w: int = 160) -> torch.Tensor:
@@ -185,7 +184,7 @@ def test_a_masks_only_reshape_scales_the_object():
 
 def test_a_masks_only_move_keeps_the_object_and_what_does_not_move_stays():
     img, source, guide = textured_object_scene()
-    engine = Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
+    engine = build_engine("untrained", "cpu")
     options = SynthesisOptions(mode="move", samples=1, preset="draft", iterations=24,
                                resolution=64)
     result = engine.synthesize(img, source, guide, options)
@@ -336,7 +335,7 @@ def test_a_tight_paste_keeps_its_own_edge_against_the_new_background():
 
 def test_a_removal_changes_nothing_beyond_the_selection_grown_by_two_percent():
     img, source, _ = textured_object_scene()
-    engine = Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
+    engine = build_engine("untrained", "cpu")
     options = SynthesisOptions(mode="remove", samples=1, preset="draft", iterations=24,
                                resolution=64)
     result = engine.synthesize(img, source, np.zeros_like(source), options)

@@ -13,8 +13,8 @@ from scenes import disk
 
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.regions import dilate
-from magic_server.engine.resnet import untrained_resnet50
-from magic_server.engine.synthesis import Engine, plan_edit
+from magic_server.engine.synthesis import plan_edit
+from magic_server.engines import build_engine
 
 H, W = 3000, 4000
 
@@ -45,7 +45,7 @@ def gradient_magnitude(img: np.ndarray) -> np.ndarray:
 
 def test_a_12_megapixel_edit_keeps_the_photo_outside_the_edit_and_shows_no_seam():
     img, source, guide, rough = photo()
-    engine = Engine(untrained_resnet50(), "cpu", "untrained (random weights)")
+    engine = build_engine("untrained", "cpu")
     t0 = time.monotonic()
     result = engine.synthesize(img, source, guide,
                                SynthesisOptions(samples=1, preset="draft", mode="move", seed=0),

@@ -180,3 +180,38 @@ def test_the_cancel_guard_cancels_through_the_curve_server(curve_server, plugin_
                                       key if by_key else None)
         worker.join(10)
         assert outcome and time.monotonic() - t0 < 2.0, (by_key, events[-1:])
+
+
+def test_the_210_bridge_reaches_the_curve_server_with_the_same_keys(curve_server, tmp_path):
+    """GIMP 2.10's plug-in talks through the Python 3 bridge: the CurveZMQ settings it reads
+    (magic_gimp.json, the server field) reach the server as the GIMP 3 host's do, and a client
+    the server does not know is refused with the same kind."""
+    from gimp_plugin import settings, workflow
+    from gimp_plugin.bridge_client import BridgeRunner
+
+    addr, keys, stranger = curve_server
+    config = {"server_address": addr, **plugin_install.curve_config(
+        keys / "server.key", keys / "client.key_secret")}
+    runner = BridgeRunner(str(REPO), python=sys.executable,
+                          curve=settings.curve_options("", config))
+    try:
+        assert runner.handshake(addr, 10.0)["device"] == "cpu"
+    finally:
+        runner.close()
+    field = f"{addr} server-key={keys / 'server.key'} client-keys={stranger / 'client.key_secret'}"
+    runner = BridgeRunner(str(REPO), python=sys.executable,
+                          curve=settings.curve_options(field, {}))
+    try:
+        with pytest.raises(workflow.RunnerError) as err:
+            runner.handshake(addr, 10.0)
+        assert err.value.kind == "refused"
+        assert "refused this plug-in's CurveZMQ key" in workflow.runner_message(err.value, addr)
+    finally:
+        runner.close()
+    runner = BridgeRunner(str(REPO), python=sys.executable)  # no keys: no answer
+    try:
+        with pytest.raises(workflow.RunnerError) as err:
+            runner.handshake(addr, 1.0)
+        assert err.value.kind == "unreachable"
+    finally:
+        runner.close()

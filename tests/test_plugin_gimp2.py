@@ -28,13 +28,12 @@ KEEP = "python-fu-magic-keep-sample"
 
 
 @pytest.fixture
-def gimpfu():
-    sys.path.insert(0, str(STUBS))
+def gimpfu(monkeypatch):
+    monkeypatch.syspath_prepend(str(STUBS))  # the project's stand-in gimpfu, as GIMP 2.10 has it
     import gimpfu as stub
 
     stub.stub_reset()
     yield stub
-    sys.path.remove(str(STUBS))
     sys.modules.pop("gimpfu", None)
 
 

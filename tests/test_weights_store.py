@@ -236,7 +236,7 @@ def test_default_cache_dir_per_platform(tmp_path):
 def test_progress_bar_shows_percent_and_speed():
     out = io.StringIO()
     clock = iter([0.0, 1.0, 2.0])
-    bar = ws.ProgressBar("weights", out, clock=lambda: next(clock), tty=True)
+    bar = ws.DownloadBar("weights", out, clock=lambda: next(clock), tty=True)
     bar(0, 4_000_000)
     bar(2_000_000, 4_000_000)
     bar(4_000_000, 4_000_000)
@@ -248,7 +248,7 @@ def test_progress_bar_shows_percent_and_speed():
 def test_progress_bar_in_a_log_prints_a_line_per_ten_percent():
     out = io.StringIO()
     t = iter(range(1000))
-    bar = ws.ProgressBar("weights", out, clock=lambda: float(next(t)))
+    bar = ws.DownloadBar("weights", out, clock=lambda: float(next(t)))
     for done in range(0, 1_000_001, 10_000):
         bar(done, 1_000_000)
     lines = out.getvalue().splitlines()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from magic_server.cli.progress_bar import ProgressBar
+from magic_server.cli.progress_bar import EditProgressBar
 from magic_server.devices import is_out_of_memory
 from magic_server.engine.api import MODES, EngineInputError, SynthesisOptions
 from magic_server.engine.presets import PRESETS
@@ -213,7 +213,7 @@ def _read_init(args: argparse.Namespace, image: np.ndarray) -> np.ndarray | None
 class _ProgressSink:
     """Feeds the progress bar and writes preview frames when asked for."""
 
-    def __init__(self, bar: ProgressBar, preview_dir: Path | None) -> None:
+    def __init__(self, bar: EditProgressBar, preview_dir: Path | None) -> None:
         self.bar, self.preview_dir = bar, preview_dir
         self.frames_written = 0
 
@@ -341,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         image, source, guide = _read_inputs(args)
     init = _read_init(args, image)
     preview_dir = Path(args.preview_dir) if args.preview_dir else None
-    bar = ProgressBar()
+    bar = EditProgressBar()
     sink = _ProgressSink(bar, preview_dir)
     cancel = threading.Event()
     try:

@@ -31,7 +31,7 @@ def format_seconds(s: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-class ProgressBar:
+class EditProgressBar:
     def __init__(self, stream: TextIO | None = None, tty: bool | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream if stream is not None else sys.stderr

@@ -190,7 +190,7 @@ def _default_samples_root() -> Path:
 
 
 def run(args: argparse.Namespace) -> list[Path]:
-    from magic_server.cli.progress_bar import ProgressBar
+    from magic_server.cli.progress_bar import EditProgressBar
     from magic_server.devices import resolve_device
     from magic_server.engine.api import SynthesisOptions
 
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         print("sample: on a CPU this uses the 'draft' budget, started from the object pasted at "
               "its new place (as a moved layer gives), so that it ends in seconds (try "
               "magic-edit --preset quality for real edits).", file=sys.stderr)
-    bar = ProgressBar()
+    bar = EditProgressBar()
     try:
         result = engine.synthesize(
             image, source, guide, options, on_progress=bar, cancel=threading.Event(),

@@ -177,7 +177,7 @@ class Level:
 
 
 @dataclass
-class Job:
+class EditRun:
     """Per-edit state shared by the stages."""
 
     options: SynthesisOptions
@@ -463,7 +463,7 @@ class Engine:
             weights = weights or LossWeights.for_mode(options.mode)
             if not options.composite:
                 weights = replace(weights, keep=0.0)  # the paper's whole new image
-            job = Job(options, weights, torch.Generator().manual_seed(options.seed), cancel,
+            job = EditRun(options, weights, torch.Generator().manual_seed(options.seed), cancel,
                       on_progress, total=0)
             judge_size = working_size(box.height, box.width, options.resolution)
             judge = self._reference(*crops, judge_size, layout=layout)
@@ -665,7 +665,7 @@ class Engine:
             feature_targets=feature_targets,
         )
 
-    def _noise(self, shape: torch.Size, job: Job) -> torch.Tensor:
+    def _noise(self, shape: torch.Size, job: EditRun) -> torch.Tensor:
         # Sample k starts from noise seeded with seed + k (the seed in its layer name); the
         # networks it is optimised against are shared by the batch and seeded with `seed`.
         base = job.options.seed
@@ -674,7 +674,7 @@ class Engine:
             for k in range(job.options.samples)
         ]).to(self.device)
 
-    def _initial(self, level: Level, init: np.ndarray | None, job: Job, pyramid: bool
+    def _initial(self, level: Level, init: np.ndarray | None, job: EditRun, pyramid: bool
                  ) -> torch.Tensor:
         ref = level.ref
         noise = self._noise(ref.z.shape[1:], job)
@@ -720,7 +720,7 @@ class Engine:
             start = start * (1 - here) + fill * here
         return start
 
-    def _show_start(self, z: torch.Tensor, level: Level, job: Job, started: float,
+    def _show_start(self, z: torch.Tensor, level: Level, job: EditRun, started: float,
                     mask_net_steps: int) -> None:
         """The first preview: x' as it starts (the composite or the fill, with its noise),
         shown before the mask network's training and the first iterations (their compile
@@ -737,7 +737,7 @@ class Engine:
         job.on_progress(Progress(0, total, time.monotonic() - started, {},
                                  copies.collect(wait=True), stage=stage))
 
-    def _fit_mask_net(self, ref: Reference, schedule: Schedule, job: Job) -> MaskNet:
+    def _fit_mask_net(self, ref: Reference, schedule: Schedule, job: EditRun) -> MaskNet:
         t0 = time.monotonic()
 
         def on_step(step: int, total: int, loss: float | None) -> None:
@@ -787,7 +787,7 @@ class Engine:
             return z
         return level.base * (1 - level.free) + z * level.free
 
-    def _optimise(self, z: torch.Tensor, level: Level, mask_net: MaskNet | None, job: Job,
+    def _optimise(self, z: torch.Tensor, level: Level, mask_net: MaskNet | None, job: EditRun,
                   field: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
         """Run one level; `field` is the patch match field to search around (patch term).
@@ -965,7 +965,7 @@ class Engine:
             return cached
         return self._judged_gradient
 
-    def _capture_record(self, job: Job) -> dict:
+    def _capture_record(self, job: EditRun) -> dict:
         levels = job.captures
         compiled = self._captured if self.capture_mode == "compile" else None
         if compiled is not None:
@@ -992,7 +992,7 @@ class _LevelSteps:
     capture mode decides (engine/capture.py); `record()` says how they ran."""
 
     def __init__(self, engine: Engine, z: torch.Tensor, opt: Adam, level: Level,
-                 mask_net: MaskNet | None, critic: CriticTrainer | None, job: Job) -> None:
+                 mask_net: MaskNet | None, critic: CriticTrainer | None, job: EditRun) -> None:
         choice = capture.decide(engine.capture_mode, engine.device, level.schedule.iterations)
         weights = job.weights
         if choice.how == "graph":

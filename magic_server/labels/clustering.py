@@ -51,7 +51,7 @@ LABEL_PALETTE = np.array([
     (43, 109, 0), (11, 48, 138), (255, 183, 117), (148, 255, 82), (210, 5, 58),
 ], np.uint8)
 
-ProgressCallback = Callable[[int, int], None]
+ClusteringProgress = Callable[[int, int], None]
 STEPS = 5  # progress is reported as (step, STEPS): features, k-means, tidy, count, size
 
 
@@ -332,7 +332,7 @@ def _full_size(small_labels: np.ndarray, small_lab: np.ndarray, image: np.ndarra
 
 def first_label_map(image: np.ndarray, labels: int, *, seed: int = 0,
                     cancel: threading.Event | None = None,
-                    on_progress: ProgressCallback | None = None) -> np.ndarray:
+                    on_progress: ClusteringProgress | None = None) -> np.ndarray:
     """A first segmentation of `image` (HxWx3 uint8) into `labels` (2..16) flat regions:
     (H, W) uint8 indices 0..n-1, n = labels unless the photo has fewer distinct colours.
     Raises Cancelled when `cancel` is set; reports (step, total) to on_progress."""

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,24 @@ PREVIEW_MIN_INTERVAL_S = 0.25  # at most four preview frames a second
 PREVIEW_EVERY = 5  # ask the engine for previews every this many iterations
 
 
+class JobState(str, Enum):
+    """Where a server job is in its life (a summary's `state`)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class WorkerState(str, Enum):
+    """A worker's `state` in `workers` (welcome, status_report)."""
+
+    IDLE = "idle"
+    BUSY = "busy"
+    FAILED = "failed"
+
+
 @dataclass
-class Job:
+class ServerJob:
     owner: bytes  # ROUTER routing id of the submitter
     req: str | None  # the submitter's request tag, echoed on every event
     params: P.SubmitParams
@@ -44,7 +61,7 @@ class Job:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = "cancelled"
-    state: str = "queued"  # queued | running | done
+    state: JobState = JobState.QUEUED
     submitted_at: float = field(default_factory=time.monotonic)
     worker: int | None = None  # index of the worker running it (set by the server loop)
     cancel_key: str | None = None  # the submitter's secret to cancel it by (before its id)
@@ -54,7 +71,7 @@ class Job:
         self.frames = None
 
     def summary(self, viewer: bytes | None = None, position: int | None = None) -> dict:
-        d = {"job": self.id, "state": self.state, "mode": self.params.mode,
+        d = {"job": self.id, "state": self.state.value, "mode": self.params.mode,
              "samples": self.params.samples, "preset": self.params.preset,
              "width": self.width, "height": self.height, "mine": viewer == self.owner}
         if position is not None:
@@ -68,13 +85,13 @@ class FairQueue:
     """Queued jobs, served round-robin over clients (FIFO within one client)."""
 
     def __init__(self) -> None:
-        self._by_client: collections.OrderedDict[bytes, collections.deque[Job]] = \
+        self._by_client: collections.OrderedDict[bytes, collections.deque[ServerJob]] = \
             collections.OrderedDict()
 
-    def push(self, job: Job) -> None:
+    def push(self, job: ServerJob) -> None:
         self._by_client.setdefault(job.owner, collections.deque()).append(job)
 
-    def pop(self) -> Job | None:
+    def pop(self) -> ServerJob | None:
         if not self._by_client:
             return None
         owner, jobs = next(iter(self._by_client.items()))
@@ -85,7 +102,7 @@ class FairQueue:
             del self._by_client[owner]
         return job
 
-    def remove(self, job: Job) -> bool:
+    def remove(self, job: ServerJob) -> bool:
         jobs = self._by_client.get(job.owner)
         if jobs is None or job not in jobs:
             return False
@@ -94,10 +111,10 @@ class FairQueue:
             del self._by_client[job.owner]
         return True
 
-    def order(self) -> list[Job]:
+    def order(self) -> list[ServerJob]:
         """The order in which pop() will return the queued jobs."""
         lanes = [list(jobs) for jobs in self._by_client.values()]
-        out: list[Job] = []
+        out: list[ServerJob] = []
         depth = 0
         while len(out) < len(self):
             for lane in lanes:
@@ -109,7 +126,7 @@ class FairQueue:
     def count_for(self, owner: bytes) -> int:
         return len(self._by_client.get(owner, ()))
 
-    def __iter__(self) -> Iterator[Job]:
+    def __iter__(self) -> Iterator[ServerJob]:
         for jobs in list(self._by_client.values()):
             yield from list(jobs)
 
@@ -122,7 +139,7 @@ class WorkerEvent:
     """Something the worker reports about a job; `kind` is a protocol reply type."""
 
     kind: str  # PROGRESS | RESULT | ERROR | CANCELLED
-    job: Job
+    job: ServerJob
     fields: dict[str, Any]
     frames: list[tuple[FrameSpec, Any]] = field(default_factory=list)
 
@@ -155,7 +172,7 @@ class Inputs:
     target_labels: np.ndarray | None = None
 
 
-def decode_inputs(job: Job) -> Inputs:
+def decode_inputs(job: ServerJob) -> Inputs:
     """Raw frames -> engine inputs."""
     assert job.frames is not None
     h, w = job.height, job.width
@@ -225,10 +242,10 @@ class Worker(threading.Thread):
         self.failure: WorkerFailure | None = None  # set when it ended by a failure
         self.threads: int | None = None  # torch intra-op threads for this worker (CPU share)
         self.default_resolution = default_resolution
-        self._inbox: collections.deque[Job | None] = collections.deque()
+        self._inbox: collections.deque[ServerJob | None] = collections.deque()
         self._ready = threading.Condition()
 
-    def start_job(self, job: Job) -> None:
+    def start_job(self, job: ServerJob) -> None:
         with self._ready:
             self._inbox.append(job)
             self._ready.notify()
@@ -292,7 +309,7 @@ class Worker(threading.Thread):
                 job.release()
             self.emit(event)
 
-    def _run(self, job: Job) -> WorkerEvent:
+    def _run(self, job: ServerJob) -> WorkerEvent:
         if job.cancel.is_set():
             return WorkerEvent(P.CANCELLED, job, {"message": job.cancel_reason})
         p = job.params
@@ -353,7 +370,7 @@ class Worker(threading.Thread):
         return WorkerEvent(P.RESULT, job, fields, frames)
 
     def _call_engine(self, inputs: Inputs, options: SynthesisOptions,
-                     on_progress: Callable[[Progress], None], job: Job) -> Any:
+                     on_progress: Callable[[Progress], None], job: ServerJob) -> Any:
         """The engine call a job's mode asks for. Label maps are read here (snapped, checked:
         their errors are the user's, like the engine's input errors)."""
         mode = job.params.mode
@@ -409,7 +426,7 @@ def label_map_result(image: np.ndarray, labels: int, seed: int,
 class _ProgressThrottle:
     """The engine's on_progress: forwards at most ten events and four previews a second."""
 
-    def __init__(self, job: Job, emit: Callable[[WorkerEvent], None], previews: bool) -> None:
+    def __init__(self, job: ServerJob, emit: Callable[[WorkerEvent], None], previews: bool) -> None:
         self.job, self.emit, self.previews = job, emit, previews
         self.last_sent = self.last_preview = float("-inf")
         self.stage: str | None = None

@@ -50,10 +50,12 @@ from magic_server.serve.estimates import Estimates, probe_rate, probe_seconds
 from magic_server.serve.estimates import default_path as default_estimates_path
 from magic_server.serve.jobs import (
     FairQueue,
-    Job,
+    JobState,
+    ServerJob,
     Worker,
     WorkerEvent,
     WorkerFailure,
+    WorkerState,
     engine_device,
 )
 from magic_server.weights.choice import STAND_IN, STAND_IN_NOTICE, NoWeights, resolve_weights
@@ -102,8 +104,8 @@ class Server:
         self.ctx = context or zmq.Context()
         self._own_ctx = context is None
         self.queue = FairQueue()
-        self.busy: list[Job | None] = [None] * len(engines)  # the job each worker runs
-        self.jobs: dict[str, Job] = {}  # queued and running, by id
+        self.busy: list[ServerJob | None] = [None] * len(engines)  # the job each worker runs
+        self.jobs: dict[str, ServerJob] = {}  # queued and running, by id
         # cancel keys cancelled before their job arrived (key -> when): such a job is
         # cancelled as soon as it does (its client died while sending it)
         self.cancelled_keys: dict[str, float] = {}
@@ -134,11 +136,11 @@ class Server:
                       name=f"magic-worker-{index}", on_exit=self._close_wake_tx, index=index)
 
     @property
-    def running(self) -> Job | None:
+    def running(self) -> ServerJob | None:
         """The running job of the lowest-numbered busy worker, or None when all are idle."""
         return next((j for j in self.busy if j is not None), None)
 
-    def running_jobs(self) -> list[Job]:
+    def running_jobs(self) -> list[ServerJob]:
         return [j for j in self.busy if j is not None]
 
     # -- setup ----------------------------------------------------------------
@@ -208,10 +210,10 @@ class Server:
         """Each worker: its device, its name, busy or idle, and the job it runs (or None)."""
         out = []
         for i, (info, job) in enumerate(zip(self.workers_info, self.busy)):
-            entry = {**info, "state": "busy" if job is not None else "idle",
-                     "job": job.id if job is not None else None}
+            state = WorkerState.BUSY if job is not None else WorkerState.IDLE
+            entry = {**info, "state": state.value, "job": job.id if job is not None else None}
             if i in self.failed:
-                entry.update(state="failed", failure=self.failed[i])
+                entry.update(state=WorkerState.FAILED.value, failure=self.failed[i])
             out.append(entry)
         return out
 
@@ -358,7 +360,7 @@ class Server:
                 detail = ev.fields.get("code") or ev.fields.get("message") or ""
                 log.info("job %s %s after %.1f s on worker %s %s", job.id[:8], ev.kind,
                          elapsed, job.worker, detail)
-                job.state = "done"
+                job.state = JobState.DONE
                 if job.worker is not None and self.busy[job.worker] is job:
                     self.busy[job.worker] = None
                 self._forget(job)
@@ -413,14 +415,14 @@ class Server:
         log.warning("%s; replaced by a new worker thread (restart %d of %d)", reason,
                     self.restarts[i], MAX_WORKER_RESTARTS)
 
-    def _fail(self, job: Job, reason: str) -> None:
+    def _fail(self, job: ServerJob, reason: str) -> None:
         job.cancel_reason = reason
         job.cancel.set()
         self._send(job.owner, P.encode_error(ErrorCode.INTERNAL, f"internal error: {reason}",
                                              req=job.req, job=job.id))
         log.info("job %s error after %.1f s: internal error: %s", job.id[:8],
                  time.monotonic() - job.submitted_at, reason)
-        job.state = "done"
+        job.state = JobState.DONE
         self._forget(job)
 
     def unavailable(self) -> str | None:
@@ -459,7 +461,7 @@ class Server:
         fields: dict[str, Any] = {"time": time.time()}
         if "job" in msg.header:  # a heartbeat for a job: tell whether it is still known
             job = self.jobs.get(P.job_id_field(msg))
-            fields.update(job=msg.header["job"], job_state=job.state if job else "unknown")
+            fields.update(job=msg.header["job"], job_state=job.state.value if job else "unknown")
         self._send(who, P.encode(P.PONG, fields, req=msg.req))
 
     def _on_status(self, who: bytes, msg: P.Message) -> None:
@@ -520,7 +522,7 @@ class Server:
             raise P.ProtocolError(ErrorCode.QUEUE_FULL, f"you already have {mine} jobs waiting; "
                                   "wait for them or cancel some", msg.req)
         image = msg.frames[0][0]
-        job = Job(owner=who, req=msg.req, params=params,
+        job = ServerJob(owner=who, req=msg.req, params=params,
                   frames={spec.name: (spec, data) for spec, data in msg.frames},
                   width=image.width, height=image.height, cancel_key=cancel_key)
         self.queue.push(job)
@@ -554,14 +556,14 @@ class Server:
             job = self.queue.pop()
             if job is None:
                 return
-            job.state = "running"
+            job.state = JobState.RUNNING
             job.worker = free
             self.busy[free] = job
             worker = self.workers[free]
             log.info("job %s started on worker %d (%s)", job.id[:8], free, worker.device)
             worker.start_job(job)
 
-    def _cancel(self, job: Job, reason: str) -> None:
+    def _cancel(self, job: ServerJob, reason: str) -> None:
         job.cancel_reason = reason
         job.cancel.set()
         if self.queue.remove(job):
@@ -571,7 +573,7 @@ class Server:
             self._forget(job)
         # a running job: the worker stops at the engine's next iteration and reports CANCELLED
 
-    def _forget(self, job: Job) -> None:
+    def _forget(self, job: ServerJob) -> None:
         job.release()
         self.jobs.pop(job.id, None)
 

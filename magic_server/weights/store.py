@@ -374,13 +374,13 @@ def remote_size(url: str, timeout: float = 10.0) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
-def download_progress() -> ProgressBar:
+def download_progress() -> DownloadBar:
     """The progress bar magic-edit, magic-server and make sample show while the classifier
     weights download."""
-    return ProgressBar("classifier weights")
+    return DownloadBar("classifier weights")
 
 
-class ProgressBar:
+class DownloadBar:
     """A one-line progress bar with speed: redrawn in place on a terminal (at most 5 times a
     second), one line per 10% in logs and pipes."""
 
