@@ -70,8 +70,10 @@ sys.path.insert(0, str(ROOT))
 from process_memory import rss_mb
 
 from magic_server.engine.api import Cancelled, SynthesisOptions
+from magic_server.engine.loss_weights import LossWeights
+from magic_server.engine.optimise import CRITIC_WARM_START_STEPS
 from magic_server.engine.presets import Schedule, resolve_preset
-from magic_server.engine.synthesis import CRITIC_WARM_START_STEPS, Engine, LossWeights
+from magic_server.engine.synthesis import Engine
 from magic_server.engines import build_engine
 from magic_server.serve.jobs import PREVIEW_EVERY
 
@@ -404,12 +406,12 @@ def stage_speeds(stamps: list[tuple[str, float]]) -> dict[str, dict]:
     return out
 
 
-SETUP_STEPS = {  # Engine method -> what it does before the first iteration
-    "_reference": "reference",  # the photo at the working resolution, a classifier forward
-    "_pyramid_levels": "levels",  # each level's photo, masks and patch bank (product presets)
+SETUP_STEPS = {  # the engine's method (on the engine, or its LevelBuilder) -> what it does
+    "levels.reference": "reference",  # the photo at the working resolution, a classifier forward
+    "_product_levels": "levels",  # each level's photo, masks and patch bank (product presets)
     "_paper_levels": "levels",
     "_fit_mask_net": "mask_net",  # the mask network's training
-    "_initial": "start",  # the start image x'
+    "levels.start": "start",  # the start image x'
 }
 
 
@@ -438,15 +440,17 @@ def setup_timer(engine: Engine):
         return wrapper
 
     for name in SETUP_STEPS:
-        method = getattr(engine, name, None)
+        *path, attr = name.split(".")
+        owner = functools.reduce(getattr, path, engine)
+        method = getattr(owner, attr, None)
         if method is not None:
-            originals[name] = method
-            setattr(engine, name, timed(name, method))
+            originals[name] = owner
+            setattr(owner, attr, timed(name, method))
     try:
         yield times
     finally:
-        for name in originals:
-            delattr(engine, name)  # the class's method again
+        for name, owner in originals.items():
+            delattr(owner, name.split(".")[-1])  # the class's method again
 
 
 def preset_edit(engine: Engine, inputs, args) -> dict:

@@ -59,14 +59,14 @@ class WeightedEngine:
 
 def crop(scene, mode: str, image: np.ndarray) -> np.ndarray:
     """The edit's region at 100 % (what the engine synthesized)."""
-    from magic_server.engine.synthesis import plan_edit
+    from magic_server.engine.edit_plan import plan_edit
 
     box = plan_edit(scene.source_mask, scene.guides[mode]).box
     return image[box.top:box.bottom, box.left:box.right]
 
 
 def config_weights(name: str, args):
-    from magic_server.engine.synthesis import LossWeights
+    from magic_server.engine.loss_weights import LossWeights
 
     base = replace(LossWeights.product(True), smoothing=0)
     shares = {"off": (0.0, 0.0), "on": (args.class_share, args.feature_share),

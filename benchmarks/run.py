@@ -275,8 +275,8 @@ def engine_footprint(scene: Scene, mode: str, init_image: np.ndarray | None = No
     band); outside it the engine promises the photo's pixels bit for bit. A masks-only move,
     copy or reshape starts from the object moved by the masks (engine/object_transfer.py),
     as from a composite."""
+    from magic_server.engine.edit_plan import plan_edit
     from magic_server.engine.object_transfer import transfer_start
-    from magic_server.engine.synthesis import plan_edit
 
     guide = scene.guides[mode]
     if init_image is None:

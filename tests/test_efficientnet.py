@@ -15,7 +15,8 @@ from PIL import Image
 
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.efficientnet import EfficientNetLite0
-from magic_server.engine.synthesis import Engine, LossWeights
+from magic_server.engine.loss_weights import LossWeights
+from magic_server.engine.synthesis import Engine
 from magic_server.engine.tensors import image_to_tensor
 from magic_server.weights import efficientnet as efficientnet_weights
 from magic_server.weights.classifier import EFFICIENTNET_LABEL, load_classifier

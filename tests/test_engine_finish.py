@@ -349,7 +349,7 @@ def test_a_removal_changes_nothing_beyond_the_selection_grown_by_two_percent():
 def test_a_removals_selection_grows_as_far_as_two_percent_reach():
     from scipy import ndimage
 
-    from magic_server.engine.synthesis import edit_region
+    from magic_server.engine.edit_plan import edit_region
 
     for diameter in (27, 51, 100, 160, 301):
         hole = disk(400, 400, 200, 200, diameter // 2)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from scenes import disk
 
 from magic_server.engine.api import SynthesisOptions
+from magic_server.engine.edit_plan import plan_edit
 from magic_server.engine.regions import dilate
-from magic_server.engine.synthesis import plan_edit
 from magic_server.engines import build_engine
 
 H, W = 3000, 4000

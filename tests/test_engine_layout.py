@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from magic_server.engine.api import EngineInputError, SynthesisOptions
 from magic_server.engine.donors import VOID, donor_windows
 from magic_server.engine.donors import canvas as donor_canvas
+from magic_server.engine.edit_plan import grow_edit
 from magic_server.engine.layout_start import layout_composite
 from magic_server.engine.mask_net import train_mask_net
 from magic_server.engine.regions import region_of_interest
-from magic_server.engine.synthesis import grow_edit
 from magic_server.engine.tensors import Normaliser, image_to_tensor, mask_to_tensor
 
 

@@ -15,11 +15,13 @@ import torch.nn.functional as F
 from PIL import Image
 from scenes import disk
 
-from magic_server.engine import synthesis
-from magic_server.engine.api import SynthesisOptions
+from magic_server.engine import edit_plan
+from magic_server.engine.api import EngineInputError, SynthesisOptions
+from magic_server.engine.edit_plan import plan_edit
+from magic_server.engine.loss_weights import LossWeights
+from magic_server.engine.optimise import EditOptimiser
 from magic_server.engine.pyramid import level_sizes, split_iterations
 from magic_server.engine.regions import dilate, nearest_side_fill
-from magic_server.engine.synthesis import Engine, LossWeights, plan_edit
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -140,14 +142,14 @@ def test_the_paper_preset_on_the_whole_image_optimises_exactly_the_papers_object
         engine, monkeypatch):
     img, source, guide = textured_scene(64)
     seen: list[tuple[frozenset, LossWeights, tuple]] = []
-    real = Engine._objective
+    real = EditOptimiser.objective
 
     def spy(self, x, level, mask_net, critic, weights):
         terms, surrogate = real(self, x, level, mask_net, critic, weights)
         seen.append((frozenset(terms), weights, tuple(x.shape), level.free, level.bank))
         return terms, surrogate
 
-    monkeypatch.setattr(Engine, "_objective", spy)
+    monkeypatch.setattr(EditOptimiser, "objective", spy)
     options = SynthesisOptions(samples=1, preset="paper", iterations=40, resolution=32,
                                composite=False, mode="move")
     result = engine.synthesize(img, source, guide, options)
@@ -172,7 +174,7 @@ def test_the_edit_region_is_where_the_masks_differ():
     plan = plan_edit(source, guide)
     assert plan.edit[15, 35] and plan.edit[15, 55]
     assert not plan.edit[40, 15]  # the part that stays is not re-synthesized
-    with pytest.raises(synthesis.EngineInputError, match="nothing to change"):
+    with pytest.raises(EngineInputError, match="nothing to change"):
         plan_edit(source, source)
 
 
@@ -183,8 +185,8 @@ def test_a_pasted_objects_inside_stays_as_the_artist_made_it(engine):
     rough[np.roll(source, shift, axis=1)] = img[source]  # the disk pasted at its new place
     result = engine.synthesize(img, source, guide, draft(mode="move", samples=1),
                                init_image=rough)
-    changed = synthesis.changed_pixels(img, rough)
-    held, repair = synthesis.composite_repair(changed, source, guide, band=3)
+    changed = edit_plan.changed_pixels(img, rough)
+    held, repair = edit_plan.composite_repair(changed, source, guide, band=3)
     assert held.sum() > 0.5 * guide.sum() and repair[source & ~guide].all()
     out = result.images[0]
     assert np.abs(out[held].astype(int) - rough[held]).max() <= 1  # the artist's pixels

@@ -7,6 +7,7 @@ import pytest
 from scenes import red_disk_scene
 
 from magic_server.engine.api import SynthesisOptions
+from magic_server.engine.edit_plan import plan_edit
 from magic_server.engine.regions import (
     Box,
     composite,
@@ -15,7 +16,6 @@ from magic_server.engine.regions import (
     feathered_alpha,
     region_of_interest,
 )
-from magic_server.engine.synthesis import plan_edit
 
 
 def naive_dilate(mask: np.ndarray, r: int) -> np.ndarray:

@@ -18,8 +18,8 @@ from magic_server.engine.api import (
     EngineInputError,
     SynthesisOptions,
 )
+from magic_server.engine.loss_weights import LossWeights
 from magic_server.engine.mask_net import binary_fractions, train_mask_net
-from magic_server.engine.synthesis import LossWeights
 from magic_server.engine.tensors import Normaliser, image_to_tensor, mask_to_tensor
 
 

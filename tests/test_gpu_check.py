@@ -112,7 +112,7 @@ def test_the_cpu_smoke_run_leaves_one_archive_with_the_summary(tmp_path):
     assert server["first_job"]["completed"] is True and "second_job" not in server
     # the product preset's own terms, as installed weights give them (the classifier's are
     # on exactly when LossWeights.product turns them on for a trained classifier)
-    from magic_server.engine.synthesis import LossWeights
+    from magic_server.engine.loss_weights import LossWeights
 
     product = LossWeights.product(True)
     wanted = {k for k in ("classifier", "feature_stats") if getattr(product, k)} | {"patch"}

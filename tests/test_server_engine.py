@@ -109,7 +109,7 @@ def test_real_engine_job_seeded_from_an_init_composite(server):
     assert np.array_equal(out[keep], rgba[:, :, :3][keep])  # bit-identical away from the edit
     assert not np.array_equal(out[12:30, 10:50], rgba[12:30, 10:50, :3])  # the edit happened
     stages = [e.stage for e in events if e.kind == "progress"]
-    # the product presets need no mask network (engine.synthesis.LossWeights.product)
+    # the product presets need no mask network (engine/loss_weights.py: LossWeights.product)
     assert "mask-net" not in stages and "synthesis" in stages and "refine" not in stages
     # the same job with the masks only: the engine pastes the object's own pixels where the
     # guide puts it (engine/object_transfer.py), as the composite did: the same result

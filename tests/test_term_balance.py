@@ -16,8 +16,9 @@ from torch import nn
 
 from magic_server.engine import term_balance
 from magic_server.engine.api import SynthesisOptions
+from magic_server.engine.loss_weights import LossWeights
 from magic_server.engine.resnet import untrained_resnet50
-from magic_server.engine.synthesis import Engine, LossWeights
+from magic_server.engine.synthesis import Engine
 from magic_server.weights.classifier import load_classifier
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
