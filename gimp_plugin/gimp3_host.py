@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp
 
 from gimp_plugin.memory import MADE_PARASITE
-from gimp_plugin.workflow import RunnerError, result_stack
+from gimp_plugin.workflow import RunnerError, gimp_hung_up, result_stack
 
 RGBA = "R'G'B'A u8"
 LUMA_ALPHA = "Y'A u8"
@@ -357,20 +356,6 @@ def gimp_read_fd(argv) -> int | None:
         return int(argv[i + 2])
     except (ValueError, IndexError):
         return None
-
-
-def gimp_hung_up(fd: int | None) -> bool:
-    """True once GIMP closed our pipe: the artist cancelled from the progress bar (GIMP then
-    ends the plug-in; the server also drops jobs whose client stops sending heartbeats)."""
-    if fd is None or not hasattr(select, "poll"):
-        return False
-    poller = select.poll()
-    poller.register(fd, select.POLLHUP | select.POLLERR)
-    try:
-        events = poller.poll(0)
-    except OSError:
-        return True
-    return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events)
 
 
 PYZMQ_HINT = ("The MAGIC plug-in needs pyzmq in GIMP's Python ({python}): install it with "

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 # -*- coding: utf-8 -*-
-# ruff: noqa: UP004, UP009, UP024  (Python 2.7 compatible: GIMP 2.10's Python-Fu)
+# ruff: noqa: UP004, UP009  (Python 2.7 compatible: GIMP 2.10's Python-Fu)
 """MAGIC for GIMP 2.10 (Python-Fu / gimpfu): the same procedures as the GIMP 3 plug-in.
 
 GIMP 2.10 runs this file with Python 2.7. The mask logic and the run are shared with GIMP 3
@@ -39,6 +39,7 @@ from gimpfu import (
 
 from gimp_plugin import masks, procedures, settings, workflow
 from gimp_plugin.bridge_client import BridgeRunner
+from gimp_plugin.workflow import gimp_hung_up
 
 PLUGIN_DIR = HERE
 
@@ -49,20 +50,6 @@ def gimp_read_fd(argv):
         return int(argv[argv.index("-gimp") + 1])
     except (ValueError, IndexError):
         return None
-
-
-def gimp_hung_up(fd):
-    import select
-
-    if fd is None or not hasattr(select, "poll"):
-        return False
-    poller = select.poll()
-    poller.register(fd, select.POLLHUP | select.POLLERR)
-    try:
-        events = poller.poll(0)
-    except (OSError, select.error):
-        return True
-    return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events)
 
 
 class Gimp2Host(object):

@@ -367,6 +367,23 @@ def connect(host, runner, address, config, clock=time.time, sleep=time.sleep):
                 "no output yet (log: %s)" % log))
 
 
+def gimp_hung_up(fd):
+    """True once GIMP closed our pipe `fd`: the artist cancelled from the progress bar (GIMP
+    then ends the plug-in; the server also drops jobs whose client stops sending heartbeats).
+    Both hosts' cancel check (GIMP 3 and, under Python 2.7, GIMP 2.10)."""
+    import select
+
+    if fd is None or not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLHUP | select.POLLERR)
+    try:
+        events = poller.poll(0)
+    except OSError:
+        return True
+    return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events)
+
+
 def runner_message(exc, address):
     if exc.kind == "unreachable":
         return unreachable_message(address)

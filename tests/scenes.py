@@ -39,3 +39,14 @@ def red_pixels(image: np.ndarray) -> np.ndarray:
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def noise_move_scene(h: int, w: int, rows: slice, cols: slice, shift: int, *, seed: int,
+                     high: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A photo of uniform noise (levels below `high`), a rectangular object at (rows, cols)
+    and its guide `shift` px to the right."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, high, (h, w, 3), dtype=np.uint8)
+    source = np.zeros((h, w), bool)
+    source[rows, cols] = True
+    return img, source, np.roll(source, shift, axis=1)

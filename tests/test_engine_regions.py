@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scenes import red_disk_scene
+from scenes import noise_move_scene, red_disk_scene
 
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.edit_plan import plan_edit
@@ -89,11 +89,7 @@ def test_composite_writes_only_where_alpha_is_positive():
 
 
 def test_engine_leaves_every_pixel_outside_the_edit_region_untouched(engine):
-    rng = np.random.default_rng(2)
-    img = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    source = np.zeros((96, 128), bool)
-    source[30:50, 10:30] = True
-    guide = np.roll(source, 50, axis=1)
+    img, source, guide = noise_move_scene(96, 128, slice(30, 50), slice(10, 30), 50, seed=2)
     opts = SynthesisOptions(samples=2, preset="tiny", iterations=4, resolution=32, seed=1)
     result = engine.synthesize(img, source, guide, opts)
     band = plan_edit(source, guide).touched()

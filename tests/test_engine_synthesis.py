@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from scenes import iou, red_disk_scene, red_pixels
+from scenes import iou, noise_move_scene, red_disk_scene, red_pixels
 
 from magic_server.engine.api import (
     Cancelled,
@@ -155,11 +155,8 @@ def test_the_classifier_is_never_trained(engine, scene):
 
 
 def test_results_have_the_input_size_for_non_square_images(engine):
-    rng = np.random.default_rng(1)
-    img = rng.integers(0, 255, (40, 90, 3), dtype=np.uint8)
-    source = np.zeros((40, 90), bool)
-    source[10:25, 10:30] = True
-    guide = np.roll(source, 40, axis=1)
+    img, source, guide = noise_move_scene(40, 90, slice(10, 25), slice(10, 30), 40, seed=1,
+                                          high=255)
     result = engine.synthesize(img, source, guide, quick(samples=1))
     assert result.images[0].shape == (40, 90, 3)
 
