@@ -158,14 +158,14 @@ def test_the_papers_objective_lowers_the_cross_entropy_to_the_photos_class(lite0
 
 
 def test_the_server_uses_the_stand_in_when_the_robust_weights_cannot_be_had(monkeypatch):
-    from magic_server.serve import server
+    from magic_server.serve import command
     from magic_server.weights import choice as server_weights
 
     monkeypatch.setattr(server_weights, "installed_weights", lambda: None)
     assert server_weights.stand_in_available()  # the package ships with the test extras
     weights = server_weights.resolve_weights(None)  # never a download
     assert weights == "efficientnet-lite0"
-    (engine,) = server.load_engines([torch.device("cpu")], weights)
+    (engine,) = command.load_engines([torch.device("cpu")], weights)
     assert engine.weights_label == EFFICIENTNET_LABEL and engine.trained
     assert "not robust" in server_weights.STAND_IN_NOTICE
     assert "magic-installer weights" in server_weights.STAND_IN_NOTICE

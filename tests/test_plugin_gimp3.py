@@ -259,7 +259,7 @@ def test_a_started_server_without_weights_is_reported_at_once_with_its_reason(
     command = [sys.executable, "-c",
                ("import sys; from magic_server.weights import choice as w; "
                 "w.stand_in_available = lambda: False; "
-                "from magic_server.serve.server import main; sys.exit(main(sys.argv[1:]))"),
+                "from magic_server.serve.command import main; sys.exit(main(sys.argv[1:]))"),
                "--bind", addr, "--device", "cpu"]
     texts = []
 

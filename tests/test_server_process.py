@@ -230,7 +230,7 @@ SERVER_WITHOUT_STAND_IN = [
     sys.executable, "-c",
     ("import sys; from magic_server.weights import choice as w; "
      "w.stand_in_available = lambda: False; "
-     "from magic_server.serve.server import main; sys.exit(main(sys.argv[1:]))")]
+     "from magic_server.serve.command import main; sys.exit(main(sys.argv[1:]))")]
 
 
 def test_no_installed_weights_is_refused_at_once_without_a_download(tmp_path):

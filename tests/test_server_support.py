@@ -171,7 +171,7 @@ def stop_process(proc: subprocess.Popen) -> None:
 def _main() -> int:
     import argparse
 
-    from magic_server.serve.server import main
+    from magic_server.serve.command import main
 
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--step-s", type=float, default=0.01)

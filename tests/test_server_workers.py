@@ -238,7 +238,7 @@ def test_shutdown_cancels_every_running_job_and_tells_the_waiting_one():
 
 
 def test_load_engines_gives_each_device_its_own_classifier_copy():
-    from magic_server.serve.server import load_engines
+    from magic_server.serve.command import load_engines
 
     first, second = load_engines([torch.device("cpu"), torch.device("cpu")], "untrained")
     assert first.classifier is not second.classifier

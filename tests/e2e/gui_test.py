@@ -781,7 +781,7 @@ def check_no_server(s: Session, ck: Checks, main_win: str, profile: Path, inside
     # no weights and no stand-in classifier either (with its package, the server starts on it)
     no_stand_in = ("import sys; from magic_server.weights import choice as w; "
                    "w.stand_in_available = lambda: False; "
-                   "from magic_server.serve.server import main; sys.exit(main(sys.argv[1:]))")
+                   "from magic_server.serve.command import main; sys.exit(main(sys.argv[1:]))")
     relay_server(work, [sys.executable, "-c", no_stand_in, "--bind", closed,
                         "--device", "cpu"],
                  {**os.environ, "MAGIC_CACHE_DIR": str(empty), "PYTHONPATH": str(REPO)})
