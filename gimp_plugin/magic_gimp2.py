@@ -226,7 +226,7 @@ def arguments(spec, drawable, values):
         elif a.kind == "layer" and value is not None and value.ID == drawable.ID:
             value = None
         args[a.name] = value
-    return args
+    return procedures.arguments_of(spec, args)
 
 
 def make_function(spec):

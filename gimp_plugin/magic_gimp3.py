@@ -53,7 +53,8 @@ def add_argument(proc, arg) -> None:
 
 
 def arguments(spec, config) -> dict:
-    return {a.name: config.get_property(a.name) for a in spec.args}
+    return procedures.arguments_of(spec, {a.name: config.get_property(a.name)
+                                          for a in spec.args})
 
 
 def fail(procedure, run_mode, message: str, cancelled: bool = False):

@@ -22,6 +22,8 @@ CONFIG_FILE = "magic_gimp.json"
 # Pure modules shared by both variants (Python 2.7 + 3 common subset, standard library only).
 _COMMON = (
     "gimp_plugin/__init__.py",
+    "gimp_plugin/edit_request.py",
+    "gimp_plugin/errors.py",
     "gimp_plugin/masks.py",
     "gimp_plugin/procedures.py",
     "gimp_plugin/settings.py",

@@ -42,13 +42,20 @@ class Arg(object):
         return self.label.replace("_", "")
 
 
+# What a procedure reads for its masks (EditRequest): the guide-mask layer (Mask-guided
+# synthesis), the moved layer (Move / Copy object), the selection alone (Remove object); label
+# maps and the photo alone are their modes' (layout, label-map)
+READS_GUIDE, READS_MOVED_LAYER, READS_SELECTION = "guide-mask", "moved-layer", "selection"
+
+
 class Procedure(object):
-    def __init__(self, name, mode, label, blurb, args):
+    def __init__(self, name, mode, label, blurb, args, reads=None):
         self.name = name
         self.mode = mode  # None: the "mode" argument decides
         self.label = label
         self.blurb = blurb
         self.args = args
+        self.reads = reads  # READS_*: where its masks come from (None: not masks)
 
     def arg(self, name):
         for a in self.args:
@@ -123,17 +130,18 @@ PROCEDURES = [
     Procedure("python-fu-magic-synthesize", None, "Mask-guided _synthesis...",
               "Synthesize new versions of the active layer with the object (source mask: the "
               "selection or a layer) placed and shaped as the guide mask layer says.",
-              [SOURCE_MASK, GUIDE_MASK, MODE] + COMMON),
+              [SOURCE_MASK, GUIDE_MASK, MODE] + COMMON, READS_GUIDE),
     Procedure("python-fu-magic-move-object", "move", "_Move object...",
               "Move the selected object to where the moved layer is: the old place becomes "
-              "background.", [MOVED_LAYER, SOURCE_MASK] + COMMON + [SEED_FROM_LAYER]),
+              "background.", [MOVED_LAYER, SOURCE_MASK] + COMMON + [SEED_FROM_LAYER],
+              READS_MOVED_LAYER),
     Procedure("python-fu-magic-copy-object", "copy", "_Copy object...",
               "Copy the selected object to where the moved layer is: it appears in both places.",
-              [MOVED_LAYER, SOURCE_MASK] + COMMON + [SEED_FROM_LAYER]),
+              [MOVED_LAYER, SOURCE_MASK] + COMMON + [SEED_FROM_LAYER], READS_MOVED_LAYER),
     Procedure("python-fu-magic-remove-object", "remove", "_Remove object...",
               "Remove the selected object. Without a source mask layer the selection is the "
               "only object; with one (marking all objects) the others stay where they are.",
-              [SOURCE_MASK] + COMMON),
+              [SOURCE_MASK] + COMMON, READS_SELECTION),
     Procedure("python-fu-magic-layout", LAYOUT, "La_yout edit...",
               "Rearrange the photo after a painted label map: where the target labels layer "
               "differs from the source labels layer, each pixel is synthesized from the photo's "
@@ -152,7 +160,16 @@ BY_NAME = dict((p.name, p) for p in PROCEDURES)
 
 
 def defaults(procedure):
-    return dict((a.name, a.default) for a in procedure.args)
+    """The procedure's arguments at their defaults, and its name as "procedure"."""
+    return arguments_of(procedure, dict((a.name, a.default) for a in procedure.args))
+
+
+def arguments_of(procedure, values):
+    """A run's arguments: `values` by argument name, with "procedure" naming the procedure
+    (what the run reads depends on it: EditRequest)."""
+    args = dict(values)
+    args["procedure"] = procedure.name
+    return args
 
 
 def dialog_title(procedure):

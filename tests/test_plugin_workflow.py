@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from fakes import gimp3 as fake
 
+from gimp_plugin import edit_request, procedures, workflow
 from gimp_plugin import masks as M
-from gimp_plugin import procedures, workflow
 from gimp_plugin.workflow import RunnerError, UserError
 
 W, H = 40, 30
@@ -103,7 +103,7 @@ def test_synthesize_sends_aligned_masks_and_adds_cropped_layers(gimp):
     assert req["params"] == {"mode": "reshape", "samples": 2, "preset": "quality", "seed": 4}
     assert req["address"] == "tcp://127.0.0.1:1"
 
-    margin = workflow.blend_margin(W, H)
+    margin = edit_request.blend_margin(W, H)
     x0, y0, x1, y1 = 10 - margin, 6 - margin, 34 + margin, 24 + margin
     assert [layer.name for layer in image.layers] == ["moved", "src",
                                                       "MAGIC reshape quality (seeds 4-5)", "photo"]
@@ -411,7 +411,7 @@ def test_remove_the_only_selected_object_sends_an_empty_guide(gimp, with_layer):
     assert req["source_mask"] == (rect_mask(10, 6, 14, 10) if with_layer
                                   else rect_mask(9, 5, 16, 12))
     assert req["params"]["mode"] == "remove" and req["init"] is None
-    margin = workflow.blend_margin(W, H)
+    margin = edit_request.blend_margin(W, H)
     layer = results[0]
     x0, y0 = (10, 6) if with_layer else (9, 5)
     assert (layer.x, layer.y) == (BASE_AT[0] + max(0, x0 - margin), BASE_AT[1] + max(0, y0 - margin))
@@ -508,7 +508,7 @@ def test_layout_sends_both_label_maps_in_the_photo_frame_and_adds_cropped_layers
                                                 "MAGIC layout draft seed 9"]
     # the result covers where the maps differ (red turned blue), plus the blending border
     changed = rect_mask(PAINTED[0], PAINTED[1], PAINTED[2], PAINTED[3])
-    margin = workflow.blend_margin(W, H)
+    margin = edit_request.blend_margin(W, H)
     area = M.dilate(changed, W, H, margin)
     x0, y0, x1, y1 = M.bbox(area, W, H)
     layer = group.children[0]
