@@ -3,6 +3,7 @@ CurveZMQ."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -87,7 +88,6 @@ def test_non_loopback_bind_needs_curve_keys(tmp_path):
 
 CLIENT_SCRIPT = """
 import sys
-sys.path.insert(0, "tests")
 from test_server_support import job_request
 from magic_protocol.client import MagicClient
 c = MagicClient(sys.argv[1], heartbeat_s=0.2)
@@ -102,7 +102,8 @@ c.submit(request, on_event)
 def test_killed_client_process_cancels_its_job_and_the_server_carries_on():
     addr = address()
     server = spawn_server(addr, "--heartbeat-timeout", "1", step_s=0.01)
-    victim = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, addr], cwd=ROOT,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    victim = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, addr], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, text=True)
     try:
         line = victim.stdout.readline()

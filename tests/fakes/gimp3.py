@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 _ids = itertools.count(1)
@@ -507,21 +506,22 @@ Gimp = SimpleNamespace(
 GLib = SimpleNamespace(Error=GLibError)
 GObject = SimpleNamespace(ParamFlags=SimpleNamespace(READWRITE="READWRITE"))
 
-FAKES_DIR = Path(__file__).resolve().parent
-
 
 @contextlib.contextmanager
 def installed():
-    """Make `import gi` find this fake; forget the plug-in modules that imported it after."""
+    """Make `import gi` find this fake (fakes/gi, as GIMP 3's Python finds PyGObject); forget
+    the plug-in modules that imported it after."""
+    import fakes.gi
+    import fakes.gi.repository
+
     saved = {k: v for k, v in sys.modules.items() if k == "gi" or k.startswith("gi.")}
     for k in saved:
         del sys.modules[k]
-    sys.path.insert(0, str(FAKES_DIR))
+    sys.modules["gi"], sys.modules["gi.repository"] = fakes.gi, fakes.gi.repository
     PROGRESS.calls.clear()
     try:
         yield Gimp
     finally:
-        sys.path.remove(str(FAKES_DIR))
         for k in [k for k in sys.modules if k == "gi" or k.startswith("gi.")
                   or k in ("gimp_plugin.gimp3_host", "magic_gimp3")]:
             del sys.modules[k]
