@@ -23,7 +23,7 @@ host:   layer_geometry(layer) -> (width, height, x, y); layer_name(layer); same_
         The insert methods set each ResultLayer's `layer` to the GIMP layer made from it.
 runner: handshake(address, timeout_s) -> {"max_pixels": int, "presets": [...], "modes": [...],
                                           "device": str, "estimates": {...} (optional)}
-        submit(address, request, on_event, cancelled, timeout_s) -> (images, seeds[, notes])
+        submit(address, request, on_event, cancelled, timeout_s) -> (images, seeds, notes)
             request: dict(width, height, image (RGBA), params, init (RGBA rough composite,
                           alpha 0 = the image's pixel) or None) plus the mode's frames:
                      source_mask, guide_mask (binary edits: 1 channel each), or
@@ -410,14 +410,13 @@ def _run_job(host, runner, image, base, job, args, config, address):
     timeout = int(args.get("timeout") or 0) or None
     host.progress_update(0.0, "MAGIC %s: sending %dx%d image" % (mode, job.width, job.height))
     try:
-        answer = runner.submit(address, request, on_event, host.cancel_requested, timeout)
+        images, seeds, notes = runner.submit(address, request, on_event, host.cancel_requested,
+                                             timeout)
     except RunnerError as exc:
         raise UserError(runner_message(exc, address), cancelled=exc.kind == "cancelled")
     finally:
         if preview:
             host.clear_preview(image)
-    images, seeds = answer[0], answer[1]
-    notes = list(answer[2]) if len(answer) > 2 else []
     if not images:
         raise UserError("The MAGIC server returned no images.")
     if mode == procedures.LABEL_MAP:

@@ -40,7 +40,7 @@ class ScriptedRunner:
         p = request["params"]
         w, h = request["width"], request["height"]
         images = [(bytes([10 * i + 1, 2, 3]) * (w * h), w, h) for i in range(p["samples"])]
-        return images, [p["seed"] + i for i in range(p["samples"])]
+        return images, [p["seed"] + i for i in range(p["samples"])], []
 
 
 @pytest.fixture
@@ -658,7 +658,7 @@ def test_label_map_of_another_size_is_refused(gimp):
 
     class WrongSize(LabelMapRunner):
         def submit(self, address, request, on_event, cancelled, timeout_s):
-            return [(bytes(3 * 4), 2, 2)], [0]
+            return [(bytes(3 * 4), 2, 2)], [0], []
 
     with pytest.raises(UserError, match="sent a 2x2 result for a 40x30 image"):
         run(Gimp3Host, WrongSize(), image, base, "label-map", args_for(LABEL_MAP))
