@@ -108,10 +108,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def _harmless_globals() -> list:
     """numpy's scalar constructor, under every name a checkpoint may use for it, with what it
     needs to rebuild a float64 (numpy.dtype and, on numpy >= 1.25, its float64 dtype class)."""
-    try:
-        import numpy as np
-    except ImportError:  # numpy is a dependency, but a torch file never needs it otherwise
-        return []
+    import numpy as np
+
     core = getattr(np, "_core", None) or np.core
     scalar = core.multiarray.scalar
     allowed = [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
