@@ -92,16 +92,16 @@ def worst_rim_centre(image: np.ndarray, result: np.ndarray, source_mask: np.ndar
     """(y, x) on the rim of the pixels `result` changed, outside the masks, where its gradient
     most exceeds the photo's (averaged over 17x17 px): where a seam would show worst. None when
     nothing changed outside the masks."""
+    import fullres_quality as fq
     import quality
-
     changed = np.any(image != result, axis=-1)
-    r = quality.RIM_PX
+    r = fq.RIM_PX
     rim = (quality.dilate(changed, r) & ~quality.erode(changed, r)
            & ~quality.dilate(source_mask | guide, r + 2))
     if not rim.any():
         return None
-    excess = quality.box_mean(quality.luminance_gradient(result)
-                              - quality.luminance_gradient(image), 8)
+    excess = quality.box_mean(fq.luminance_gradient(result)
+                              - fq.luminance_gradient(image), 8)
     flat = np.where(rim, excess, -np.inf)
     y, x = np.unravel_index(int(np.argmax(flat)), flat.shape)
     return int(y), int(x)
@@ -319,7 +319,7 @@ def peers_section(recs: list[dict]) -> list[str]:
 
 FULLRES_INTRO = (
     "Issue 17's figures, measured on the result at the photo's own size (definitions: "
-    "benchmarks/quality.py, section 'full resolution'). *seam*: at about 1,000 px on the long "
+    "benchmarks/fullres_quality.py). *seam*: at about 1,000 px on the long "
     "side, the gradient energy of the result on the rim of the pixels it changed, where that "
     "rim lies outside the masks, over the photo's own there (1 = no new edge; n/a: nothing "
     "changed outside the masks). *edges*: the share of the fill's pixels (changed, outside "

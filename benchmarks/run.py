@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fullres_quality as fq
 import fullsize as fullsize_mod
 import peers as peers_mod
 import quality
@@ -311,7 +312,7 @@ def measure_quality(scene: Scene, mode: str, images: list[np.ndarray],
              "sharpness": asdict(n)}
         if removal:
             s["object_left"] = quality.object_left(removal_seg, img, scene.source_mask, guide)
-        s["fullres"] = asdict(quality.fullres_figures(scene.image, img, scene.source_mask,
+        s["fullres"] = asdict(fq.fullres_figures(scene.image, img, scene.source_mask,
                                                       guide, mode, transform))
         per_sample.append(s)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import fullres_quality as fq
 import numpy as np
 import pytest
 import quality as q
@@ -48,17 +49,17 @@ def filled(offset: float = 0.0, seed: int = 1) -> np.ndarray:
 
 def test_a_fill_blended_into_a_smooth_photo_scores_about_one():
     result = filled()
-    seam = q.seam_ratio(PHOTO, result, SOURCE, GUIDE)
-    edges, _ = q.edge_ratios(PHOTO, result, SOURCE, GUIDE)
+    seam = fq.seam_ratio(PHOTO, result, SOURCE, GUIDE)
+    edges, _ = fq.edge_ratios(PHOTO, result, SOURCE, GUIDE)
     assert 0.8 < seam < 1.25
     assert 0.4 < edges < 2.0
 
 
 def test_a_tone_step_at_the_fills_edge_shows_in_seam_and_edges():
     result = filled(offset=12)
-    seam = q.seam_ratio(PHOTO, result, SOURCE, GUIDE)
-    edges, _ = q.edge_ratios(PHOTO, result, SOURCE, GUIDE)
-    blended = q.seam_ratio(PHOTO, filled(), SOURCE, GUIDE)
+    seam = fq.seam_ratio(PHOTO, result, SOURCE, GUIDE)
+    edges, _ = fq.edge_ratios(PHOTO, result, SOURCE, GUIDE)
+    blended = fq.seam_ratio(PHOTO, filled(), SOURCE, GUIDE)
     assert seam > 2 * blended and seam > 2
     assert edges > 4
 
@@ -68,18 +69,18 @@ def test_a_blocky_fill_shows_in_edges_even_without_a_tone_step():
     blocks = rng.normal(0, 6, (H // 8, W // 8, 3)).repeat(8, 0).repeat(8, 1)
     result = PHOTO.copy()
     result[FILL] = to8(smooth_field(0) + blocks)[FILL]
-    edges, _ = q.edge_ratios(PHOTO, result, SOURCE, GUIDE)
+    edges, _ = fq.edge_ratios(PHOTO, result, SOURCE, GUIDE)
     assert edges > 4
 
 
 def test_seam_is_not_defined_when_nothing_changed_outside_the_masks():
     result = PHOTO.copy()
     result[SOURCE] = 0  # only inside the mask: no rim outside it
-    assert math.isnan(q.seam_ratio(PHOTO, result, SOURCE, GUIDE))
+    assert math.isnan(fq.seam_ratio(PHOTO, result, SOURCE, GUIDE))
 
 
 def test_the_photo_itself_has_no_fill_and_changes_nothing():
-    f = q.fullres_figures(PHOTO, PHOTO.copy(), SOURCE, GUIDE, "remove")
+    f = fq.fullres_figures(PHOTO, PHOTO.copy(), SOURCE, GUIDE, "remove")
     assert math.isnan(f.seam) and math.isnan(f.edges)
     assert f.changed_outside == 0 and f.changed_share == 0
     assert f.beyond_selection.pixels == 0
@@ -94,10 +95,10 @@ def test_the_figures_are_measured_at_about_1000_px_on_the_long_side():
 
     masks = big(SOURCE), big(GUIDE)
     step, blend = big(filled(offset=12)), big(filled())
-    assert q.seam_ratio(big(PHOTO), step, *masks) > 2
-    assert q.edge_ratios(big(PHOTO), step, *masks)[0] > 2.5
-    assert q.seam_ratio(big(PHOTO), blend, *masks) < 1.25
-    assert q.edge_ratios(big(PHOTO), blend, *masks)[0] < 2.0
+    assert fq.seam_ratio(big(PHOTO), step, *masks) > 2
+    assert fq.edge_ratios(big(PHOTO), step, *masks)[0] > 2.5
+    assert fq.seam_ratio(big(PHOTO), blend, *masks) < 1.25
+    assert fq.edge_ratios(big(PHOTO), blend, *masks)[0] < 2.0
 
 
 # ---------------------------------------------------------------------------- changed outside
@@ -107,9 +108,9 @@ def test_changes_far_from_the_masks_show_in_changed_outside():
     guide = disk(120, 220, 25)
     result = PHOTO.copy()
     result[5:15, 300:310] ^= 1  # a 10x10 patch, far from both masks
-    assert q.changed_outside(PHOTO, result, SOURCE, guide) == pytest.approx(100 / (H * W))
+    assert fq.changed_outside(PHOTO, result, SOURCE, guide) == pytest.approx(100 / (H * W))
     result[5, 300] = PHOTO[5, 300].astype(int) + 7  # the photo is 70-250 there
-    mean, largest = q.changed_outside_levels(PHOTO, result, SOURCE, guide)
+    mean, largest = fq.changed_outside_levels(PHOTO, result, SOURCE, guide)
     assert largest == 7 and 1 < mean < 1.1
 
 
@@ -118,20 +119,20 @@ def test_changes_near_the_masks_are_not_outside():
     result = PHOTO.copy()
     near = q.dilate(SOURCE, 4) & ~SOURCE  # within 2.5% of the long side (8 px)
     result[near] ^= 1
-    assert q.changed_outside(PHOTO, result, SOURCE, guide) == 0
+    assert fq.changed_outside(PHOTO, result, SOURCE, guide) == 0
     result[0, 0] ^= 1
-    assert q.changed_outside(PHOTO, result, SOURCE, guide) == pytest.approx(1 / (H * W))
+    assert fq.changed_outside(PHOTO, result, SOURCE, guide) == pytest.approx(1 / (H * W))
 
 
 def test_a_removal_that_changes_past_its_grown_selection_is_counted():
     inside = PHOTO.copy()
     inside[SOURCE] = 0
-    b = q.changed_beyond_selection(PHOTO, inside, SOURCE, GUIDE)
+    b = fq.changed_beyond_selection(PHOTO, inside, SOURCE, GUIDE)
     assert b.pixels == 0 and b.grow_px == pytest.approx(0.02 * 51)
     past = inside.copy()
     ring = q.dilate(SOURCE, 6) & ~q.dilate(SOURCE, 5)  # 5-6 px out: past the 1 px grown
     past[ring] ^= 1
-    b = q.changed_beyond_selection(PHOTO, past, SOURCE, GUIDE)
+    b = fq.changed_beyond_selection(PHOTO, past, SOURCE, GUIDE)
     assert b.pixels == ring.sum() and b.farthest_px > 5
 
 
@@ -164,7 +165,7 @@ def test_a_translated_object_measured_against_itself_keeps_its_structure():
     photo = object_scene()
     guide = np.roll(SOURCE, (-10, 120), (0, 1))
     result = moved(photo, -10, 120)
-    s = q.object_structure(photo, result, SOURCE, guide, (1.0, 1.0, -10.0, 120.0))
+    s = fq.object_structure(photo, result, SOURCE, guide, (1.0, 1.0, -10.0, 120.0))
     assert s > 0.95
 
 
@@ -174,10 +175,10 @@ def test_a_torn_object_loses_its_structure():
     result = moved(photo, -10, 120)
     half = guide & (np.mgrid[0:H, 0:W][1] < 220)
     result[half] = PHOTO[half]  # half of the object replaced by background
-    torn = q.object_structure(photo, result, SOURCE, guide, (1.0, 1.0, -10.0, 120.0))
+    torn = fq.object_structure(photo, result, SOURCE, guide, (1.0, 1.0, -10.0, 120.0))
     assert torn < 0.7
     # and a whole object put 12 px off is measured off too
-    off = q.object_structure(photo, moved(photo, -10, 132), SOURCE, guide,
+    off = fq.object_structure(photo, moved(photo, -10, 132), SOURCE, guide,
                              (1.0, 1.0, -10.0, 120.0))
     assert off < 0.8
 
@@ -196,8 +197,8 @@ def test_a_scaled_object_is_measured_against_the_scaling():
     result = photo.copy()
     result[SOURCE] = PHOTO[SOURCE]
     result[guide] = to8(warped)[guide]
-    good = q.object_structure(photo, result, SOURCE, guide, (s, s, ty, tx))
-    unscaled = q.object_structure(photo, result, SOURCE, guide, (1.0, 1.0, 0.0, 120.0))
+    good = fq.object_structure(photo, result, SOURCE, guide, (s, s, ty, tx))
+    unscaled = fq.object_structure(photo, result, SOURCE, guide, (1.0, 1.0, 0.0, 120.0))
     assert good > 0.9 and unscaled < good - 0.2
 
 
@@ -207,10 +208,10 @@ def test_a_copy_keeps_the_original_in_the_expected_image():
     guide = SOURCE | new
     result = photo.copy()
     result[new] = np.roll(photo, (0, 120), (0, 1))[new]
-    assert q.object_structure(photo, result, SOURCE, guide, (1.0, 1.0, 0.0, 120.0)) > 0.95
+    assert fq.object_structure(photo, result, SOURCE, guide, (1.0, 1.0, 0.0, 120.0)) > 0.95
     lost = result.copy()
     lost[SOURCE] = PHOTO[SOURCE]  # the original vanished
-    assert q.object_structure(photo, lost, SOURCE, guide, (1.0, 1.0, 0.0, 120.0)) < 0.8
+    assert fq.object_structure(photo, lost, SOURCE, guide, (1.0, 1.0, 0.0, 120.0)) < 0.8
 
 
 def test_a_part_that_stays_where_it_is_is_expected_where_it_is():
@@ -224,20 +225,20 @@ def test_a_part_that_stays_where_it_is_is_expected_where_it_is():
     guide = np.roll(SOURCE, (0, 20), (0, 1)) | stays
     result = moved(photo, 0, 20)
     result[stays] = photo[stays]
-    assert q.object_structure(photo, result, source, guide, (1.0, 1.0, 0.0, 20.0)) > 0.95
+    assert fq.object_structure(photo, result, source, guide, (1.0, 1.0, 0.0, 20.0)) > 0.95
 
 
 def test_a_lighter_box_around_a_placed_object_shows_as_halo():
     photo = object_scene()
     guide = np.roll(SOURCE, (0, 120), (0, 1))
     clean = moved(photo, 0, 120)
-    assert q.halo_levels(photo, clean, SOURCE, guide) == 0
+    assert fq.halo_levels(photo, clean, SOURCE, guide) == 0
     boxed = clean.copy()
     box = q.dilate(guide, 6) & ~guide
     boxed[box] = np.clip(boxed[box].astype(int) + 6, 0, 255).astype(np.uint8)
-    h = q.halo_levels(photo, boxed, SOURCE, guide)
+    h = fq.halo_levels(photo, boxed, SOURCE, guide)
     assert 2 < h <= 6
-    assert math.isnan(q.halo_levels(photo, photo, SOURCE, GUIDE))  # no guide: no ring
+    assert math.isnan(fq.halo_levels(photo, photo, SOURCE, GUIDE))  # no guide: no ring
 
 
 def test_edges_judge_a_fill_by_the_surroundings_near_it():
@@ -255,11 +256,11 @@ def test_edges_judge_a_fill_by_the_surroundings_near_it():
     blocks = rng.normal(0, 6, (H // 8, W // 8, 3)).repeat(8, 0).repeat(8, 1)
     stair = to8(smooth_field(1) + blocks)
     result[fill & (np.mgrid[0:H, 0:W][1] < 230)] = stair[fill & (np.mgrid[0:H, 0:W][1] < 230)]
-    local, _ = q.edge_ratios(photo, result, source, GUIDE)
-    whole, _ = q.edge_ratios(photo, result, source, GUIDE, local=False)
+    local, _ = fq.edge_ratios(photo, result, source, GUIDE)
+    whole, _ = fq.edge_ratios(photo, result, source, GUIDE, local=False)
     assert local > 4 and local > 2 * whole
     # the same fill without the staircase passes
     clean = photo.copy()
     smooth = to8(smooth_field(1))
     clean[fill & (np.mgrid[0:H, 0:W][1] < 230)] = smooth[fill & (np.mgrid[0:H, 0:W][1] < 230)]
-    assert q.edge_ratios(photo, clean, source, GUIDE)[0] < 2
+    assert fq.edge_ratios(photo, clean, source, GUIDE)[0] < 2
