@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def _diff(a, b, where: str) -> list[str]:
         return lines
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [line for i, (x, y) in enumerate(zip(a, b)) for line in _diff(x, y, f"{where}[{i}]")]
-    return [] if a == b else [f"{where}: {a!r} -> {b!r}"]
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return [] if a == b or both_nan else [f"{where}: {a!r} -> {b!r}"]
 
 
 def main(argv: list[str] | None = None) -> int:

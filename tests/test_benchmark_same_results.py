@@ -14,7 +14,8 @@ def _run(folder, pixel, iou, seconds):
     Image.fromarray(np.full((4, 4, 3), pixel, np.uint8)).save(folder / "coffee_move.png")
     (folder / "results.json").write_text(json.dumps({
         "machine": {"load_avg": [seconds]},
-        "records": [{"scene": "coffee", "guide_iou": iou, "seconds_per_iteration": seconds,
+        "records": [{"scene": "coffee", "guide_iou": iou, "seam": float("nan"),
+                     "seconds_per_iteration": seconds,
                      "peak_rss_mb": 100 * seconds}]}))
     return folder
 
