@@ -14,14 +14,7 @@ import torch
 from magic_server.engine import capture
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.previews import PreviewCopies
-from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    torch.manual_seed(0)
-    return untrained_resnet50()
 
 
 def scene():

@@ -17,14 +17,7 @@ from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.iteration_capture import WARMUP_CALLS, CapturedStep
 from magic_server.engine.loss_weights import LossWeights
 from magic_server.engine.presets import Schedule
-from magic_server.engine.resnet import untrained_resnet50
 from magic_server.engine.synthesis import Engine
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    torch.manual_seed(0)
-    return untrained_resnet50()
 
 
 def scene(size=56):

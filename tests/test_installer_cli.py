@@ -16,7 +16,6 @@ from installer_env import (
     VENV_PY,
     Runner,
     context,
-    fake_repo,
     make_profiles,
     no_zmq_python,
     small_ckpt,
@@ -27,11 +26,6 @@ from installer_env import (
 from installer import gimp_python as gp
 from installer.cli import main
 from magic_server.weights import store as ws
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    return fake_repo(tmp_path_factory.mktemp("repo"))
 
 
 def install(ctx, *extra) -> int:

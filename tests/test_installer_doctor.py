@@ -14,7 +14,6 @@ from installer_env import (
     LINUX_LAYOUTS,
     Runner,
     context,
-    fake_repo,
     make_profiles,
     no_zmq_python,
     small_ckpt,
@@ -27,11 +26,6 @@ from magic_server.weights import store as ws
 
 INFO = SimpleNamespace(protocol=P.PROTOCOL_VERSION, server_version="0.1.0", device="cpu",
                        gpu_name=None, gpu_memory_bytes=None)
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    return fake_repo(tmp_path_factory.mktemp("repo"))
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import stat
 import sys
 from pathlib import Path
 
-import pytest
-from installer_env import LINUX_LAYOUTS, VENV_PY, Runner, context, fake_repo, make_profiles
+from installer_env import LINUX_LAYOUTS, VENV_PY, Runner, context, make_profiles
 
 from installer import gimp_python as gp
 from installer import plugin_install
@@ -19,11 +18,6 @@ from installer.profiles import Profile
 KEYS = {"server": "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",
         "client_public": "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID",
         "client_secret": "D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs"}
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    return fake_repo(tmp_path_factory.mktemp("repo"))
 
 
 def write_cert(path: Path, public: str, secret: str | None = None) -> Path:

@@ -19,12 +19,10 @@ W, H = 64, 48
 def server():
     import torch
 
-    from magic_server.engine.synthesis import Engine
-    from magic_server.weights.classifier import load_classifier
+    from magic_server.engines import build_engine
 
     torch.manual_seed(0)
-    model, label = load_classifier("untrained", "cpu")
-    engine = Engine(model, "cpu", label)
+    engine = build_engine("untrained", "cpu")
     engine.warm_up()
     with ThreadedServer(engine) as srv:
         yield srv
