@@ -13,7 +13,13 @@ from dataclasses import field as dataclass_field
 import numpy as np
 import torch
 
-from magic_server.engine.api import Cancelled, EngineInputError, ProgressCallback, SynthesisOptions
+from magic_server.engine.api import (
+    Cancelled,
+    EditKind,
+    EngineInputError,
+    ProgressCallback,
+    SynthesisOptions,
+)
 from magic_server.engine.loss_weights import LossWeights
 from magic_server.engine.mask_net import binary_fractions
 from magic_server.engine.patch_nn import PatchBank
@@ -97,7 +103,7 @@ class EditRun:
 
 
 def edit_region(source: np.ndarray, guide: np.ndarray,
-                changed: np.ndarray | None = None, mode: str = "move") -> np.ndarray:
+                changed: np.ndarray | None = None, mode: str = EditKind.MOVE) -> np.ndarray:
     """Pixels the edit may change: where the source and guide masks differ (and where the
     artist's composite differs from the photo), grown for the object's rim and shadow by 5% of
     the object's size (not of how far it moves), at most 2% of the photo's longer side; a
@@ -110,7 +116,7 @@ def edit_region(source: np.ndarray, guide: np.ndarray,
     if not differ.any():
         raise EngineInputError("the guide mask equals the source mask: nothing to change "
                                "(paint where the object should be)")
-    if mode == "remove":
+    if mode == EditKind.REMOVE:
         hole = bounding_box(differ)
         return dilate_round(differ, round_radius_within(REMOVAL_REACH * max(hole.height,
                                                                            hole.width)))
@@ -156,7 +162,7 @@ def changed_pixels(image: np.ndarray, init: np.ndarray | None) -> np.ndarray | N
 
 
 def plan_edit(source: np.ndarray, guide: np.ndarray, image: np.ndarray | None = None,
-              init: np.ndarray | None = None, mode: str = "move") -> EditPlan:
+              init: np.ndarray | None = None, mode: str = EditKind.MOVE) -> EditPlan:
     edit = edit_region(source, guide, changed_pixels(image, init) if image is not None else None,
                        mode)
     return EditPlan(region_of_interest(edit), edit)
@@ -171,7 +177,7 @@ def edit_labels(source: torch.Tensor, guide: torch.Tensor, edit: torch.Tensor, m
     never carries, so that no patch of the removed object is copied back, not even next to
     the part of the object that stays."""
     photo = binary_fractions(source)
-    if mode == "remove":
+    if mode == EditKind.REMOVE:
         kept = torch.minimum(source, guide)
         photo = torch.cat([1 - source, kept, source - kept], dim=1)
     target = torch.cat([1 - guide, guide] + [torch.zeros_like(guide)] * (photo.shape[1] - 2),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from magic_server.engine.api import EditKind
+
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -30,7 +32,7 @@ class LossWeights:
 
     @classmethod
     def for_mode(cls, mode: str) -> LossWeights:
-        return cls(critic=0.1) if mode == "move" else cls()
+        return cls(critic=0.1) if mode == EditKind.MOVE else cls()
 
     @classmethod
     def product(cls, trained_classifier: bool) -> LossWeights:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from magic_server.engine.api import EditKind
 from magic_server.engine.components import connected_regions
 from magic_server.engine.layout_start import block_share
 from magic_server.engine.regions import Box, bounding_box
@@ -222,7 +223,7 @@ def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mod
     HxWx3), as a layer the artist moved gives, or None when no part of the guide is explained
     by a part of the source (a guide that only changes the outline is left to the synthesis).
     Pixels of the guide the warped object does not cover stay the photo's."""
-    if mode not in ("move", "copy", "reshape") or not source.any() or not guide.any():
+    if mode not in (EditKind.MOVE, EditKind.COPY, EditKind.RESHAPE) or not source.any() or not guide.any():
         return None
     h, w = source.shape
     factor = max(1, -(-max(h, w) // SEARCH_SIDE))
@@ -241,7 +242,7 @@ def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mod
         for other in guide_parts:
             if other is not g_whole:
                 others |= other
-        for s_part, g_part, t in _moves(s_whole, g_whole, mode == "reshape", source_parts):
+        for s_part, g_part, t in _moves(s_whole, g_whole, mode == EditKind.RESHAPE, source_parts):
             pasted |= _paste(out, pixels, source, guide, s_part, g_part, t, others, factor,
                              mode)
     return out if pasted else None
@@ -287,7 +288,7 @@ def _paste(out: np.ndarray, pixels: torch.Tensor, source: np.ndarray, guide: np.
     frm = (float(cs[0]), float(cs[1]))
     to = (float(cg[0] + (t.to[0] - c0[0]) * factor), float(cg[1] + (t.to[1] - c0[1]) * factor))
     scale = t.scale
-    if mode != "reshape":  # the size from the full-size areas; a move keeps it exactly
+    if mode != EditKind.RESHAPE:  # the size from the full-size areas; a move keeps it exactly
         k = float(np.sqrt(top.sum() / max(1, full_source.sum())))
         scale = (1.0, 1.0) if abs(k - 1) < SAME_SIZE else (k, k)
     if scale == (1.0, 1.0):  # a move by whole pixels carries the photo's pixels exactly

@@ -381,13 +381,13 @@ class Engine:
             held, repair = pasted
             free = free & repair & ~held
             around = np.where(held[..., None], init, photo)
-            if mode != "layout":
+            if mode != EditKind.LAYOUT:
                 # the object as pasted, at its own size, where the guide puts it: its rim is
                 # fused into the new surroundings in the gradient domain (Poisson cloning),
                 # not redrawn from an upsampled level (whose outline showed as a staircase)
                 exact = crops[2] & changed_pixels(photo, init)
                 around = np.where(exact[..., None], init, around)
-        if mode != "remove" and crops[2].any():  # the new object and its outline
+        if mode != EditKind.REMOVE and crops[2].any():  # the new object and its outline
             outline = dilate(crops[2], 2)
         synth = self.norm.pixels(compose(z, level))
         tight, carried = 0.0, None
@@ -396,7 +396,7 @@ class Engine:
             carried = carried_background(photo, crops[1])
         return finish.finish_region(synth, photo, around, free, field=field, patch=PATCH,
                                     exact=exact, outline=outline, tight=tight, carried=carried,
-                                    edges_are_lines=mode != "layout")
+                                    edges_are_lines=mode != EditKind.LAYOUT)
 
     # -- the judged part ---------------------------------------------------------------------
 
