@@ -138,8 +138,8 @@ def collect(host, image, base, mode, args):
 
     box, alpha = _edit_area(geometry, args, M.union(source, guide))
     return EditRequest(mode=mode, width=w, height=h, x=bx, y=by,
-               image_rgba=bytearray(host.read_rgba(base)), source=source, guide=guide,
-               edit_box=box, edit_alpha=alpha, init_rgba=init)
+                       image_rgba=bytearray(host.read_rgba(base)), source=source, guide=guide,
+                       edit_box=box, edit_alpha=alpha, init_rgba=init)
 
 
 def _edit_area(geometry, args, marked):
@@ -182,8 +182,8 @@ def _layout_job(host, base, geometry, args):
     w, h, bx, by = geometry
     box, alpha = _edit_area(geometry, args, changed)
     return EditRequest(mode=procedures.LAYOUT, width=w, height=h, x=bx, y=by,
-               image_rgba=bytearray(host.read_rgba(base)), edit_box=box, edit_alpha=alpha,
-               source_labels=source, target_labels=target)
+                       image_rgba=bytearray(host.read_rgba(base)), edit_box=box, edit_alpha=alpha,
+                       source_labels=source, target_labels=target)
 
 
 def _label_map(host, layer, what, geometry):
@@ -212,8 +212,8 @@ def _label_map_job(host, base, geometry):
     """A label-map job sends the photo alone; its answer becomes two whole-photo layers."""
     w, h, bx, by = geometry
     return EditRequest(mode=procedures.LABEL_MAP, width=w, height=h, x=bx, y=by,
-               image_rgba=bytearray(host.read_rgba(base)), edit_box=(0, 0, w, h),
-               edit_alpha=bytearray(b"\xff") * (w * h))
+                       image_rgba=bytearray(host.read_rgba(base)), edit_box=(0, 0, w, h),
+                       edit_alpha=bytearray(b"\xff") * (w * h))
 
 
 def _placed_rgba(host, layer, base_geometry):

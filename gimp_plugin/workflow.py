@@ -149,7 +149,7 @@ def gimp_hung_up(fd):
     poller.register(fd, select.POLLHUP | select.POLLERR)
     try:
         events = poller.poll(0)
-    except OSError:
+    except (OSError, select.error):  # noqa: UP024 - Python 2.7: select.error is no OSError
         return True
     return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events)
 
