@@ -421,7 +421,7 @@ def setup_timer(engine: Engine):
     as the levels'), synchronised on a GPU. Yields {step: seconds}."""
     times: dict[str, float] = {}
     depth = [0]
-    originals = {}
+    patched = {}  # step name -> the object whose method is wrapped
 
     def timed(name: str, method):
         @functools.wraps(method)
@@ -444,12 +444,12 @@ def setup_timer(engine: Engine):
         owner = functools.reduce(getattr, path, engine)
         method = getattr(owner, attr, None)
         if method is not None:
-            originals[name] = owner
+            patched[name] = owner
             setattr(owner, attr, timed(name, method))
     try:
         yield times
     finally:
-        for name, owner in originals.items():
+        for name, owner in patched.items():
             delattr(owner, name.split(".")[-1])  # the class's method again
 
 

@@ -26,9 +26,9 @@ Requests (plug-in -> bridge):
 server's public key and this client's key pair, as Z85 text or certificate files), read here by
 magic_protocol.client.curve_keywords as the GIMP 3 host reads them.
 Failures: {"ok": false, "kind": one of unreachable mismatch failed cancelled timeout missing
-refused (magic_protocol.client.error_kind), "message": one line}. When stdin closes while a job runs (GIMP ended the plug-in, e.g. the
-artist pressed cancel on the progress bar), the job is cancelled on the server and the bridge
-exits.
+refused (magic_protocol.client.error_kind), "message": one line}. When stdin closes while a
+job runs (GIMP ended the plug-in, e.g. the artist pressed cancel on the progress bar), the job
+is cancelled on the server and the bridge exits.
 """
 
 from __future__ import annotations

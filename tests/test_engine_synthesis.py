@@ -187,7 +187,7 @@ def test_describe_reports_device_and_weights(engine):
     assert isinstance(info, EngineDescription)
     assert info.device == "cpu" and info.device_name == "CPU" and info.weights_loaded is False
     assert info.preset_iterations["paper"] == 18_000 and info.gpu_memory_mb is None
-    assert info.to_dict()["weights_label"] == engine.weights_label
+    assert info.weights_label == engine.weights_label
 
 
 def _signature_of(kind: type, name: str) -> list[tuple[str, object, bool]]:

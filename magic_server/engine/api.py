@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol, runtime_checkable
 
@@ -113,9 +113,6 @@ class EngineDescription:
     bf16: bool = False
     capture: str = "eager"  # how iterations run (engine/capture.py)
     deterministic: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @runtime_checkable

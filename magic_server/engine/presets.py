@@ -62,6 +62,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def preset_iterations() -> dict[str, int]:
+    """Each preset's iteration count, by name (what an engine describes)."""
+    return {name: p.iterations for name, p in PRESETS.items()}
+
+
 def resolve_preset(preset: str) -> Preset:
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")

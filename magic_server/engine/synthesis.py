@@ -56,7 +56,7 @@ from magic_server.engine.mask_net import MaskNet, train_mask_net
 from magic_server.engine.object_transfer import transfer_start
 from magic_server.engine.optimise import EditOptimiser
 from magic_server.engine.patch_nn import PATCH, upscale_field
-from magic_server.engine.presets import PRESETS, Preset, Schedule, resolve_preset
+from magic_server.engine.presets import Preset, Schedule, preset_iterations, resolve_preset
 from magic_server.engine.previews import PreviewCopies
 from magic_server.engine.regions import Box, composite, dilate, region_of_interest
 from magic_server.engine.tensors import (
@@ -133,7 +133,7 @@ class Engine:
         return EngineDescription(
             device=str(self.device), device_name=name, gpu_memory_mb=memory,
             weights_label=self.weights_label, weights_loaded=self.trained,
-            preset_iterations={n: p.iterations for n, p in PRESETS.items()},
+            preset_iterations=preset_iterations(),
             bf16=self.use_bf16, capture=self.capture_mode, deterministic=self.deterministic)
 
     def warm_up(self) -> None:

@@ -34,7 +34,7 @@ import zmq
 from magic_protocol import protocol as P
 from magic_protocol.protocol import DEFAULT_ADDRESS, DEFAULT_LIMITS, ErrorCode, Limits
 from magic_server.engine.api import EditEngine, EngineDescription
-from magic_server.engine.presets import PRESETS
+from magic_server.engine.presets import PRESETS, preset_iterations
 from magic_server.serve.curve import (
     CurveConfig,
     CurveSetupError,
@@ -161,14 +161,15 @@ class Server:
         return sock
 
     def _capabilities(self) -> dict[str, Any]:
-        d = self._description(self.engine, 0)
-        self.workers_info = [self._describe_worker(i, e) for i, e in enumerate(self.engines)]
+        described = [self._description(e, i) for i, e in enumerate(self.engines)]
+        self.workers_info = [self._worker_info(i, d) for i, d in enumerate(described)]
+        d = described[0]  # worker 0 describes the server (presets, weights)
         return {
             "protocol": P.PROTOCOL_VERSION,
             "server_version": SERVER_VERSION,
             "device": d.device,
             "gpu_name": None if d.device.startswith("cpu") else d.device_name,
-            "gpu_memory_bytes": None if d.gpu_memory_mb is None else d.gpu_memory_mb * 2**20,
+            "gpu_memory_bytes": self.workers_info[0]["gpu_memory_bytes"],
             "weights_label": d.weights_label,
             "weights_loaded": d.weights_loaded,
             "bf16": d.bf16,
@@ -191,9 +192,9 @@ class Server:
             log.warning("worker %d: engine.describe() failed: %s", index, exc)
             return loading_description(engine_device(engine))
 
-    def _describe_worker(self, index: int, engine: EditEngine) -> dict[str, Any]:
+    @staticmethod
+    def _worker_info(index: int, d: EngineDescription) -> dict[str, Any]:
         """The unchanging part of a worker's entry in `workers` (welcome, status_report)."""
-        d = self._description(engine, index)
         return {"worker": index, "name": f"worker-{index}", "device": d.device,
                 "device_name": d.device_name,
                 "gpu_memory_bytes": None if d.gpu_memory_mb is None else d.gpu_memory_mb * 2**20}
@@ -515,8 +516,8 @@ class Server:
                                   "wait for them or cancel some", msg.req)
         image = msg.frames[0][0]
         job = ServerJob(owner=who, req=msg.req, params=params,
-                  frames={spec.name: (spec, data) for spec, data in msg.frames},
-                  width=image.width, height=image.height, cancel_key=cancel_key)
+                        frames={spec.name: (spec, data) for spec, data in msg.frames},
+                        width=image.width, height=image.height, cancel_key=cancel_key)
         self.queue.push(job)
         self.jobs[job.id] = job
         position = self._position(self.queue.order().index(job))
@@ -607,4 +608,4 @@ def loading_description(device: str) -> EngineDescription:
     """What a worker says before its engine is loaded (or when it cannot describe itself)."""
     return EngineDescription(device=device, device_name=device.upper(), gpu_memory_mb=None,
                              weights_label="", weights_loaded=False,
-                             preset_iterations={n: p.iterations for n, p in PRESETS.items()})
+                             preset_iterations=preset_iterations())
