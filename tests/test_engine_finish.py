@@ -239,6 +239,41 @@ def test_a_large_holes_smooth_share_has_no_step():
     assert jumps < 0.1
 
 
+def test_an_objects_edge_and_highlight_beside_a_smooth_fill_are_not_texture():
+    # a spoon's old place on a smooth saucer, beside a cup whose rim and shiny foot lie in
+    # the ring: judged by the median, the saucer is smooth (the fill is the saucer continued,
+    # not a shape copied from under the cup); judged by the mean, the cup made it textured
+    photo = smooth_photo()
+    photo[..., :, 118:120] = 0.95  # the cup's white rim across the ring
+    photo[..., 54:60, 34:39] = 0.0  # its dark foot in the ring ...
+    photo[..., 56:58, 35:37] = 1.0  # ... with a highlight
+    gen = torch.Generator().manual_seed(2)
+    photo = photo + 0.002 * torch.randn(1, 3, 120, 160, generator=gen)  # the saucer's grain
+    free = torch.from_numpy(disk(120, 160, 60, 80, 40)).float()[None, None]
+    judged = finish.ring(free, 6)
+    lines = finish.smooth_share(photo, judged, 24, edges_are_lines=True)[0, 0]
+    mean = finish.smooth_share(photo, judged, 24)[0, 0]
+    near_cup = (slice(45, 70), slice(40, 60))
+    assert float(lines[near_cup].min()) > 0.9
+    assert float(mean[near_cup].min()) < 0.5
+    # texture is detail nearly everywhere: still the synthesis' own
+    grass = smooth_photo() + 0.2 * torch.rand(1, 3, 120, 160, generator=gen)
+    assert float(finish.smooth_share(grass, judged, 24, edges_are_lines=True).max()) == 0
+
+
+def test_the_median_judged_smooth_share_of_a_large_hole_has_no_step():
+    photo = smooth_photo(240, 320)
+    gen = torch.Generator().manual_seed(0)
+    photo[..., :, :100] += 0.2 * torch.rand(1, 3, 240, 100, generator=gen)  # textured left
+    free = torch.from_numpy(disk(240, 320, 120, 170, 100)).float()[None, None]
+    share = finish.smooth_share(photo, finish.ring(free, 6), 24, edges_are_lines=True)[0, 0]
+    inside = free[0, 0] > 0
+    assert float(share[inside].min()) < 0.2 and float(share[inside].max()) > 0.8
+    jumps = max(float((share[1:] - share[:-1]).abs().max()),
+                float((share[:, 1:] - share[:, :-1]).abs().max()))
+    assert jumps < 0.1
+
+
 def test_a_fill_between_a_smooth_black_and_a_textured_part_keeps_the_black():
     # the ring: orange texture (a suit) on the left, flat black (a table) on the right; the
     # synthesis filled the hole black on the right. The smooth part's membrane comes from the

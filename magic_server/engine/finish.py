@@ -253,6 +253,33 @@ TEXTURED_ABOVE = 3.0 / 255  # ... and these textured ones the synthesis' own (be
 NEAR_PRIOR = 0.05  # smooth_share: how much of `where` near counts as judged locally
 
 
+def tile_medians(values: torch.Tensor, where: torch.Tensor, tile: int,
+                 min_count: int = 200) -> torch.Tensor:
+    """(1, 1, ceil(H / tile), ceil(W / tile)): per tile of `tile` px, the median of `values`
+    (1, 1, H, W) at the pixels `where` (1, 1, H, W) is 1 within the tile grown by half a tile
+    (doubling until `min_count` of those pixels are found; none: over all of `where`)."""
+    h, w = values.shape[-2:]
+    v, m = values[0, 0].float(), where[0, 0] > 0.5
+    everywhere = v[m]
+    overall = float(everywhere.median()) if everywhere.numel() else 0.0
+    gh, gw = math.ceil(h / tile), math.ceil(w / tile)
+    grid = torch.full((1, 1, gh, gw), overall, device=values.device)
+    for i in range(gh):
+        for j in range(gw):
+            reach = max(1, tile // 2)
+            while True:
+                top, left = max(0, i * tile - reach), max(0, j * tile - reach)
+                bottom, right = min(h, (i + 1) * tile + reach), min(w, (j + 1) * tile + reach)
+                near = m[top:bottom, left:right]
+                count = int(near.sum())
+                if count >= min_count or (top, left, bottom, right) == (0, 0, h, w):
+                    break
+                reach *= 2
+            if count >= min_count:
+                grid[0, 0, i, j] = v[top:bottom, left:right][near].median()
+    return grid
+
+
 def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float,
                  edges_are_lines: bool = False) -> torch.Tensor:
     """(1, 1, H, W) in [0, 1]: how smooth the photo (1, 3, H, W) is near each pixel, from its
@@ -260,12 +287,31 @@ def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float,
     SMOOTH_BELOW (bokeh, sky), 0 above TEXTURED_ABOVE, a ramp between. Local, so a fill
     between bokeh and a textured object is smooth where the bokeh is and the synthesis' own
     next to the texture. Pixels with little of `where` near lean to the mean over all of it.
-    edges_are_lines: each pixel's detail counts up to twice the textured level, so that an
-    object's edge in `where` (a cup's rim beside a smooth saucer) is one line, not texture."""
+    edges_are_lines: the detail near a pixel is the median over `where` (tile_medians), not
+    the mean, so that an object's edge or highlight in `where` (a cup's rim and foot beside
+    a smooth saucer) is a line or a spot, not texture: the saucer is judged smooth and a
+    spoon's old place on it is the saucer continued, not a shape with a hard edge copied from
+    under the cup. Texture is detail nearly everywhere, so its median is high."""
     h, w = photo.shape[-2:]
     detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
-    if edges_are_lines:
-        detail = detail.clamp(max=2 * TEXTURED_ABOVE)
+    if not edges_are_lines:
+        share = _ramp(_near_mean(detail, where, reach))
+        return F.interpolate(share, size=(h, w), mode="bilinear", align_corners=False)
+    tile = max(4, int(reach // 2))
+    # the share per tile, softened over a tile and interpolated: the detail itself,
+    # interpolated, crossed the ramp within a pixel between textured and smooth tiles
+    share = gaussian_blur(_ramp(tile_medians(detail, where, tile)), 0.5)
+    full = F.interpolate(share, scale_factor=tile, mode="bilinear", align_corners=False)
+    return full[..., :h, :w].contiguous()
+
+
+def _ramp(detail: torch.Tensor) -> torch.Tensor:
+    """1 below SMOOTH_BELOW, 0 above TEXTURED_ABOVE, linear between."""
+    return ((TEXTURED_ABOVE - detail) / (TEXTURED_ABOVE - SMOOTH_BELOW)).clamp(0, 1)
+
+
+def _near_mean(detail: torch.Tensor, where: torch.Tensor, reach: float) -> torch.Tensor:
+    """The mean of `detail` over `where` within about `reach` px, at a pooled size."""
     detail = detail * where
     factor = max(1, int(reach // 8))
     small_detail = F.avg_pool2d(detail, factor, ceil_mode=True)
@@ -276,9 +322,7 @@ def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float,
     overall = float(detail.sum() / where.sum().clamp(min=1))
     # far from `where` the mean over all of it, blended in smoothly (a switch at a threshold
     # drew the pooled grid's staircase across a large hole's fill)
-    local = (near_detail + NEAR_PRIOR * overall) / (near_where + NEAR_PRIOR)
-    share = ((TEXTURED_ABOVE - local) / (TEXTURED_ABOVE - SMOOTH_BELOW)).clamp(0, 1)
-    return F.interpolate(share, size=(h, w), mode="bilinear", align_corners=False)
+    return (near_detail + NEAR_PRIOR * overall) / (near_where + NEAR_PRIOR)
 
 
 def grain_like(photo: torch.Tensor, where: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -309,7 +353,9 @@ def smooth_where_smooth(fill: torch.Tensor, photo: torch.Tensor, structure: torc
     # can land on the object's old pixels and draw ghosts of its lines into the bokeh: even
     # clipped to 1.5 levels a dandelion's hairs still showed), as noise of their grain's
     # spread there, the same for every run
-    smooth = structure + grain_like(photo, judged * share, fill.shape)
+    # the grain of the surroundings judged smooth (at a share of a few %, a textured suit's
+    # detail still set the grain of the black table beside it)
+    smooth = structure + grain_like(photo, judged * (share >= 0.5).float(), fill.shape)
     weight = share * free
     if keep is not None:
         weight = weight * (1 - keep)
