@@ -43,13 +43,10 @@ from magic_server.engine.edit_plan import (
     EditSetup,
     Level,
     Reference,
-    background_that_stays,
     changed_pixels,
     compose,
     grow_edit,
-    growth_radius,
     held_and_repair,
-    object_extent,
     plan_edit,
 )
 from magic_server.engine.layout_start import layout_composite
@@ -322,9 +319,7 @@ class Engine:
         self._last_capture = self._capture_record(run)
         if setup.pyramid:
             patches = self._finish(z, levels[-1], field if not setup.donated else None,
-                                   setup.crops, setup.init, pasted, options.mode,
-                                   max(setup.plan.edit.shape) if setup.plan is not None
-                                   else max(setup.crops[0].shape[:2]))
+                                   setup.crops, setup.init, pasted, options.mode)
         else:
             patches = tensor_to_images(self.norm.pixels(compose(z, levels[-1])),
                                        size=(box.height, box.width))
@@ -375,11 +370,11 @@ class Engine:
 
     def _finish(self, z: torch.Tensor, level: Level, field: torch.Tensor | None, crops,
                 init: np.ndarray | None, pasted: tuple[np.ndarray, np.ndarray] | None,
-                mode: str, long_side: int) -> list[np.ndarray]:
+                mode: str) -> list[np.ndarray]:
         """The region at the photo's own size (engine/finish.py): the last level upsampled,
         the photo's own detail voted where its matches point (`field`; None: the bank was
         not the photo alone), fused in the gradient domain into what stays: the photo, and
-        the artist's pasted object where it is held. `long_side`: the photo's longer side."""
+        the artist's pasted object where it is held."""
         photo, free = crops[0], crops[3]
         around, exact, outline = photo, None, None
         if pasted is not None:
@@ -394,12 +389,6 @@ class Engine:
                 around = np.where(exact[..., None], init, around)
         if mode != EditKind.REMOVE and crops[2].any():  # the new object and its outline
             outline = dilate(crops[2], 2)
-        if mode not in (EditKind.REMOVE, EditKind.LAYOUT) and crops[2].any():
-            # round the new place, where nothing moved from, the photo is the background
-            reach = growth_radius(object_extent(crops[1], crops[2]), long_side)
-            stays = background_that_stays(crops[3], crops[1], crops[2], reach)
-            free = free & ~stays
-            around = np.where(stays[..., None], photo, around)
         synth = self.norm.pixels(compose(z, level))
         tight, carried = 0.0, None
         if exact is not None:
