@@ -32,6 +32,7 @@ tone stepping where it meets the photo, and texture blurred to a smear. Here ins
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -73,6 +74,26 @@ def edge_limit(image: torch.Tensor, where: torch.Tensor, quantile: float = 0.99)
     return torch.stack(out).view(1, -1, 1, 1)
 
 
+def grown_tiles(h: int, w: int, tile: int, count: Callable[[int, int, int, int], int],
+                min_count: int) -> Iterator[tuple[int, int, tuple[int, int, int, int]]]:
+    """For each tile (i, j) of `tile` px of an h x w image: the window (top, left, bottom,
+    right) of the tile grown by half a tile, the growth doubling until `count(window)` reaches
+    `min_count`. Tiles whose window never does (even the whole image) are left out: they
+    take the overall figure."""
+    for i in range(math.ceil(h / tile)):
+        for j in range(math.ceil(w / tile)):
+            reach = max(1, tile // 2)
+            while True:
+                window = (max(0, i * tile - reach), max(0, j * tile - reach),
+                          min(h, (i + 1) * tile + reach), min(w, (j + 1) * tile + reach))
+                found = count(*window)
+                if found >= min_count or window == (0, 0, h, w):
+                    break
+                reach *= 2
+            if found >= min_count:
+                yield i, j, window
+
+
 def local_edge_limit(image: torch.Tensor, where: torch.Tensor, tile: int,
                      quantile: float = 0.99, min_count: int = 200) -> torch.Tensor:
     """(1, C, H, W): edge_limit judged near each pixel: per tile of `tile` px, the quantile of
@@ -88,25 +109,18 @@ def local_edge_limit(image: torch.Tensor, where: torch.Tensor, tile: int,
     wy = ((where[..., 1:, :] * where[..., :-1, :]) > 0.5)[0, 0]
     wx = ((where[..., :, 1:] * where[..., :, :-1]) > 0.5)[0, 0]
     gh, gw = math.ceil(h / tile), math.ceil(w / tile)
-    grid = overall.reshape(c, 1, 1).repeat(1, gh, gw)
-    for i in range(gh):
-        for j in range(gw):
-            reach = max(1, tile // 2)
-            while True:
-                top, left = max(0, i * tile - reach), max(0, j * tile - reach)
-                bottom, right = min(h, (i + 1) * tile + reach), min(w, (j + 1) * tile + reach)
-                my, mx = wy[top : bottom - 1, left:right], wx[top:bottom, left : right - 1]
-                count = int(my.sum()) + int(mx.sum())
-                whole = top == 0 and left == 0 and bottom == h and right == w
-                if count >= min_count or whole:
-                    break
-                reach *= 2
-            if count < min_count:
-                continue  # the overall limit
-            values = torch.cat([dy[:, top : bottom - 1, left:right][:, my],
-                                dx[:, top:bottom, left : right - 1][:, mx]], dim=1)
-            k = max(1, min(values.shape[1], round(quantile * values.shape[1])))
-            grid[:, i, j] = values.float().kthvalue(k, dim=1).values
+    grid = overall.reshape(c, 1, 1).repeat(1, gh, gw)  # tiles with too few: the overall limit
+
+    def pairs(top: int, left: int, bottom: int, right: int) -> int:
+        return (int(wy[top : bottom - 1, left:right].sum())
+                + int(wx[top:bottom, left : right - 1].sum()))
+
+    for i, j, (top, left, bottom, right) in grown_tiles(h, w, tile, pairs, min_count):
+        my, mx = wy[top : bottom - 1, left:right], wx[top:bottom, left : right - 1]
+        values = torch.cat([dy[:, top : bottom - 1, left:right][:, my],
+                            dx[:, top:bottom, left : right - 1][:, mx]], dim=1)
+        k = max(1, min(values.shape[1], round(quantile * values.shape[1])))
+        grid[:, i, j] = values.float().kthvalue(k, dim=1).values
     full = F.interpolate(grid[None], size=(gh * tile, gw * tile), mode="bilinear",
                          align_corners=False)
     return full[..., :h, :w].contiguous()
@@ -264,19 +278,12 @@ def tile_medians(values: torch.Tensor, where: torch.Tensor, tile: int,
     overall = float(everywhere.median()) if everywhere.numel() else 0.0
     gh, gw = math.ceil(h / tile), math.ceil(w / tile)
     grid = torch.full((1, 1, gh, gw), overall, device=values.device)
-    for i in range(gh):
-        for j in range(gw):
-            reach = max(1, tile // 2)
-            while True:
-                top, left = max(0, i * tile - reach), max(0, j * tile - reach)
-                bottom, right = min(h, (i + 1) * tile + reach), min(w, (j + 1) * tile + reach)
-                near = m[top:bottom, left:right]
-                count = int(near.sum())
-                if count >= min_count or (top, left, bottom, right) == (0, 0, h, w):
-                    break
-                reach *= 2
-            if count >= min_count:
-                grid[0, 0, i, j] = v[top:bottom, left:right][near].median()
+
+    def pixels(top: int, left: int, bottom: int, right: int) -> int:
+        return int(m[top:bottom, left:right].sum())
+
+    for i, j, (top, left, bottom, right) in grown_tiles(h, w, tile, pixels, min_count):
+        grid[0, 0, i, j] = v[top:bottom, left:right][m[top:bottom, left:right]].median()
     return grid
 
 
