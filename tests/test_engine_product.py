@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scenes import disk
 
-from magic_server.engine import edit_plan
+from magic_server.engine import edit_plan, synthesis
 from magic_server.engine.api import EngineInputError, SynthesisOptions
 from magic_server.engine.edit_plan import plan_edit
 from magic_server.engine.loss_weights import LossWeights
@@ -193,3 +193,49 @@ def test_a_pasted_objects_inside_stays_as_the_artist_made_it(engine):
     old_place = source & ~dilate(guide, 3)
     red = out[..., 0].astype(int) - out[..., 1]
     assert (red[old_place] > 80).mean() < 0.05  # the uncovered old place is background now
+
+
+def test_round_a_copys_new_place_the_background_is_the_photos_own(engine):
+    # an object on grey, copied onto texture (hair) with a loose selection: the pasted layer
+    # carries a margin of grey. Round the new place, beyond the rim the synthesis fuses and
+    # beyond the growth radius of the old place, the result is the photo bit for bit (the
+    # hair runs on up to the copy): no band of grey synthesized from the old surroundings
+    h, w = 200, 400
+    gen = np.random.default_rng(4)
+    img = np.full((h, w, 3), 150, np.uint8)
+    img[:, 200:] = gen.integers(60, 200, (h, 200, 3))  # the texture on the right
+    obj = disk(h, w, 100, 100, 78)
+    img[obj] = (30, 90, 200)
+    source = disk(h, w, 100, 100, 84)  # loose: 6 px of grey round the object
+    guide = disk(h, w, 100, 300, 84)
+    rough = peers.cut_paste(img, source, guide, "copy")
+    result = engine.synthesize(img, source, guide, draft(mode="copy"), init_image=rough)
+    reach = edit_plan.growth_radius(edit_plan.object_extent(source, guide), max(h, w))
+    edit = edit_plan.edit_region(source, guide, edit_plan.changed_pixels(img, rough), "copy")
+    stays = edit_plan.background_that_stays(edit, source, guide, reach, synthesis.STAYS_RIM)
+    assert stays.sum() > 1000  # the edit reaches past the rim into the texture
+    for out in result.images:
+        assert np.array_equal(out[stays], img[stays])
+        core = out[disk(h, w, 100, 300, 70)].astype(int)  # and the copy is there
+        assert np.abs(core - np.array([30, 90, 200])).mean() < 12
+    rim = dilate(guide, synthesis.STAYS_RIM) & ~guide
+    assert not np.array_equal(result.images[0][rim], result.images[1][rim])  # two samples
+
+
+def test_the_background_that_stays_is_beyond_the_rim_and_the_old_places_reach():
+    source, guide = disk(80, 120, 40, 30, 12), disk(80, 120, 40, 80, 12)
+    edit = dilate(source | guide, 10)
+    stays = edit_plan.background_that_stays(edit, source, guide, reach=8, rim=3)
+    assert not (stays & ~edit).any() and not (stays & dilate(source, 5)).any()
+    assert not (stays & dilate(guide, 2)).any() and stays[40, 80 + 12 + 5]
+
+
+def test_a_pocket_enclosed_by_the_guide_is_not_background_that_stays():
+    # a guide shaped like a ring: its hole lies beyond the rim and far from the old place, but
+    # nothing round the object reaches it from outside the edit: it is synthesized
+    guide = disk(140, 140, 70, 70, 40) & ~disk(140, 140, 70, 70, 25)
+    source = disk(140, 140, 8, 8, 3)
+    edit = dilate(guide | source, 30)
+    stays = edit_plan.background_that_stays(edit, source, guide, reach=3, rim=4)
+    assert stays[70, 70 + 40 + 8] and stays[70 - 40 - 8, 70]  # round the ring, outside
+    assert not stays[70, 70] and not (stays & disk(140, 140, 70, 70, 25)).any()  # its hole

@@ -20,6 +20,7 @@ from magic_server.engine.api import (
     ProgressCallback,
     SynthesisOptions,
 )
+from magic_server.engine.components import parts_touching
 from magic_server.engine.loss_weights import LossWeights
 from magic_server.engine.mask_net import binary_fractions
 from magic_server.engine.patch_nn import PatchBank
@@ -120,18 +121,40 @@ def edit_region(source: np.ndarray, guide: np.ndarray,
         hole = bounding_box(differ)
         return dilate_round(differ, round_radius_within(REMOVAL_REACH * max(hole.height,
                                                                            hole.width)))
+    return grow_edit(differ, object_extent(source, guide))
+
+
+def object_extent(source: np.ndarray, guide: np.ndarray) -> int | None:
+    """The longer side of the larger of the two masks' bounding boxes (None: both empty)."""
     sides = [max(b.height, b.width) for b in map(bounding_box, (source, guide)) if b is not None]
-    return grow_edit(differ, max(sides) if sides else None)
+    return max(sides) if sides else None
+
+
+def growth_radius(extent: int, long_side: int) -> int:
+    """How far an edit reaches past what it changes, for the object's rim and shadow: 5% of
+    the object's `extent`, at most 2% of the image's `long_side`, at least 3 px."""
+    return max(3, min(round(0.05 * extent), round(0.02 * long_side)))
 
 
 def grow_edit(differ: np.ndarray, extent: int | None = None) -> np.ndarray:
-    """The pixels that change, dilated by 5% of `extent` (default: their own extent), at most
-    2% of the image's longer side, for the rim and the shadow (round: no corner of a square
-    reaches further)."""
+    """The pixels that change, dilated by growth_radius (of `extent`, default: their own
+    extent) (round: no corner of a square reaches further)."""
     box = bounding_box(differ)
     extent = extent or max(box.height, box.width)
-    radius = min(round(0.05 * extent), round(0.02 * max(differ.shape)))
-    return dilate_round(differ, max(3, radius))
+    return dilate_round(differ, growth_radius(extent, max(differ.shape)))
+
+
+def background_that_stays(edit: np.ndarray, source: np.ndarray, guide: np.ndarray,
+                          reach: int, rim: int = 0) -> np.ndarray:
+    """The pixels of the edit region round the object's new place that nothing moved from:
+    farther than `rim` from the guide and than `reach` (growth_radius) from the source, and
+    reached from outside the edit without crossing those (a pocket enclosed by the guide's
+    rims is not the background round the object: a dandelion seed's lasso held one, whose old
+    dark-red bokeh showed as a blotch in the new orange). Their fill is the photo's own, the
+    new background (hair a copy is put on runs on up to it), not a band synthesized from what
+    lay round the object at its old place (the shuttle's grey sky)."""
+    near_guide = dilate_round(guide, rim) if rim else guide
+    return parts_touching(edit & ~near_guide & ~dilate_round(source, reach), ~edit)
 
 
 @dataclass

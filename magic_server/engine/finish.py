@@ -409,7 +409,8 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
                   *, field: torch.Tensor | None, patch: int, exact: np.ndarray | None = None,
                   outline: np.ndarray | None = None, tight: float = 0.0,
                   carried: CarriedBackground | None = None,
-                  edges_are_lines: bool = True) -> list[np.ndarray]:
+                  edges_are_lines: bool = True,
+                  kept_background: np.ndarray | None = None) -> list[np.ndarray]:
     """The edit's region (H, W) at the photo's own size, one uint8 HxWx3 image per sample.
 
     synth (N, 3, h, w): the last level's pixels; photo: the region of the photo; around: what
@@ -423,7 +424,10 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     the paste by the new one. edges_are_lines: an object's edge round the fill counts as one
     line, not texture, in judging whether the surroundings are smooth (smooth_share); off for
     a layout edit, whose region holds objects the synthesis draws (a moved spoon's handle was
-    judged background there and paled)."""
+    judged background there and paled). kept_background (bool): free pixels that keep the
+    photo's own, untouched by the Poisson solve (round an object's new place, where nothing
+    moved from: the new background runs on up to the object); the ring and tiles that judge
+    the surroundings are those of the whole of `free`."""
     n = synth.shape[0]
     box = bounding_box(free)
     if box is None:
@@ -467,6 +471,9 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     under = harmonic_fill(around_w, smooth_known if bool((smooth_known * judged).any())
                           else known)
     fill = smooth_where_smooth(fill, photo_w, under, share, judged, free_w, held)
+    solved = free_w  # what the Poisson solve changes: the photo's own background stays as is
+    if kept_background is not None:
+        solved = free_w * (1 - _tensor(win.crop(kept_background), device))
     limit = local_edge_limit(photo_w, ring(free_w, ring_width), EDGE_TILES * ring_width)
     # an upsampled level blends what stays into the fill's rim, over about two of its
     # pixels: there the fill's own differences are not kept
@@ -474,7 +481,7 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     if keep is not None:  # the new object's own edges are never limited
         limit = torch.where(keep > 0, torch.ones_like(limit), limit)
     if exact_w is None:
-        fused = poisson_fuse(fill.clamp(0, 1), around_w.expand_as(fill), free_w,
+        fused = poisson_fuse(fill.clamp(0, 1), around_w.expand_as(fill), solved,
                              limit.contiguous(), margin=margin)
     else:
         # first the background alone, over the object's place too (there the background
@@ -484,7 +491,7 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
         # cloning), so the band round the object is the background's and nothing of the
         # paste leaks into it
         background = poisson_fuse(torch.where(exact_w > 0, under, fill).clamp(0, 1),
-                                  around_w.expand_as(fill), torch.maximum(free_w, exact_w),
+                                  around_w.expand_as(fill), torch.maximum(solved, exact_w),
                                   limit.contiguous(), margin=margin)
         if carried is not None:
             # the old background a loose selection carried: this new one instead

@@ -43,10 +43,13 @@ from magic_server.engine.edit_plan import (
     EditSetup,
     Level,
     Reference,
+    background_that_stays,
     changed_pixels,
     compose,
     grow_edit,
+    growth_radius,
     held_and_repair,
+    object_extent,
     plan_edit,
 )
 from magic_server.engine.layout_start import layout_composite
@@ -67,6 +70,9 @@ from magic_server.engine.tensors import (
 )
 
 DETERMINISTIC_ENV = "MAGIC_DETERMINISTIC"
+# round an object's new place the fill is the photo's own beyond this many of the last
+# level's pixels from the guide (the object's rim against its new background is synthesized)
+STAYS_RIM = 4
 
 
 def resolve_deterministic(value: bool | None) -> bool:
@@ -318,8 +324,10 @@ class Engine:
             z, report, field = optimiser.run_level(z, level, mask_net, field)
         self._last_capture = self._capture_record(run)
         if setup.pyramid:
+            long_side = max((setup.plan.edit if setup.plan is not None
+                             else setup.crops[0]).shape[:2])
             patches = self._finish(z, levels[-1], field if not setup.donated else None,
-                                   setup.crops, setup.init, pasted, options.mode)
+                                   setup.crops, setup.init, pasted, options.mode, long_side)
         else:
             patches = tensor_to_images(self.norm.pixels(compose(z, levels[-1])),
                                        size=(box.height, box.width))
@@ -370,11 +378,11 @@ class Engine:
 
     def _finish(self, z: torch.Tensor, level: Level, field: torch.Tensor | None, crops,
                 init: np.ndarray | None, pasted: tuple[np.ndarray, np.ndarray] | None,
-                mode: str) -> list[np.ndarray]:
+                mode: str, long_side: int) -> list[np.ndarray]:
         """The region at the photo's own size (engine/finish.py): the last level upsampled,
         the photo's own detail voted where its matches point (`field`; None: the bank was
         not the photo alone), fused in the gradient domain into what stays: the photo, and
-        the artist's pasted object where it is held."""
+        the artist's pasted object where it is held. `long_side`: the photo's longer side."""
         photo, free = crops[0], crops[3]
         around, exact, outline = photo, None, None
         if pasted is not None:
@@ -389,6 +397,15 @@ class Engine:
                 around = np.where(exact[..., None], init, around)
         if mode != EditKind.REMOVE and crops[2].any():  # the new object and its outline
             outline = dilate(crops[2], 2)
+        kept = None
+        if mode not in (EditKind.REMOVE, EditKind.LAYOUT) and crops[2].any():
+            # round the new place, where nothing moved from, the fill is the photo's own
+            # beyond the object's rim (the surroundings are still judged round the whole
+            # region: taking these pixels out of it changed the fill of the old place)
+            reach = growth_radius(object_extent(crops[1], crops[2]), long_side)
+            scale = max(free.shape) / max(z.shape[-2:])
+            rim = round(STAYS_RIM * max(1.0, scale))
+            kept = background_that_stays(crops[3], crops[1], crops[2], reach, rim) & free
         synth = self.norm.pixels(compose(z, level))
         tight, carried = 0.0, None
         if exact is not None:
@@ -396,6 +413,7 @@ class Engine:
             carried = carried_background(photo, crops[1])
         return finish.finish_region(synth, photo, around, free, field=field, patch=PATCH,
                                     exact=exact, outline=outline, tight=tight, carried=carried,
+                                    kept_background=kept,
                                     edges_are_lines=mode != EditKind.LAYOUT)
 
     # -- the judged part ---------------------------------------------------------------------
