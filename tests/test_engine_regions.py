@@ -135,3 +135,20 @@ def test_starting_from_the_artists_composite_reaches_the_loss_sooner(engine):
     assert from_composite[0] < from_noise[0]
     with pytest.raises(Exception, match="size"):
         engine.synthesize(img, source, guide, opts, init_image=rough[:32])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_parts_touching_keeps_the_4_connected_parts_next_to_a_seed(seed):
+    from scipy import ndimage
+
+    from magic_server.engine.components import parts_touching
+
+    gen = np.random.default_rng(seed)
+    mask = gen.random((40, 50)) < 0.55
+    seeds = np.zeros_like(mask)
+    seeds[gen.integers(0, 40, 5), gen.integers(0, 50, 5)] = True
+    labels, _ = ndimage.label(mask)  # 4-connected by default
+    near = ndimage.binary_dilation(seeds, np.ones((3, 3), bool))
+    wanted = np.isin(labels, np.unique(labels[mask & near])) & mask
+    assert np.array_equal(parts_touching(mask, seeds), wanted)
+    assert not parts_touching(mask, np.zeros_like(mask)).any()
