@@ -138,7 +138,7 @@ def test_starting_from_the_artists_composite_reaches_the_loss_sooner(engine):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_parts_touching_keeps_the_4_connected_parts_next_to_a_seed(seed):
+def test_parts_touching_keeps_the_4_connected_parts_holding_a_seed(seed):
     from scipy import ndimage
 
     from magic_server.engine.components import parts_touching
@@ -148,7 +148,10 @@ def test_parts_touching_keeps_the_4_connected_parts_next_to_a_seed(seed):
     seeds = np.zeros_like(mask)
     seeds[gen.integers(0, 40, 5), gen.integers(0, 50, 5)] = True
     labels, _ = ndimage.label(mask)  # 4-connected by default
-    near = ndimage.binary_dilation(seeds, np.ones((3, 3), bool))
-    wanted = np.isin(labels, np.unique(labels[mask & near])) & mask
+    wanted = np.isin(labels, np.unique(labels[mask & seeds])) & mask
     assert np.array_equal(parts_touching(mask, seeds), wanted)
+    near = dilate(seeds, 1)  # as background_that_stays asks: the parts next to a seed too
+    wanted = np.isin(labels, np.unique(labels[mask & near])) & mask
+    assert np.array_equal(parts_touching(mask, near), wanted)
+    assert np.array_equal(near, ndimage.binary_dilation(seeds, np.ones((3, 3), bool)))
     assert not parts_touching(mask, np.zeros_like(mask)).any()

@@ -44,15 +44,10 @@ def connected_regions(labels: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def parts_touching(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """The 4-connected parts of `mask` that hold or border (8-neighbours) a pixel of `seeds`."""
-    near = seeds.copy()
-    near[1:] |= seeds[:-1]
-    near[:-1] |= seeds[1:]
-    near[:, 1:] |= near[:, :-1].copy()
-    near[:, :-1] |= near[:, 1:].copy()
+    """The 4-connected parts of `mask` that hold a pixel of `seeds`."""
     # every pixel outside the mask a label of its own: only the mask's pixels are joined
     # (five times faster on a large region than joining the outside's too)
     labels = np.where(mask, 0, -1 - np.arange(mask.size).reshape(mask.shape))
     ids, _ = connected_regions(labels)
-    touching = np.unique(ids[mask & near])
+    touching = np.unique(ids[mask & seeds])
     return mask & np.isin(ids, touching)

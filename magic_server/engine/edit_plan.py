@@ -154,7 +154,7 @@ def background_that_stays(edit: np.ndarray, source: np.ndarray, guide: np.ndarra
     new background (hair a copy is put on runs on up to it), not a band synthesized from what
     lay round the object at its old place (the shuttle's grey sky)."""
     near_guide = dilate_round(guide, rim) if rim else guide
-    return parts_touching(edit & ~near_guide & ~dilate_round(source, reach), ~edit)
+    return parts_touching(edit & ~near_guide & ~dilate_round(source, reach), dilate(~edit, 1))
 
 
 @dataclass
