@@ -395,3 +395,46 @@ def test_a_removals_selection_grows_as_far_as_two_percent_reach():
     # a 51 px coin's anti-aliased rim (one pixel) goes with it
     coin = disk(400, 400, 200, 200, 26)
     assert edit_region(coin, np.zeros_like(coin), mode="remove").sum() > coin.sum()
+
+
+def corner_removal_scene(offset: float):
+    """A textured orange suit on the left, flat black (clipped) on the right; the hole reaches
+    the photo's bottom and right edges, so the black round it is a short stretch of its ring.
+    The synthesis continued the suit `offset` lighter or darker than the real one."""
+    h, w = 120, 160
+    gen = torch.Generator().manual_seed(1)
+    photo = torch.zeros(1, 3, h, w)
+    photo[:, 0, :, :90], photo[:, 1, :, :90] = 0.7, 0.3
+    photo[..., :90] += 0.15 * torch.rand(1, 3, h, 90, generator=gen)
+    photo = photo.clamp(0, 1)
+    free = disk(h, w, 110, 140, 55)
+    as_uint8 = (photo[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    synth = photo.clone()
+    synth[..., :, :90] += offset
+    synth[..., :, 90:] = 0.0
+    return synth.clamp(0, 1), as_uint8, free
+
+
+def test_a_removal_reaching_the_photos_edge_continues_the_black_from_the_black():
+    # the suit's few pixels in the tiles judged smooth were boundary values of the black's
+    # membrane and tinted it brown (22 and 28 levels on average for the two offsets; what is
+    # left comes from the synthesized suit's own tone mismatch)
+    for offset in (0.12, -0.12):
+        synth, photo, free = corner_removal_scene(offset)
+        (out,) = finish.finish_region(synth, photo, photo, free, field=None, patch=7)
+        black = free.copy()
+        black[:, :100] = False  # the hole's part 10 px and more into the black
+        assert out[black].mean() <= 18
+        assert np.array_equal(out[~free], photo[~free])
+
+
+def test_the_smooth_membrane_takes_no_textured_pixel_as_its_boundary():
+    photo = torch.zeros(1, 3, 40, 40)
+    gen = torch.Generator().manual_seed(0)
+    photo[..., 5:12, 5:12] = 0.5 * torch.rand(1, 3, 7, 7, generator=gen)  # a textured speck
+    known = torch.ones(1, 1, 40, 40)
+    share = torch.ones(1, 1, 40, 40)  # the whole tile judged smooth
+    boundary = finish.smooth_boundary(photo, known, share)
+    assert float(boundary[..., 7:10, 7:10].max()) == 0  # the speck is no boundary value
+    assert float(boundary[..., 25:, 25:].min()) == 1  # the flat black is
+    assert float(finish.smooth_boundary(photo, known, share * 0.4).max()) == 0  # not smooth
