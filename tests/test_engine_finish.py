@@ -274,18 +274,24 @@ def test_the_median_judged_smooth_share_of_a_large_hole_has_no_step():
     assert jumps < 0.1
 
 
+def suit_beside_black(edge: int, red: float, green: float, h: int = 120, w: int = 160):
+    """(photo (1, 3, h, w), the same as HxWx3 uint8): an orange texture (a suit) left of
+    column `edge`, flat black (a table, clipped) right of it."""
+    gen = torch.Generator().manual_seed(1)
+    photo = torch.zeros(1, 3, h, w)
+    photo[:, 0, :, :edge], photo[:, 1, :, :edge] = red, green
+    photo[..., :edge] += 0.15 * torch.rand(1, 3, h, edge, generator=gen)
+    photo = photo.clamp(0, 1)
+    return photo, (photo[0].permute(1, 2, 0) * 255).round().byte().numpy()
+
+
 def test_a_fill_between_a_smooth_black_and_a_textured_part_keeps_the_black():
     # the ring: orange texture (a suit) on the left, flat black (a table) on the right; the
     # synthesis filled the hole black on the right. The smooth part's membrane comes from the
     # black alone, not a brown mix with the orange
     h, w = 120, 160
-    gen = torch.Generator().manual_seed(1)
-    photo = torch.zeros(1, 3, h, w)
-    photo[:, 0, :, :60], photo[:, 1, :, :60] = 0.9, 0.4
-    photo[..., :60] += 0.15 * torch.rand(1, 3, h, 60, generator=gen)
-    photo = photo.clamp(0, 1)
+    photo, as_uint8 = suit_beside_black(60, 0.9, 0.4, h, w)
     free = disk(h, w, 60, 80, 45)
-    as_uint8 = (photo[0].permute(1, 2, 0) * 255).round().byte().numpy()
     synth = photo.clone()
     synth[..., :, 60:] = 0.0
     (out,) = finish.finish_region(synth, as_uint8, as_uint8, free, field=None, patch=7)
@@ -402,13 +408,8 @@ def corner_removal_scene(offset: float):
     the photo's bottom and right edges, so the black round it is a short stretch of its ring.
     The synthesis continued the suit `offset` lighter or darker than the real one."""
     h, w = 120, 160
-    gen = torch.Generator().manual_seed(1)
-    photo = torch.zeros(1, 3, h, w)
-    photo[:, 0, :, :90], photo[:, 1, :, :90] = 0.7, 0.3
-    photo[..., :90] += 0.15 * torch.rand(1, 3, h, 90, generator=gen)
-    photo = photo.clamp(0, 1)
+    photo, as_uint8 = suit_beside_black(90, 0.7, 0.3, h, w)
     free = disk(h, w, 110, 140, 55)
-    as_uint8 = (photo[0].permute(1, 2, 0) * 255).round().byte().numpy()
     synth = photo.clone()
     synth[..., :, :90] += offset
     synth[..., :, 90:] = 0.0
@@ -434,7 +435,8 @@ def test_the_smooth_membrane_takes_no_textured_pixel_as_its_boundary():
     photo[..., 5:12, 5:12] = 0.5 * torch.rand(1, 3, 7, 7, generator=gen)  # a textured speck
     known = torch.ones(1, 1, 40, 40)
     share = torch.ones(1, 1, 40, 40)  # the whole tile judged smooth
-    boundary = finish.smooth_boundary(photo, known, share)
+    detail = finish.fine_detail(photo)
+    boundary = finish.smooth_boundary(detail, known, share)
     assert float(boundary[..., 7:10, 7:10].max()) == 0  # the speck is no boundary value
     assert float(boundary[..., 25:, 25:].min()) == 1  # the flat black is
-    assert float(finish.smooth_boundary(photo, known, share * 0.4).max()) == 0  # not smooth
+    assert float(finish.smooth_boundary(detail, known, share * 0.4).max()) == 0  # not smooth

@@ -288,8 +288,15 @@ def tile_medians(values: torch.Tensor, where: torch.Tensor, tile: int,
     return grid
 
 
+def fine_detail(photo: torch.Tensor) -> torch.Tensor:
+    """(1, 1, H, W): how far each pixel of the photo (1, 3, H, W) stands from its 2 px blur,
+    averaged over the channels: what smooth_share and smooth_boundary judge."""
+    return (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
+
+
 def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float,
-                 edges_are_lines: bool = False) -> torch.Tensor:
+                 edges_are_lines: bool = False, detail: torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """(1, 1, H, W) in [0, 1]: how smooth the photo (1, 3, H, W) is near each pixel, from its
     fine detail on the pixels `where` (1, 1, H, W) is 1 within about `reach` px: 1 below
     SMOOTH_BELOW (bokeh, sky), 0 above TEXTURED_ABOVE, a ramp between. Local, so a fill
@@ -299,9 +306,11 @@ def smooth_share(photo: torch.Tensor, where: torch.Tensor, reach: float,
     the mean, so that an object's edge or highlight in `where` (a cup's rim and foot beside
     a smooth saucer) is a line or a spot, not texture: the saucer is judged smooth and a
     spoon's old place on it is the saucer continued, not a shape with a hard edge copied from
-    under the cup. Texture is detail nearly everywhere, so its median is high."""
+    under the cup. Texture is detail nearly everywhere, so its median is high. detail: the
+    photo's fine_detail, when the caller has it already."""
     h, w = photo.shape[-2:]
-    detail = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
+    if detail is None:
+        detail = fine_detail(photo)
     if not edges_are_lines:
         share = _ramp(_near_mean(detail, where, reach))
         return F.interpolate(share, size=(h, w), mode="bilinear", align_corners=False)
@@ -345,17 +354,16 @@ def grain_like(photo: torch.Tensor, where: torch.Tensor, shape: torch.Size) -> t
     return noise * spread
 
 
-def smooth_boundary(photo: torch.Tensor, known: torch.Tensor, share: torch.Tensor
+def smooth_boundary(detail: torch.Tensor, known: torch.Tensor, share: torch.Tensor
                     ) -> torch.Tensor:
     """(1, 1, H, W): the pixels of `known` whose values the smooth surroundings' membrane
     continues: where the surroundings are judged smooth (share >= 0.5) and the pixel itself
-    has no detail above TEXTURED_ABOVE. A tile judged smooth can hold a few pixels of the
+    has no fine detail (the photo's fine_detail, `detail`) above TEXTURED_ABOVE. A tile judged smooth can hold a few pixels of the
     textured object beside it (a suit's edge next to a black table): as boundary values they
     tinted a removal's black brown, worst where the hole reaches the photo's edge and the
     black round it is a short stretch of the ring (in the test's scene 22-28 levels on
     average, 9-15 without them)."""
-    own = (photo - gaussian_blur(photo, 2.0)).abs().mean(1, keepdim=True)
-    return known * (share >= 0.5).float() * (own < TEXTURED_ABOVE).float()
+    return known * (share >= 0.5).float() * (detail < TEXTURED_ABOVE).float()
 
 
 def smooth_where_smooth(fill: torch.Tensor, photo: torch.Tensor, structure: torch.Tensor,
@@ -482,10 +490,11 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     judged = ring(free_w, ring_width)
     if held is not None:
         judged = judged * (1 - held)
-    share = smooth_share(photo_w, judged, 4.0 * ring_width, edges_are_lines)
+    detail_w = fine_detail(photo_w)
+    share = smooth_share(photo_w, judged, 4.0 * ring_width, edges_are_lines, detail_w)
     # the membrane continues the smooth surroundings only: a black table beside an orange
     # suit stays black, not a brown mix of the two (textured parts take the synthesis)
-    smooth_known = smooth_boundary(photo_w, known, share)
+    smooth_known = smooth_boundary(detail_w, known, share)
     under = harmonic_fill(around_w, smooth_known if bool((smooth_known * judged).any())
                           else known)
     fill = smooth_where_smooth(fill, photo_w, under, share, judged, free_w, held)
