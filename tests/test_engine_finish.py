@@ -299,6 +299,54 @@ def test_a_fill_between_a_smooth_black_and_a_textured_part_keeps_the_black():
     right[:, :95] = False  # the hole's part well inside the black
     assert out[right].max() <= 6
     assert np.array_equal(out[~free], as_uint8[~free])
+    # the suit's edge the fill drew is an edge the ring shows too: the fusion holds it
+    # loosely, so neither side's tone crosses it (before: the black within 10 px of the suit
+    # 14.8 levels on average, the suit 8.4 levels off its own tone)
+    near = free.copy()
+    near[:, :61] = False
+    near[:, 71:] = False
+    assert out[near].mean() <= 10
+    suit = free.copy()
+    suit[:, 55:] = False
+    assert np.abs(out[suit].astype(int) - as_uint8[suit].astype(int)).mean() <= 4
+
+
+def test_a_tone_step_on_the_smooth_side_stays_removed_beside_a_sharp_line_in_the_ring():
+    # a sharp line through the ring's left side; the fill steps by 77 levels on the smooth
+    # right: no edge of the surroundings there, so the step is held like the ramp it becomes
+    photo = smooth_photo()
+    photo[..., 40:80, 37] += 0.5
+    h, w = photo.shape[-2:]
+    free = torch.from_numpy(disk(h, w, 60, 80, 40)).float()[None, None]
+    fill = smooth_photo()
+    fill[..., :, 100:] += 0.3
+    ring = finish.ring(free, 6)
+    limit = finish.local_edge_limit(photo, ring, 24)
+
+    def right_step(edge_max: torch.Tensor) -> float:
+        out = finish.poisson_fuse(fill.clamp(0, 1), photo, free, limit, edge_max=edge_max)
+        right = free[0, 0, :, 1:] * free[0, 0, :, :-1] > 0
+        right[:, :90] = False
+        return float((out[..., 1:] - out[..., :-1]).abs()[..., right].max())
+
+    assert right_step(finish.local_edge_limit(photo, ring, 24, quantile=1.0)) < 2.5 * steps(
+        smooth_photo())
+    # judged over the whole ring the line would let the step through (13 levels of it)
+    assert right_step(finish.edge_limit(photo, ring, quantile=1.0)) > 0.03
+
+
+def test_a_pair_holds_its_difference_as_firmly_as_it_is_small():
+    edge_max = torch.full((1, 3, 1, 1), 0.5)
+    wanted = torch.tensor([0.0, 0.05, 0.05, 0.05]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    raw = torch.tensor([0.0, 0.05, 0.4, 0.8]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    kept = torch.ones(1, 1, 1, 4)
+    weight = finish.edge_weight(raw, wanted, kept, edge_max)[0, 0, 0]
+    assert float(weight[0]) == 1.0  # a smooth pair
+    assert abs(float(weight[1]) - 0.5) < 1e-6  # EDGE_SOFTNESS: half as firm
+    assert float(weight[2]) < 0.02  # an edge the surroundings show: loose, as drawn
+    assert abs(float(weight[3]) - 0.5) < 1e-6  # sharper than any there: as clipped
+    kept[..., 2] = 0  # a pair whose difference is not kept holds firmly
+    assert float(finish.edge_weight(raw, wanted, kept, edge_max)[0, 0, 0, 2]) == 1.0
 
 
 def test_the_edge_limit_is_judged_near_each_pixel():

@@ -127,9 +127,14 @@ def local_edge_limit(image: torch.Tensor, where: torch.Tensor, tile: int,
     return full[..., :h, :w].contiguous()
 
 
+# poisson_fuse: a pair of neighbours whose wanted difference is this large (about 13 levels)
+# holds it half as firmly as a pair within a smooth stretch
+EDGE_SOFTNESS = 0.05
+
+
 def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
-                 limit: torch.Tensor, steps: int = JACOBI_STEPS, margin: int = 0
-                 ) -> torch.Tensor:
+                 limit: torch.Tensor, steps: int = JACOBI_STEPS, margin: int = 0,
+                 edge_max: torch.Tensor | None = None) -> torch.Tensor:
     """Gradient-domain compositing with the fill's gradients limited: the image that equals
     `around` outside `free` and whose differences between neighbouring pixels inside `free`
     are the fill's, each clipped to `limit` ((1, C, 1, 1) or (1, C, H, W); a tone step or
@@ -137,14 +142,29 @@ def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
     that range is kept). The fill's differences within `margin` px of the edge of `free` are
     not kept either (an upsampled fill blends what stays into its rim). Solved coarse to
     fine: each level's solution, upsampled, starts the Jacobi sweeps of the next finer one
-    (at half size a step of the same height spans half the pixels, so the limit doubles)."""
+    (at half size a step of the same height spans half the pixels, so the limit doubles); what
+    a coarser level hands on is its correction of the fill, smooth, not its picture, whose
+    edges upsampled would smear across the fill's own.
+
+    edge_max (optional, shaped like `limit`): the sharpest difference the surroundings show
+    near each pixel (local_edge_limit at quantile 1). With it, each pair of neighbours holds
+    its wanted difference as firmly as that difference is small (edge_weight): where the
+    fill drew an edge the surroundings also have near it, however rare there (an orange
+    suit's border on a black table), the pair holds it loosely and its own, unclipped
+    difference counts, so a tone mismatch is corrected on each side from that side's own
+    stretch of the boundary instead of spreading across the edge (the black stays black); a
+    step sharper than any there is no edge of this part of the photo and holds like the
+    ramp its clip makes of it (a sharp line elsewhere in the ring lets no tone step
+    through the smooth side of a fill)."""
     h, w = fill.shape[-2:]
     if max(h, w) > COARSEST and not bool((free > 0.5).all()):
-        small = poisson_fuse(F.avg_pool2d(fill, 2, ceil_mode=True),
-                             F.avg_pool2d(around, 2, ceil_mode=True),
+        fill_small = F.avg_pool2d(fill, 2, ceil_mode=True)
+        small = poisson_fuse(fill_small, F.avg_pool2d(around, 2, ceil_mode=True),
                              F.max_pool2d(free, 2, ceil_mode=True),
-                             _halve(limit) * 2, steps, (margin + 1) // 2)
-        u = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+                             _halve(limit) * 2, steps, (margin + 1) // 2,
+                             None if edge_max is None else _halve(edge_max))
+        u = fill + F.interpolate(small - fill_small, size=(h, w), mode="bilinear",
+                                 align_corners=False)
     else:
         u = fill
     inside = free > 0.5
@@ -163,10 +183,27 @@ def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
     frees = [n * kept for n in _neighbour_sum(kept)]
     wanted = [torch.minimum(torch.maximum(fill - f, -lim), lim) * n
               for f, lim, n in zip(fills, limits, frees)]
+    if edge_max is None:
+        weights = [torch.ones_like(kept)] * 4
+    else:
+        weights = [edge_weight(fill - f, d, n, edge_max)
+                   for f, d, n in zip(fills, wanted, frees)]
+    total_weight = sum(weights)
     for _ in range(steps):
-        total = sum(n + d for n, d in zip(_neighbour_sum(u), wanted))
-        u = torch.where(inside, total / 4, around)
+        total = sum(k * (n + d) for k, n, d in zip(weights, _neighbour_sum(u), wanted))
+        u = torch.where(inside, total / total_weight, around)
     return u
+
+
+def edge_weight(raw: torch.Tensor, wanted: torch.Tensor, kept: torch.Tensor,
+                edge_max: torch.Tensor) -> torch.Tensor:
+    """(1, 1, H, W): how firmly a pair of neighbours holds its wanted difference in
+    poisson_fuse, 1 / (1 + (size / EDGE_SOFTNESS)^2) of its largest channel. raw: the fill's
+    own difference; wanted: as clipped; kept: 1 where the pair keeps the fill's difference at
+    all (elsewhere it holds firmly: 1). A difference no larger than edge_max counts as the
+    fill drew it, a larger one as clipped."""
+    size = torch.where(raw.abs() <= edge_max, raw.abs(), wanted.abs()).amax(1, keepdim=True)
+    return torch.where(kept > 0, 1 / (1 + (size / EDGE_SOFTNESS) ** 2), torch.ones_like(size))
 
 
 def _halve(limit: torch.Tensor) -> torch.Tensor:
@@ -498,7 +535,9 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     under = harmonic_fill(around_w, smooth_known if bool((smooth_known * judged).any())
                           else known)
     fill = smooth_where_smooth(fill, photo_w, under, share, judged, free_w, held)
-    limit = local_edge_limit(photo_w, ring(free_w, ring_width), EDGE_TILES * ring_width)
+    surroundings = ring(free_w, ring_width)
+    limit = local_edge_limit(photo_w, surroundings, EDGE_TILES * ring_width)
+    edge_max = local_edge_limit(photo_w, surroundings, EDGE_TILES * ring_width, quantile=1.0)
     # an upsampled level blends what stays into the fill's rim, over about two of its
     # pixels: there the fill's own differences are not kept
     margin = math.ceil(2 * scale) + 1 if scale > 1.2 else 0
@@ -506,7 +545,7 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
         limit = torch.where(keep > 0, torch.ones_like(limit), limit)
     if exact_w is None:
         fused = poisson_fuse(fill.clamp(0, 1), around_w.expand_as(fill), solved,
-                             limit.contiguous(), margin=margin)
+                             limit.contiguous(), margin=margin, edge_max=edge_max)
     else:
         # first the background alone, over the object's place too (there the background
         # continued under it: so the margin is kept from what stays only, and the texture
@@ -516,7 +555,7 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
         # paste leaks into it
         background = poisson_fuse(torch.where(exact_w > 0, under, fill).clamp(0, 1),
                                   around_w.expand_as(fill), torch.maximum(solved, exact_w),
-                                  limit.contiguous(), margin=margin)
+                                  limit.contiguous(), margin=margin, edge_max=edge_max)
         if carried is not None:
             # the old background a loose selection carried: this new one instead
             around_w = lift_carried_background(around_w, exact_w, background, carried.colours,
