@@ -13,7 +13,10 @@ tone stepping where it meets the photo, and texture blurred to a smear. Here ins
    equals what stays (the photo, the artist's pasted object) outside the fill and keeps the
    fill's differences between neighbouring pixels inside it, each clipped to the sharpest
    edge of the surroundings, so it meets them without a step and a staircase or tone step
-   inside it becomes a ramp while texture stays.
+   inside it becomes a ramp while texture stays. Edge-aware: a pair of neighbours across an
+   edge the fill drew, one the surroundings show too (a suit's border on a black table),
+   holds its difference loosely, so each side is corrected from its own stretch of the
+   boundary and neither side's tone crosses the edge.
 3. where: what is synthesized is decided at the photo's own size (`free`), not by an upsampled
    coarse mask, so no pixel outside it changes and its outline is the mask's own.
 4. smooth surroundings (bokeh, sky; judged locally): the fill there is the background
