@@ -105,15 +105,22 @@ def local_edge_limit(image: torch.Tensor, where: torch.Tensor, tile: int,
     until `min_count` of them are found; none: over all of `where`), interpolated between
     the tiles' centres. A fill beside a smooth saucer may not draw an edge as sharp as the
     cup's rim elsewhere in the ring."""
+    return local_edge_limits(image, where, tile, (quantile,), min_count)[0]
+
+
+def local_edge_limits(image: torch.Tensor, where: torch.Tensor, tile: int,
+                      quantiles: tuple[float, ...], min_count: int = 200
+                      ) -> list[torch.Tensor]:
+    """local_edge_limit at each of `quantiles`, the tiles' differences gathered once."""
     h, w = image.shape[-2:]
-    overall = edge_limit(image, where, quantile)
     c = image.shape[1]
     dy = (image[..., 1:, :] - image[..., :-1, :]).abs()[0]
     dx = (image[..., :, 1:] - image[..., :, :-1]).abs()[0]
     wy = ((where[..., 1:, :] * where[..., :-1, :]) > 0.5)[0, 0]
     wx = ((where[..., :, 1:] * where[..., :, :-1]) > 0.5)[0, 0]
     gh, gw = math.ceil(h / tile), math.ceil(w / tile)
-    grid = overall.reshape(c, 1, 1).repeat(1, gh, gw)  # tiles with too few: the overall limit
+    # tiles with too few: the overall limit
+    grids = [edge_limit(image, where, q).reshape(c, 1, 1).repeat(1, gh, gw) for q in quantiles]
 
     def pairs(top: int, left: int, bottom: int, right: int) -> int:
         return (int(wy[top : bottom - 1, left:right].sum())
@@ -122,12 +129,16 @@ def local_edge_limit(image: torch.Tensor, where: torch.Tensor, tile: int,
     for i, j, (top, left, bottom, right) in grown_tiles(h, w, tile, pairs, min_count):
         my, mx = wy[top : bottom - 1, left:right], wx[top:bottom, left : right - 1]
         values = torch.cat([dy[:, top : bottom - 1, left:right][:, my],
-                            dx[:, top:bottom, left : right - 1][:, mx]], dim=1)
-        k = max(1, min(values.shape[1], round(quantile * values.shape[1])))
-        grid[:, i, j] = values.float().kthvalue(k, dim=1).values
-    full = F.interpolate(grid[None], size=(gh * tile, gw * tile), mode="bilinear",
-                         align_corners=False)
-    return full[..., :h, :w].contiguous()
+                            dx[:, top:bottom, left : right - 1][:, mx]], dim=1).float()
+        for grid, q in zip(grids, quantiles):
+            k = max(1, min(values.shape[1], round(q * values.shape[1])))
+            grid[:, i, j] = values.kthvalue(k, dim=1).values
+    out = []
+    for grid in grids:
+        full = F.interpolate(grid[None], size=(gh * tile, gw * tile), mode="bilinear",
+                             align_corners=False)
+        out.append(full[..., :h, :w].contiguous())
+    return out
 
 
 # poisson_fuse: a pair of neighbours whose wanted difference is this large (about 13 levels)
@@ -186,11 +197,12 @@ def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
     frees = [n * kept for n in _neighbour_sum(kept)]
     wanted = [torch.minimum(torch.maximum(fill - f, -lim), lim) * n
               for f, lim, n in zip(fills, limits, frees)]
-    if edge_max is None:
-        weights = [torch.ones_like(kept)] * 4
-    else:
-        weights = [edge_weight(fill - f, d, n, edge_max)
-                   for f, d, n in zip(fills, wanted, frees)]
+    if edge_max is None:  # every pair holds alike: no weights to multiply in each sweep
+        for _ in range(steps):
+            total = sum(n + d for n, d in zip(_neighbour_sum(u), wanted))
+            u = torch.where(inside, total / 4, around)
+        return u
+    weights = [edge_weight(fill - f, d, n, edge_max) for f, d, n in zip(fills, wanted, frees)]
     total_weight = sum(weights)
     for _ in range(steps):
         total = sum(k * (n + d) for k, n, d in zip(weights, _neighbour_sum(u), wanted))
@@ -205,7 +217,8 @@ def edge_weight(raw: torch.Tensor, wanted: torch.Tensor, kept: torch.Tensor,
     own difference; wanted: as clipped; kept: 1 where the pair keeps the fill's difference at
     all (elsewhere it holds firmly: 1). A difference no larger than edge_max counts as the
     fill drew it, a larger one as clipped."""
-    size = torch.where(raw.abs() <= edge_max, raw.abs(), wanted.abs()).amax(1, keepdim=True)
+    drawn = raw.abs()
+    size = torch.where(drawn <= edge_max, drawn, wanted.abs()).amax(1, keepdim=True)
     return torch.where(kept > 0, 1 / (1 + (size / EDGE_SOFTNESS) ** 2), torch.ones_like(size))
 
 
@@ -527,9 +540,8 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     known = 1 - solved if keep is None else (1 - solved) * (1 - keep)
     # with a paste, what lies round it (the outline's band) is background like the rest
     held = keep if exact_w is None else exact_w
-    judged = ring(free_w, ring_width)
-    if held is not None:
-        judged = judged * (1 - held)
+    surroundings = ring(free_w, ring_width)
+    judged = surroundings if held is None else surroundings * (1 - held)
     detail_w = fine_detail(photo_w)
     share = smooth_share(photo_w, judged, 4.0 * ring_width, edges_are_lines, detail_w)
     # the membrane continues the smooth surroundings only: a black table beside an orange
@@ -538,9 +550,10 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     under = harmonic_fill(around_w, smooth_known if bool((smooth_known * judged).any())
                           else known)
     fill = smooth_where_smooth(fill, photo_w, under, share, judged, free_w, held)
-    surroundings = ring(free_w, ring_width)
-    limit = local_edge_limit(photo_w, surroundings, EDGE_TILES * ring_width)
-    edge_max = local_edge_limit(photo_w, surroundings, EDGE_TILES * ring_width, quantile=1.0)
+    # the sharpest edge the surroundings show near each pixel: at the 99th percentile the
+    # limit a fill's differences are clipped to, the sharpest of all the fusion's edge_max
+    limit, edge_max = local_edge_limits(photo_w, surroundings, EDGE_TILES * ring_width,
+                                        (0.99, 1.0))
     # an upsampled level blends what stays into the fill's rim, over about two of its
     # pixels: there the fill's own differences are not kept
     margin = math.ceil(2 * scale) + 1 if scale > 1.2 else 0
