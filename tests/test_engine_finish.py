@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scenes import disk
+from scipy.ndimage import gaussian_filter
 
-from magic_server.engine import finish
+from magic_server.engine import finish, membrane
 from magic_server.engine.api import SynthesisOptions
 from magic_server.engine.object_transfer import transfer_start
 from magic_server.engine.regions import dilate, erode
@@ -69,6 +70,95 @@ def test_harmonic_fill_interpolates_the_known_values_smoothly():
     assert float(row[0]) == 1.0 and float(row[-1]) == 0.0
     assert bool((row[1:] <= row[:-1] + 1e-4).all())  # falls monotonically from one side
     assert 0.3 < float(row[32]) < 0.7
+
+
+def two_tone_boundary(size: int = 64, line: int = 40):
+    """A square hole whose rim is dark above row `line` and bright below it (a bud's top,
+    cut by the selection, under smooth bokeh), and a picture that draws that line across."""
+    values = torch.full((1, 3, size, size), 0.1)
+    values[..., line:, :] = 0.9
+    known = torch.ones(1, 1, size, size)
+    known[..., 8:-8, 8:-8] = 0
+    picture = values.clone()
+    return values, known, picture
+
+
+def test_a_guided_membrane_does_not_run_across_an_outline_the_guide_draws():
+    values, known, picture = two_tone_boundary()
+    plain = finish.harmonic_fill(values, known, steps=200)
+    guided = finish.harmonic_fill(values, known, steps=200, guide=membrane.Guide(picture))
+    above, below = (slice(12, 36), slice(12, 52)), (slice(44, 54), slice(12, 52))
+    # without the guide the bright rim spreads up into the dark half (a cream smear)
+    assert float(plain[..., above[0], above[1]].max()) > 0.4
+    assert float(guided[..., above[0], above[1]].max()) < 0.15
+    assert float(guided[..., below[0], below[1]].min()) > 0.85
+    assert torch.equal(guided[known.expand_as(values) > 0], values[known.expand_as(values) > 0])
+    # where the guide is unguided (the new object's place) its edges hold nothing back
+    unguided = torch.ones(1, 1, 64, 64)
+    free = finish.harmonic_fill(values, known, steps=200,
+                                guide=membrane.Guide(picture, 1.0, unguided))
+    assert torch.allclose(free, plain)
+    # a faint edge (a block of synthesized bokeh 8 levels off) is no wall
+    faint = torch.full_like(values, 0.3)
+    faint[..., 20:30, 20:30] += 8 / 255
+    weights = membrane.guided_weights(membrane.Guide(faint))
+    assert float(torch.stack(weights)[..., 1:-1, 1:-1].min()) > 0.9
+
+
+def test_a_guide_blurred_over_an_upsampled_levels_pixels_counts_its_full_step():
+    _, _, picture = two_tone_boundary()
+    blurred = torch.nn.functional.avg_pool2d(picture, 5, stride=1, padding=2,
+                                             count_include_pad=False)
+    sharp = torch.stack(membrane.guided_weights(membrane.Guide(picture)))[:, :, :, 8:-8, 8:-8]
+    soft = torch.stack(membrane.guided_weights(membrane.Guide(blurred)))[:, :, :, 8:-8, 8:-8]
+    stretched = torch.stack(membrane.guided_weights(membrane.Guide(blurred, 5.0)))
+    assert float(sharp.min()) < 1e-3
+    assert float(soft.min()) > 0.2  # a step spread over 5 px is no wall at face value
+    assert float(stretched[:, :, :, 8:-8, 8:-8].min()) < 1e-3  # with the stretch it is
+
+
+def test_a_smooth_fill_keeps_an_outline_the_synthesis_drew_up_to_its_rim():
+    # a smooth cream bud under smooth bokeh, the selection over its top (twowings at full
+    # size): the membrane smeared the bud's cream up into the bokeh (blurred error above the
+    # outline 38 levels, inside the bud 79); the synthesis drew the bud's top, and the
+    # membrane and the fusion's rim now keep to it
+    h, w = 160, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    bokeh = np.stack([0.55 + 0.1 * xx / w, 0.30 + 0.05 * yy / h, 0.08 + 0 * xx], -1)
+    bud = disk(h, w, 150, 80, 55)
+    photo = np.where(bud[..., None], np.array([0.92, 0.90, 0.75]), bokeh)
+    free = np.zeros((h, w), bool)
+    free[30:125, 45:115] = True
+    as_uint8 = (photo * 255).round().astype(np.uint8)
+    level = torch.nn.functional.interpolate(torch.from_numpy(photo).permute(2, 0, 1)[None]
+                                            .float(), size=(80, 80), mode="area")
+    (out,) = finish.finish_region(level, as_uint8, as_uint8, free, field=None, patch=7)
+    error = np.abs(gaussian_filter(out.astype(float) - as_uint8, (3, 3, 0))).max(2)
+    above = free & ~dilate(bud, 8)
+    inside = free & erode(bud, 8)
+    assert error[above].max() < 20
+    assert error[inside].max() < 45
+    assert np.array_equal(out[~free], as_uint8[~free])
+
+
+def test_the_fusions_rim_keeps_an_edge_where_the_fill_meets_what_stays():
+    # an upsampled fill's rim is not kept (margin), but where the fill is the membrane made
+    # from what stays, its edge meets the rim's own and is kept there
+    h, w = 48, 48
+    photo = torch.full((1, 3, h, w), 0.2)
+    photo[..., :, 24:] = 0.8
+    free = torch.zeros(1, 1, h, w)
+    free[..., 8:40, 8:40] = 1
+    limit = torch.ones(1, 3, 1, 1)
+    gapped = finish.poisson_fuse(photo, photo, free, limit, margin=6)
+    kept = finish.poisson_fuse(photo, photo, free, limit, margin=6,
+                               continuous=torch.ones(1, 1, h, w))
+    def step(u: torch.Tensor) -> float:  # across the edge, 2 px inside the rim
+        return float(u[0, 0, 10, 25] - u[0, 0, 10, 22])
+
+    assert step(gapped) < 0.45  # the rim's band: the step spread into a ramp
+    assert step(kept) > 0.55
+    assert torch.allclose(kept, photo, atol=1e-4)
 
 
 def textured_object_scene(size: int = 96, shift: tuple[int, int] = (7, 23)):

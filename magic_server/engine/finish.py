@@ -47,16 +47,15 @@ from magic_server.engine.carried_background import (
     erode,
     lift_carried_background,
 )
-from magic_server.engine.membrane import COARSEST, JACOBI_STEPS, gaussian_blur, harmonic_fill
+from magic_server.engine.membrane import (
+    COARSEST,
+    JACOBI_STEPS,
+    Guide,
+    gaussian_blur,
+    harmonic_fill,
+    neighbours,
+)
 from magic_server.engine.regions import Box, bounding_box
-
-
-def _neighbour_sum(u: torch.Tensor) -> list[torch.Tensor]:
-    """The 4 neighbours of every pixel (replicated at the border): up, down, left, right."""
-    p = F.pad(u, (1, 1, 1, 1), mode="replicate")
-    h, w = u.shape[-2:]
-    return [p[..., 0:h, 1:w + 1], p[..., 2:h + 2, 1:w + 1], p[..., 1:h + 1, 0:w],
-            p[..., 1:h + 1, 2:w + 2]]
 
 
 def edge_limit(image: torch.Tensor, where: torch.Tensor, quantile: float = 0.99) -> torch.Tensor:
@@ -148,13 +147,17 @@ EDGE_SOFTNESS = 0.05
 
 def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
                  limit: torch.Tensor, steps: int = JACOBI_STEPS, margin: int = 0,
-                 edge_max: torch.Tensor | None = None) -> torch.Tensor:
+                 edge_max: torch.Tensor | None = None,
+                 continuous: torch.Tensor | None = None) -> torch.Tensor:
     """Gradient-domain compositing with the fill's gradients limited: the image that equals
     `around` outside `free` and whose differences between neighbouring pixels inside `free`
     are the fill's, each clipped to `limit` ((1, C, 1, 1) or (1, C, H, W); a tone step or
     a staircase sharper than any edge of the surroundings becomes a ramp, texture within
     that range is kept). The fill's differences within `margin` px of the edge of `free` are
-    not kept either (an upsampled fill blends what stays into its rim). Solved coarse to
+    not kept either (an upsampled fill blends what stays into its rim), except where
+    `continuous` (1, 1, H, W) is at least 0.5: there the fill already meets what stays (the
+    smooth surroundings' membrane, made from it), and an edge it draws up to the rim (a
+    bud's outline) stays an edge instead of a gap the rim's tone flows through. Solved coarse to
     fine: each level's solution, upsampled, starts the Jacobi sweeps of the next finer one
     (at half size a step of the same height spans half the pixels, so the limit doubles); what
     a coarser level hands on is its correction of the fill, smooth, not its picture, whose
@@ -176,36 +179,41 @@ def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
         small = poisson_fuse(fill_small, F.avg_pool2d(around, 2, ceil_mode=True),
                              F.max_pool2d(free, 2, ceil_mode=True),
                              _halve(limit) * 2, steps, (margin + 1) // 2,
-                             None if edge_max is None else _halve(edge_max))
+                             None if edge_max is None else _halve(edge_max),
+                             None if continuous is None
+                             else F.avg_pool2d(continuous, 2, ceil_mode=True))
         u = fill + F.interpolate(small - fill_small, size=(h, w), mode="bilinear",
                                  align_corners=False)
     else:
         u = fill
     inside = free > 0.5
     u = torch.where(inside, u, around)
-    fills = _neighbour_sum(fill)
+    fills = neighbours(fill)
     # one limit per pair of neighbours, the same seen from either side (the smaller of the
     # two pixels'): limits that differ between a pixel and its neighbour would ask for
     # differences that add up to no image and leave a bright or dark line where they meet
     limits = ([limit] * 4 if limit.shape[-1] == 1
-              else [torch.minimum(limit, n) for n in _neighbour_sum(limit)])
+              else [torch.minimum(limit, n) for n in neighbours(limit)])
     # the wanted difference between a pixel and each neighbour: the fill's, clipped, and none
     # across the edge of `free` (the fill's jump to what stays is what the membrane removes)
     kept = inside.float()
     if margin > 0:
-        kept = erode(kept, margin)
-    frees = [n * kept for n in _neighbour_sum(kept)]
+        rim = erode(kept, margin)
+        if continuous is not None:
+            rim = torch.maximum(rim, kept * (continuous >= 0.5).float())
+        kept = rim
+    frees = [n * kept for n in neighbours(kept)]
     wanted = [torch.minimum(torch.maximum(fill - f, -lim), lim) * n
               for f, lim, n in zip(fills, limits, frees)]
     if edge_max is None:  # every pair holds alike: no weights to multiply in each sweep
         for _ in range(steps):
-            total = sum(n + d for n, d in zip(_neighbour_sum(u), wanted))
+            total = sum(n + d for n, d in zip(neighbours(u), wanted))
             u = torch.where(inside, total / 4, around)
         return u
     weights = [edge_weight(fill - f, d, n, edge_max) for f, d, n in zip(fills, wanted, frees)]
     total_weight = sum(weights)
     for _ in range(steps):
-        total = sum(k * (n + d) for k, n, d in zip(weights, _neighbour_sum(u), wanted))
+        total = sum(k * (n + d) for k, n, d in zip(weights, neighbours(u), wanted))
         u = torch.where(inside, total / total_weight, around)
     return u
 
@@ -438,10 +446,14 @@ def smooth_where_smooth(fill: torch.Tensor, photo: torch.Tensor, structure: torc
     # the grain of the surroundings judged smooth (at a share of a few %, a textured suit's
     # detail still set the grain of the black table beside it)
     smooth = structure + grain_like(photo, judged * (share >= 0.5).float(), fill.shape)
+    return fill + membrane_weight(share, free, keep) * (smooth - fill)
+
+
+def membrane_weight(share: torch.Tensor, free: torch.Tensor, keep: torch.Tensor | None
+                    ) -> torch.Tensor:
+    """(1, 1, H, W): how much of smooth_where_smooth's fill is the smooth membrane."""
     weight = share * free
-    if keep is not None:
-        weight = weight * (1 - keep)
-    return fill + weight * (smooth - fill)
+    return weight if keep is None else weight * (1 - keep)
 
 
 def selection_tightness(photo: np.ndarray, mask: np.ndarray) -> float:
@@ -520,6 +532,7 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     photo_w = photo_t[..., win.top : win.bottom, win.left : win.right]
     free_w = _tensor(win.crop(free), device)
     fill = upsample_window(synth.float(), (h, w), win)
+    level = fill  # the last level's picture, upsampled: its layout guides the membrane
     level_size = tuple(synth.shape[-2:])
     detail = None
     if field is not None:
@@ -547,9 +560,18 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     # the membrane continues the smooth surroundings only: a black table beside an orange
     # suit stays black, not a brown mix of the two (textured parts take the synthesis)
     smooth_known = smooth_boundary(detail_w, known, share)
+    # ... and does not run across an outline the synthesis drew in the hole (a bud's top,
+    # where a lasso took part of it: not its cream smeared up into the bokeh)
+    unguided = held
+    if held is not None and scale > 1.2:  # the level drew the object's outline over this
+        reach = math.ceil(2 * scale)
+        unguided = F.max_pool2d(held, 2 * reach + 1, stride=1, padding=reach)
+    guide = Guide(level.mean(0, keepdim=True), scale, unguided)
     under = harmonic_fill(around_w, smooth_known if bool((smooth_known * judged).any())
-                          else known)
+                          else known, guide=guide)
     fill = smooth_where_smooth(fill, photo_w, under, share, judged, free_w, held)
+    # where the fill is that membrane it meets what stays already
+    continuous = membrane_weight(share, free_w, held)
     # the sharpest edge the surroundings show near each pixel: at the 99th percentile the
     # limit a fill's differences are clipped to, the sharpest of all the fusion's edge_max
     limit, edge_max = local_edge_limits(photo_w, surroundings, EDGE_TILES * ring_width,
@@ -561,7 +583,8 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
         limit = torch.where(keep > 0, torch.ones_like(limit), limit)
     if exact_w is None:
         fused = poisson_fuse(fill.clamp(0, 1), around_w.expand_as(fill), solved,
-                             limit.contiguous(), margin=margin, edge_max=edge_max)
+                             limit.contiguous(), margin=margin, edge_max=edge_max,
+                             continuous=continuous)
     else:
         # first the background alone, over the object's place too (there the background
         # continued under it: so the margin is kept from what stays only, and the texture
@@ -571,7 +594,8 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
         # paste leaks into it
         background = poisson_fuse(torch.where(exact_w > 0, under, fill).clamp(0, 1),
                                   around_w.expand_as(fill), torch.maximum(solved, exact_w),
-                                  limit.contiguous(), margin=margin, edge_max=edge_max)
+                                  limit.contiguous(), margin=margin, edge_max=edge_max,
+                                  continuous=continuous)
         if carried is not None:
             # the old background a loose selection carried: this new one instead
             around_w = lift_carried_background(around_w, exact_w, background, carried.colours,
