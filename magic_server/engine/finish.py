@@ -22,7 +22,10 @@ tone stepping where it meets the photo, and texture blurred to a smear. Here ins
 4. smooth surroundings (bokeh, sky; judged locally): the fill there is the background
    continued smoothly from what stays round it (harmonic interpolation, the new object's
    pixels no boundary value, nor a textured pixel among them) plus a grain like the photo's,
-   not the level's copied blocks.
+   not the level's copied blocks. That interpolation does not run across a strong outline
+   the level drew (membrane.Guide): where a selection took the top of a bud, the bud's top
+   as the synthesis drew it stays cream and the bokeh above it stays bokeh, not a gradient
+   from one to the other; block edges of the level's bokeh are too faint to hold it back.
 5. the artist's paste (a moved layer, or the object a masks-only move carried over): first
    the background is finished alone, continued under the object; then the paste is cloned
    into it (Poisson cloning: its own differences kept, its tone step to the new background
