@@ -151,6 +151,37 @@ def test_queue_is_round_robin_over_clients():
     assert finished == ["a0", "a1", "b0", "a2"]
 
 
+def test_a_job_is_forgotten_before_its_client_hears_it_ended():
+    # the server's own state is final when a terminal message goes out: a status asked (or a
+    # test looking) right after it sees no such job (a cancelled queued job was forgotten
+    # after its CANCELLED was sent, and a test reading the jobs from its thread lost the race
+    # on a loaded machine)
+    with ThreadedServer(FakeEngine(step_s=0.01)) as srv, client(srv.address) as c:
+        server = srv.server
+        ended = []
+        send = server._send
+
+        def watching_send(who: bytes, parts: list) -> None:
+            header = json.loads(bytes(parts[0]))
+            if header.get("type") in P.TERMINAL_EVENTS:
+                ended.append((header["type"], header.get("job") in server.jobs))
+            send(who, parts)
+
+        server._send = watching_send
+        request, _ = job_request(iterations=3)
+        c.submit(request)  # a result
+        seen = []
+        with pytest.raises(JobCancelled):  # a running job cancelled
+            c.submit(job_request(iterations=100_000)[0], on_event=seen.append,
+                     cancel_check=lambda: any(e.kind == "progress" for e in seen))
+        key = new_cancel_key()
+        assert c.cancel(cancel_key=key) is False
+        with pytest.raises(JobCancelled):  # a queued job cancelled by its key on arrival
+            c.submit(request, cancel_key=key)
+    assert [kind for kind, _ in ended] == [P.RESULT, P.CANCELLED, P.CANCELLED]
+    assert not any(still for _, still in ended)
+
+
 def test_cancel_running_job_then_serve_the_next():
     engine = FakeEngine(step_s=0.01)
     with ThreadedServer(engine) as srv, client(srv.address) as c:

@@ -340,7 +340,9 @@ class Server:
                 continue
             job = ev.job
             fields = {"job": job.id, **ev.fields}
-            self._send(job.owner, P.encode(ev.kind, fields, ev.frames, req=job.req))
+            message = P.encode(ev.kind, fields, ev.frames, req=job.req)
+            if ev.kind not in P.TERMINAL_EVENTS:
+                self._send(job.owner, message)
             if ev.kind == P.PROGRESS:
                 self.estimates.progress(job.id, ev.fields.get("stage"),
                                         int(ev.fields.get("iteration") or 0))
@@ -357,6 +359,9 @@ class Server:
                 if job.worker is not None and self.busy[job.worker] is job:
                     self.busy[job.worker] = None
                 self._forget(job)
+                # the server's own state is final before the client hears (a test, or a
+                # status asked from another thread, sees no job that has ended)
+                self._send(job.owner, message)
 
     # -- failed workers ---------------------------------------------------------------
 
@@ -411,12 +416,12 @@ class Server:
     def _fail(self, job: ServerJob, reason: str) -> None:
         job.cancel_reason = reason
         job.cancel.set()
-        self._send(job.owner, P.encode_error(ErrorCode.INTERNAL, f"internal error: {reason}",
-                                             req=job.req, job=job.id))
         log.info("job %s error after %.1f s: internal error: %s", job.id[:8],
                  time.monotonic() - job.submitted_at, reason)
         job.state = JobState.DONE
         self._forget(job)
+        self._send(job.owner, P.encode_error(ErrorCode.INTERNAL, f"internal error: {reason}",
+                                             req=job.req, job=job.id))
 
     def unavailable(self) -> str | None:
         """Why no job can run (every worker failed), or None."""
@@ -560,10 +565,10 @@ class Server:
         job.cancel_reason = reason
         job.cancel.set()
         if self.queue.remove(job):
+            log.info("job %s cancelled while queued: %s", job.id[:8], reason)
+            self._forget(job)  # forgotten before the client hears it is cancelled
             self._send(job.owner, P.encode(P.CANCELLED, {"job": job.id, "message": reason},
                                            req=job.req))
-            log.info("job %s cancelled while queued: %s", job.id[:8], reason)
-            self._forget(job)
         # a running job: the worker stops at the engine's next iteration and reports CANCELLED
 
     def _forget(self, job: ServerJob) -> None:
