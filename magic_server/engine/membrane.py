@@ -16,6 +16,7 @@ COARSEST = 8  # the membrane's pyramid stops when the region is this small
 # as the guide's own pixels allow, lets through e^-1 of what a smooth stretch does; block
 # edges of a synthesized bokeh (a few to 30 levels) hardly hold it back
 GUIDE_EDGE = 0.2
+WALL_LEAK = 1e-4  # what flows through the strongest wall, against 1 in a smooth stretch
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,10 @@ class Guide:
                      else F.max_pool2d(self.unguided, 2, ceil_mode=True))
 
 
-def neighbours(u: torch.Tensor) -> list[torch.Tensor]:
-    """The 4 neighbours of every pixel (replicated at the border): up, down, left, right."""
-    p = F.pad(u, (1, 1, 1, 1), mode="replicate")
+def neighbours(u: torch.Tensor, border: str = "replicate") -> list[torch.Tensor]:
+    """The 4 neighbours of every pixel, up, down, left, right: past the image's border the
+    pixel itself ("replicate") or 0 ("constant")."""
+    p = F.pad(u, (1, 1, 1, 1), mode=border)
     h, w = u.shape[-2:]
     return [p[..., 0:h, 1:w + 1], p[..., 2:h + 2, 1:w + 1], p[..., 1:h + 1, 0:w],
             p[..., 1:h + 1, 2:w + 2]]
@@ -48,22 +50,19 @@ def neighbours(u: torch.Tensor) -> list[torch.Tensor]:
 def guided_weights(guide: Guide) -> list[torch.Tensor]:
     """(1, 1, H, W) per neighbour (as neighbours): how freely a pixel's value flows to it,
     exp(-(step / GUIDE_EDGE)^2) for the guide's step between them (its largest channel,
-    times the stretch); 1 where either pixel is unguided; 0 past the image's border. A small floor
-    keeps a pixel walled in on every side the mean of its neighbours."""
+    times the stretch); 1 where either pixel is unguided; 0 past the image's border. A small
+    floor (WALL_LEAK) keeps a pixel walled in on every side the mean of its neighbours."""
     picture = guide.picture
-    h, w = picture.shape[-2:]
-    inside = F.pad(torch.ones_like(picture[:, :1]), (1, 1, 1, 1))
-    exists = [inside[..., 0:h, 1:w + 1], inside[..., 2:h + 2, 1:w + 1],
-              inside[..., 1:h + 1, 0:w], inside[..., 1:h + 1, 2:w + 2]]
-    free = None if guide.unguided is None else (guide.unguided > 0.5).float()
+    exists = neighbours(torch.ones_like(picture[:, :1]), border="constant")
+    loose = None if guide.unguided is None else (guide.unguided > 0.5).float()
     out = []
-    for e, n, f in zip(exists, neighbours(picture),
-                       [None] * 4 if free is None else neighbours(free)):
+    for e, n, other in zip(exists, neighbours(picture),
+                           [None] * 4 if loose is None else neighbours(loose)):
         step = (picture - n).abs().amax(1, keepdim=True) * max(1.0, guide.stretch)
         weight = torch.exp(-((step / GUIDE_EDGE) ** 2))
-        if f is not None:
-            weight = torch.where((f + free) > 0, torch.ones_like(weight), weight)
-        out.append((weight + 1e-4) * e)
+        if other is not None:
+            weight = torch.where((other + loose) > 0, torch.ones_like(weight), weight)
+        out.append((weight + WALL_LEAK) * e)
     return out
 
 
