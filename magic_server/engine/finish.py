@@ -57,6 +57,7 @@ from magic_server.engine.membrane import (
     gaussian_blur,
     harmonic_fill,
     neighbours,
+    weighted_sweeps,
 )
 from magic_server.engine.regions import Box, bounding_box
 
@@ -214,11 +215,7 @@ def poisson_fuse(fill: torch.Tensor, around: torch.Tensor, free: torch.Tensor,
             u = torch.where(inside, total / 4, around)
         return u
     weights = [edge_weight(fill - f, d, n, edge_max) for f, d, n in zip(fills, wanted, frees)]
-    total_weight = sum(weights)
-    for _ in range(steps):
-        total = sum(k * (n + d) for k, n, d in zip(weights, neighbours(u), wanted))
-        u = torch.where(inside, total / total_weight, around)
-    return u
+    return weighted_sweeps(u, inside, around, weights, steps, wanted)
 
 
 def edge_weight(raw: torch.Tensor, wanted: torch.Tensor, kept: torch.Tensor,
@@ -565,10 +562,12 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     smooth_known = smooth_boundary(detail_w, known, share)
     # ... and does not run across an outline the synthesis drew in the hole (a bud's top,
     # where a lasso took part of it: not its cream smeared up into the bokeh)
+    # an upsampled level blends across its outlines over about two of its pixels: the
+    # object's outline, and what stays into the fill's rim
+    blend = math.ceil(2 * scale) if scale > 1.2 else 0
     unguided = held
-    if held is not None and scale > 1.2:  # the level drew the object's outline over this
-        reach = math.ceil(2 * scale)
-        unguided = F.max_pool2d(held, 2 * reach + 1, stride=1, padding=reach)
+    if held is not None and blend > 0:  # the level drew the object's outline over this
+        unguided = F.max_pool2d(held, 2 * blend + 1, stride=1, padding=blend)
     guide = Guide(level.mean(0, keepdim=True), scale, unguided)
     under = harmonic_fill(around_w, smooth_known if bool((smooth_known * judged).any())
                           else known, guide=guide)
@@ -579,9 +578,8 @@ def finish_region(synth: torch.Tensor, photo: np.ndarray, around: np.ndarray, fr
     # limit a fill's differences are clipped to, the sharpest of all the fusion's edge_max
     limit, edge_max = local_edge_limits(photo_w, surroundings, EDGE_TILES * ring_width,
                                         (0.99, 1.0))
-    # an upsampled level blends what stays into the fill's rim, over about two of its
-    # pixels: there the fill's own differences are not kept
-    margin = math.ceil(2 * scale) + 1 if scale > 1.2 else 0
+    # there, in the fill's rim, the fill's own differences are not kept
+    margin = blend + 1 if blend > 0 else 0
     if keep is not None:  # the new object's own edges are never limited
         limit = torch.where(keep > 0, torch.ones_like(limit), limit)
     if exact_w is None:

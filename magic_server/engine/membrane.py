@@ -66,6 +66,22 @@ def guided_weights(guide: Guide) -> list[torch.Tensor]:
     return out
 
 
+def weighted_sweeps(u: torch.Tensor, free: torch.Tensor, fixed: torch.Tensor,
+                    weights: list[torch.Tensor], steps: int,
+                    wanted: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """`steps` weighted Jacobi sweeps of u where `free` (bool), `fixed` elsewhere: each pixel
+    the mean of its neighbours (as neighbours), each counted by its weight, plus the wanted
+    difference to it when given (a Poisson solve; none: a harmonic one)."""
+    total_weight = sum(weights)
+    for _ in range(steps):
+        if wanted is None:
+            total = sum(k * n for k, n in zip(weights, neighbours(u)))
+        else:
+            total = sum(k * (n + d) for k, n, d in zip(weights, neighbours(u), wanted))
+        u = torch.where(free, total / total_weight, fixed)
+    return u
+
+
 def _down(values: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Halve (values, weight): a weighted mean over each 2x2 cell (ceil mode)."""
     total = F.avg_pool2d(values * weight, 2, ceil_mode=True)
@@ -95,12 +111,7 @@ def harmonic_fill(values: torch.Tensor, known: torch.Tensor, steps: int = JACOBI
         u = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
         u = torch.where(known > 0, values, u)
     if guide is not None:
-        weights = guided_weights(guide)
-        total_weight = sum(weights)
-        for _ in range(steps):
-            total = sum(k * n for k, n in zip(weights, neighbours(u)))
-            u = torch.where(known > 0, values, total / total_weight)
-        return u
+        return weighted_sweeps(u, known == 0, values, guided_weights(guide), steps)
     ones = torch.ones_like(known)
     kernel = torch.tensor([[0.0, 1, 0], [1, 0, 1], [0, 1, 0]], device=values.device)
     kernel = kernel.view(1, 1, 3, 3)
