@@ -34,8 +34,11 @@ from quality import _check_pair, _downscale, _mask_resize, dilate, erode
 #   farther where too little of it is that near): a fill beside the bokeh is judged by the
 #   bokeh, not by the sharp petals on the far side of the same region, whose edges would
 #   hide a staircase in the bokeh (the garden move measured 0.54 with one threshold for the
-#   whole ring, its blocky halo plain in the crops). edges_global: one threshold, as a
-#   reference.
+#   whole ring, its blocky halo plain in the crops). The targets judge this local figure.
+# - edges (whole ring): the same with one threshold, the 99th percentile over the whole ring,
+#   as issue 17 words it; reported beside, as a reference. The local figure is the stricter
+#   where a smooth fill shares its ring with a sharp object, the whole ring's where the
+#   ring near the fill is textured and far from it smooth.
 # - edges (object): the same inside the guide (eroded by the band) against the 99th
 #   percentile of the photo's gradient inside the source mask (eroded): is the placed object
 #   edgier than the object was? (A figure beside the issue's, no target.)
@@ -361,6 +364,7 @@ class FullRes:
     halo: float = math.nan  # levels, on the ring just outside the guide (nan: no guide)
     outside_mean_abs: float = 0.0  # levels: the changes counted in changed_outside, mean
     outside_max_abs: int = 0  # and largest
+    edges_whole_ring: float = math.nan  # edges with one threshold over the whole ring
 
 
 def fullres_figures(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
@@ -369,6 +373,8 @@ def fullres_figures(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarr
     changed = changed_pixels(photo, result)
     seam = seam_ratio(photo, result, source_mask, guide_mask, changed=changed)
     edges, edges_obj = edge_ratios(photo, result, source_mask, guide_mask, changed=changed)
+    whole_ring, _ = edge_ratios(photo, result, source_mask, guide_mask, changed=changed,
+                                local=False)
     outside = changed_outside(photo, result, source_mask, guide_mask, changed=changed)
     structure = beyond = None
     if mode == "remove":
@@ -379,4 +385,4 @@ def fullres_figures(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarr
     halo = halo_levels(photo, result, source_mask, guide_mask)
     mean_abs, max_abs = changed_outside_levels(photo, result, source_mask, guide_mask)
     return FullRes(seam, edges, edges_obj, outside, structure, beyond, float(changed.mean()),
-                   halo, mean_abs, max_abs)
+                   halo, mean_abs, max_abs, whole_ring)

@@ -324,7 +324,11 @@ FULLRES_INTRO = (
     "rim lies outside the masks, over the photo's own there (1 = no new edge; n/a: nothing "
     "changed outside the masks). *edges*: the share of the fill's pixels (changed, outside "
     "the guide's outline band) whose gradient exceeds the 99th percentile of the photo's in "
-    "the ring around the fill, over 1% (1 = as edgy as the surroundings; n/a: no fill). "
+    "the ring near each fill pixel (tiles of 5% of the long side), over 1% (1 = as edgy as "
+    "the surroundings; n/a: no fill); the target judges this figure. *edges (whole ring)*: "
+    "the same with one threshold, the percentile over the whole ring, as issue 17 words it "
+    "(a reference: a fill beside smooth surroundings that share the ring with a sharp object "
+    "can hide a staircase from it). "
     "*edges (object)*: the same inside the placed object against the object's own gradient "
     "in the photo (no target). *changed outside*: share of the image changed beyond 2.5% of "
     "the long side from the masks (worst sample). *object structure*: SSIM at 96 px (on the "
@@ -336,9 +340,9 @@ FULLRES_INTRO = (
     "changed beyond a removal's grown selection; a missed target says by how much."
 )
 FULLRES_HEADER = (
-    "| row | seam | edges | edges (object) | changed outside | changed at all "
-    "| object structure | halo (levels) | beyond selection |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "| row | seam | edges | edges (whole ring) | edges (object) | changed outside "
+    "| changed at all | object structure | halo (levels) | beyond selection |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
 )
 CROPS_NOTE = (
     "100% crops (the photo's own pixels, no scaling) of the old place and the new place "
@@ -356,7 +360,8 @@ def _fullres_row(name: str, q: dict) -> str:
                    f"{beyond} px ({f['beyond_selection']:.3%}; grown {f['beyond_grow_px']:.0f} "
                    f"px, farthest change {f['beyond_farthest_px']:.0f} px)")
     return (f"| {name} | {_f(f.get('seam'))} | {_f(f.get('edges'))} "
-            f"| {_f(f.get('edges_object'))} | {_f(f.get('changed_outside'), '{:.3%}')}"
+            f"| {_f(f.get('edges_whole_ring'))} | {_f(f.get('edges_object'))} "
+            f"| {_f(f.get('changed_outside'), '{:.3%}')}"
             f"{_levels(f)} "
             f"| {_f(f.get('changed_share'), '{:.2%}')} | {_f(f.get('object_structure'))} "
             f"| {_f(f.get('halo'), '{:.1f}')} | {beyond_cell} |")

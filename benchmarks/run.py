@@ -350,8 +350,9 @@ def _nanmean(values: list) -> float | None:
 def fullres_summary(per_sample: list[dict]) -> dict:
     """Issue 17's figures over the samples: means (seam, edges, object structure), worst case
     for what changed outside and beyond a removal's grown selection."""
-    out = {k: _nanmean([s[k] for s in per_sample])
-           for k in ("seam", "edges", "edges_object", "changed_share", "halo")}
+    out = {k: _nanmean([s.get(k) for s in per_sample])
+           for k in ("seam", "edges", "edges_whole_ring", "edges_object", "changed_share",
+                     "halo")}
     out["changed_outside"] = max(s["changed_outside"] for s in per_sample)
     out["outside_mean_abs"] = max(s.get("outside_mean_abs", 0.0) for s in per_sample)
     out["outside_max_abs"] = max(s.get("outside_max_abs", 0) for s in per_sample)
@@ -509,8 +510,8 @@ def compact_table(rec: EditRecord) -> str:
 
 
 def _fullres_lines(rows: list[tuple[str, dict]]) -> list[str]:
-    head = (f"{'full resolution':<22} {'seam':>6} {'edges':>6} {'edg.obj':>7} {'outside':>8} "
-            f"{'struct.':>7} {'halo':>5} {'beyond sel.':>11}")
+    head = (f"{'full resolution':<22} {'seam':>6} {'edges':>6} {'ring':>6} {'edg.obj':>7} "
+            f"{'outside':>8} {'struct.':>7} {'halo':>5} {'beyond sel.':>11}")
     lines = [head]
     for name, q in rows:
         f = q.get("fullres")
@@ -518,6 +519,7 @@ def _fullres_lines(rows: list[tuple[str, dict]]) -> list[str]:
             continue
         beyond = f.get("beyond_selection_px")
         lines.append(f"{name[:22]:<22} {_fmt(f['seam']):>6} {_fmt(f['edges']):>6} "
+                     f"{_fmt(f.get('edges_whole_ring')):>6} "
                      f"{_fmt(f['edges_object']):>7} {_fmt(f['changed_outside'], '{:.2%}'):>8} "
                      f"{_fmt(f.get('object_structure')):>7} {_fmt(f.get('halo'), '{:.1f}'):>5} "
                      f"{'-' if beyond is None else f'{beyond} px':>11}")

@@ -213,12 +213,14 @@ def test_fullsize_runs_every_start_and_reports_crops_and_the_new_figures(tmp_pat
     assert move["image_size"] == [480, 300]
     f = move["quality"]["fullres"]
     assert f["object_structure"] is not None and f["beyond_selection_px"] is None
+    assert f["edges_whole_ring"] >= 0 or math.isnan(f["edges_whole_ring"])
     assert "cut-paste + heal" in move["peers"] and "fullres" in move["peers"]["cut-paste"]
     assert {t["name"] for t in move["fullres_targets"]} >= {"seam", "edges", "changed outside",
                                                            "object structure"}
     assert "beyond selection" in {t["name"] for t in recs[2]["fullres_targets"]}
     text = report_path.read_text()
     assert "## At the photo's own resolution (issue 17)" in text
+    assert "| row | seam | edges | edges (whole ring) | edges (object) |" in text
     for r in recs:
         assert (report_path.parent / r["crops"]).is_file()
         assert f"]({r['crops']})" in text

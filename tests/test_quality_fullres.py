@@ -259,6 +259,9 @@ def test_edges_judge_a_fill_by_the_surroundings_near_it():
     local, _ = fq.edge_ratios(photo, result, source, GUIDE)
     whole, _ = fq.edge_ratios(photo, result, source, GUIDE, local=False)
     assert local > 4 and local > 2 * whole
+    # the report carries both: the target's local figure and the whole ring's beside it
+    figures = fq.fullres_figures(photo, result, source, GUIDE, "remove")
+    assert (figures.edges, figures.edges_whole_ring) == (local, whole)
     # the same fill without the staircase passes
     clean = photo.copy()
     smooth = to8(smooth_field(1))
