@@ -208,6 +208,30 @@ def test_one_selection_whose_part_moves_and_part_stays_carries_the_moving_part()
     assert np.array_equal(start[cup], img[cup])
 
 
+def test_a_masks_only_copy_of_one_part_of_a_selection_carries_that_part():
+    # a cup and a spoon selected as one (touching) shape; the guide adds a second spoon on the
+    # cup's other side, touching it: that piece is found as the spoon's shape within the
+    # selection and carried at its own size, and the cup and the first spoon stay as they are
+    # (fitting the whole selection to the guide grew the second spoon from nothing)
+    rng = np.random.default_rng(5)
+    h, w = 120, 220
+    img = (np.full((h, w, 3), (60, 130, 70)) + rng.integers(0, 20, (h, w, 3))).astype(np.uint8)
+    cup = disk(h, w, 60, 110, 30)
+    spoon = disk(h, w, 78, 150, 11)
+    spoon[64:70, 125:150] = True  # its handle, reaching into the cup
+    obj = rng.integers(120, 255, (h, w, 3)).astype(np.uint8)
+    img[cup | spoon] = obj[cup | spoon]
+    second = np.roll(spoon, -70, 1)  # on the cup's left, touching it
+    assert (second & cup).any() and (second & ~cup).sum() > 0.8 * second.sum()
+    start = transfer_start(img, cup | spoon, cup | spoon | second, "copy")
+    assert start is not None
+    new = second & ~cup
+    same = max(np.all(start[new] == np.roll(img, -70 + d, 1)[new], axis=-1).mean()
+               for d in range(-1, 2))
+    assert same > 0.9
+    assert np.array_equal(start[cup | spoon], img[cup | spoon])
+
+
 def test_masks_only_copies_and_reshapes_pair_each_part_with_the_one_it_lies_on():
     # two similar objects; the guide enlarges the second in place and copies the first next
     # to itself, touching it: the enlarged one is matched with its own source part (not with

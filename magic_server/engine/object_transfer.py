@@ -6,7 +6,9 @@ cup's rim came back as saucer. An artist moving the object by hand pastes its ow
 This does the same: each connected part of the guide is matched with the part of the source it
 shows (by area and shape), the similarity (move, copy) or axis-aligned scaling (reshape) that
 takes that source part onto it is found from their extents and refined by an overlap search,
-and the object's pixels are warped there. The synthesis then starts from that composite exactly
+and the object's pixels are warped there. What that leaves unexplained (one selection holding
+a cup that stays and a spoon that moves or is copied) is found as a shape within the source
+(_locate) and carried at its own size. The synthesis then starts from that composite exactly
 as from a layer the artist moved in GIMP: the inside is kept, the rim, the seams and the old
 place are synthesized, so both entries reach the same result.
 """
@@ -34,6 +36,7 @@ OVERLAP_PAIR = 0.3  # a guide part overlapping a source part this much (IoU) is 
 KEPT_SHARE = 0.9  # a source part this much inside its guide part stays where it is
 PIECE_CANDIDATES = 5  # source parts fitted to each piece a fit leaves unexplained
 REST_SHARE = 0.02  # pieces it leaves unexplained from this share of the part are fitted too
+LOCATE_RING = 3  # px (small copy) round a piece where the source must not go on (_locate)
 
 
 @dataclass(frozen=True)
@@ -182,20 +185,23 @@ def _inverse(t: Transform) -> Transform:
 
 
 def _moves(s_part: np.ndarray, g_part: np.ndarray, reshape: bool,
-           source_parts: list[np.ndarray] | None = None
+           source_parts: list[np.ndarray] | None = None, copy: bool = False
            ) -> list[tuple[np.ndarray, np.ndarray, Transform]]:
     """(source part, guide part, transform) for one matched pair: the transform that best
     takes the source part onto the guide part and, where that leaves a sizeable piece of each
     unexplained (one selection holding a cup that stays and a spoon that moves), those pieces
-    matched and fitted in turn."""
-    t, score = _fit(s_part, g_part, reshape)
+    matched and fitted in turn. copy: the original stays where it is when the guide part
+    holds it, and what the guide adds is the copy (fitting the whole part to the guide
+    scaled it to the larger area and grew a copied spoon from nothing)."""
+    kept = (s_part & g_part).sum() >= KEPT_SHARE * s_part.sum()
+    t, score = (None, 0.0) if copy and kept else _fit(s_part, g_part, reshape)
     if score >= MIN_IOU:
         found = [(s_part, g_part, t)]
         if score >= WHOLE_FIT:
             return found
         g_rest = g_part & ~_warp_mask(s_part, t, g_part.shape)
         s_rest = s_part & ~_warp_mask(g_part, _inverse(t), s_part.shape)
-    elif (s_part & g_part).sum() >= KEPT_SHARE * s_part.sum():
+    elif kept:
         # the original stays where it is (a copy touching it): the rest is the copy
         found, g_rest, s_rest = [], g_part & ~s_part, np.zeros_like(s_part)
     else:
@@ -212,9 +218,62 @@ def _moves(s_part: np.ndarray, g_part: np.ndarray, reshape: bool,
                                                     .sum()))[:PIECE_CANDIDATES]
         fits = [(_fit(p, g_piece, reshape), p) for p in near]
         (t_piece, piece_score), s_piece = max(fits, key=lambda f: f[0][1])
+        # or the piece's own shape found within the whole part (a spoon selected with its
+        # cup), carried at its own size
+        t_found, found_score = _locate(g_piece, s_part)
+        if t_found is not None and found_score > piece_score:
+            t_piece, piece_score = t_found, found_score
+            s_piece = s_part & _warp_mask(g_piece, _inverse(t_found), s_part.shape)
         if piece_score >= MIN_IOU:
             found.append((s_piece, g_piece, t_piece))
     return found
+
+
+def _locate(piece: np.ndarray, source: np.ndarray) -> tuple[Transform | None, float]:
+    """The shift that puts the guide piece's shape onto the source where the source there is
+    that shape and no more, as (transform, score): the score is the IoU of the piece with the
+    source within LOCATE_RING px of it (1: the source holds exactly the piece's shape there;
+    inside a larger blob it falls, so a spoon is found where the spoon is, not anywhere
+    within the cup). Every shift is scored at once (FFT correlation); (None, 0) when the
+    piece is larger than the image."""
+    box = bounding_box(piece)
+    h, w = source.shape
+    r = LOCATE_RING
+    if box is None or box.height + 2 * r > h or box.width + 2 * r > w:
+        return None, 0.0
+    ch, cw = box.height + 2 * r, box.width + 2 * r
+    shape = np.zeros((ch, cw), bool)
+    shape[r : r + box.height, r : r + box.width] = box.crop(piece)
+    around = _grow(shape, r) & ~shape
+    size = (h + ch, w + cw)
+    spectrum = np.fft.rfft2(source.astype(np.float64), size)
+
+    def correlation(kernel: np.ndarray) -> np.ndarray:
+        """Per top-left (y, x) of the kernel inside the image: its pixels on the source."""
+        flipped = np.fft.rfft2(kernel[::-1, ::-1].astype(np.float64), size)
+        return np.fft.irfft2(spectrum * flipped, size)[ch - 1 : h, cw - 1 : w]
+
+    inside = correlation(shape)
+    score = inside / (shape.sum() + correlation(around))
+    y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+    # the piece's pixel (box.top + i, box.left + j) comes from source pixel (y + i - r, ...)
+    dy, dx = box.top - r - y, box.left - r - x
+    centre, _ = _extent(piece)
+    to = (float(centre[0]), float(centre[1]))
+    return Transform((to[0] - dy, to[1] - dx), to, (1.0, 1.0)), float(score[y, x])
+
+
+def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """The mask grown by `radius` px (4-neighbour steps)."""
+    out = mask.copy()
+    for _ in range(radius):
+        step = out.copy()
+        step[1:] |= out[:-1]
+        step[:-1] |= out[1:]
+        step[:, 1:] |= out[:, :-1]
+        step[:, :-1] |= out[:, 1:]
+        out = step
+    return out
 
 
 def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mode: str
@@ -242,7 +301,8 @@ def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mod
         for other in guide_parts:
             if other is not g_whole:
                 others |= other
-        for s_part, g_part, t in _moves(s_whole, g_whole, mode == EditKind.RESHAPE, source_parts):
+        for s_part, g_part, t in _moves(s_whole, g_whole, mode == EditKind.RESHAPE, source_parts,
+                                        copy=mode == EditKind.COPY):
             pasted |= _paste(out, pixels, source, guide, s_part, g_part, t, others, factor,
                              mode)
     return out if pasted else None
@@ -288,7 +348,9 @@ def _paste(out: np.ndarray, pixels: torch.Tensor, source: np.ndarray, guide: np.
     frm = (float(cs[0]), float(cs[1]))
     to = (float(cg[0] + (t.to[0] - c0[0]) * factor), float(cg[1] + (t.to[1] - c0[1]) * factor))
     scale = t.scale
-    if mode != EditKind.RESHAPE:  # the size from the full-size areas; a move keeps it exactly
+    if mode != EditKind.RESHAPE and t.scale != (1.0, 1.0):
+        # the size from the full-size areas (a fit of the whole part on the small copy); a
+        # part fitted at its own size keeps it exactly
         k = float(np.sqrt(top.sum() / max(1, full_source.sum())))
         scale = (1.0, 1.0) if abs(k - 1) < SAME_SIZE else (k, k)
     if scale == (1.0, 1.0):  # a move by whole pixels carries the photo's pixels exactly
