@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from magic_server.engine.api import EditKind
 from magic_server.engine.components import connected_regions
 from magic_server.engine.layout_start import block_share
-from magic_server.engine.regions import Box, bounding_box
+from magic_server.engine.regions import Box, bounding_box, dilate
 
 SEARCH_SIDE = 384  # components are found on a copy whose longer side is at most this
 MIN_PART_PX = 16  # parts smaller than this (on that copy) are specks, not object parts
@@ -244,7 +244,7 @@ def _locate(piece: np.ndarray, source: np.ndarray) -> tuple[Transform | None, fl
     ch, cw = box.height + 2 * r, box.width + 2 * r
     shape = np.zeros((ch, cw), bool)
     shape[r : r + box.height, r : r + box.width] = box.crop(piece)
-    around = _grow(shape, r) & ~shape
+    around = dilate(shape, r) & ~shape
     size = (h + ch, w + cw)
     spectrum = np.fft.rfft2(source.astype(np.float64), size)
 
@@ -262,18 +262,6 @@ def _locate(piece: np.ndarray, source: np.ndarray) -> tuple[Transform | None, fl
     to = (float(centre[0]), float(centre[1]))
     return Transform((to[0] - dy, to[1] - dx), to, (1.0, 1.0)), float(score[y, x])
 
-
-def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
-    """The mask grown by `radius` px (4-neighbour steps)."""
-    out = mask.copy()
-    for _ in range(radius):
-        step = out.copy()
-        step[1:] |= out[:-1]
-        step[:-1] |= out[1:]
-        step[:, 1:] |= out[:, :-1]
-        step[:, :-1] |= out[:, 1:]
-        out = step
-    return out
 
 
 def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mode: str
