@@ -263,7 +263,6 @@ def _locate(piece: np.ndarray, source: np.ndarray) -> tuple[Transform | None, fl
     return Transform((to[0] - dy, to[1] - dx), to, (1.0, 1.0)), float(score[y, x])
 
 
-
 def transfer_start(image: np.ndarray, source: np.ndarray, guide: np.ndarray, mode: str
                    ) -> np.ndarray | None:
     """The photo with the object's own pixels warped onto each part of the guide (uint8
