@@ -232,6 +232,26 @@ def test_a_masks_only_copy_of_one_part_of_a_selection_carries_that_part():
     assert np.array_equal(start[cup | spoon], img[cup | spoon])
 
 
+def test_a_masks_only_copy_touching_two_objects_is_carried_between_them():
+    # coins in a row with a gap; the guide copies the third coin into the gap, touching both
+    # neighbours: they stay as they are, and the copy is the third coin's own pixels
+    rng = np.random.default_rng(6)
+    h, w = 100, 260
+    img = (np.full((h, w, 3), 30) + rng.integers(0, 10, (h, w, 3))).astype(np.uint8)
+    a, b, c = disk(h, w, 50, 45, 18), disk(h, w, 50, 107, 18), disk(h, w, 50, 210, 16)
+    obj = rng.integers(120, 255, (h, w, 3)).astype(np.uint8)
+    img[a | b | c] = obj[a | b | c]
+    copy = np.roll(c, -134, 1)  # into the gap between a and b, touching both
+    assert (copy & a).any() and (copy & b).any()
+    start = transfer_start(img, a | b | c, a | b | c | copy, "copy")
+    assert start is not None
+    new = copy & ~(a | b)
+    same = max(np.all(start[new] == np.roll(img, -134 + d, 1)[new], axis=-1).mean()
+               for d in range(-1, 2))
+    assert same > 0.9
+    assert np.array_equal(start[a | b | c], img[a | b | c])
+
+
 def test_masks_only_copies_and_reshapes_pair_each_part_with_the_one_it_lies_on():
     # two similar objects; the guide enlarges the second in place and copies the first next
     # to itself, touching it: the enlarged one is matched with its own source part (not with

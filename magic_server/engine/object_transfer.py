@@ -202,10 +202,18 @@ def _moves(s_part: np.ndarray, g_part: np.ndarray, reshape: bool,
         g_rest = g_part & ~_warp_mask(s_part, t, g_part.shape)
         s_rest = s_part & ~_warp_mask(g_part, _inverse(t), s_part.shape)
     elif kept:
-        # the original stays where it is (a copy touching it): the rest is the copy
-        found, g_rest, s_rest = [], g_part & ~s_part, np.zeros_like(s_part)
+        # the original stays where it is (a copy touching it): the rest is the copy, less
+        # any other part the guide part holds in place (a copy touching two coins)
+        held = s_part.copy()
+        for other in source_parts or []:
+            if (other & g_part).sum() >= KEPT_SHARE * other.sum():
+                held |= other
+        found, g_rest, s_rest = [], g_part & ~held, np.zeros_like(s_part)
     else:
         return []
+    whole = s_part.copy()  # the selection, as far as it is known here
+    for other in source_parts or []:
+        whole |= other
     least = max(MIN_PART_PX, REST_SHARE * int(g_part.sum()))
     g_pieces = [p for p in _parts(g_rest) if p.sum() >= least]
     s_pieces = [p for p in _parts(s_rest) if p.sum() >= least]
@@ -218,12 +226,12 @@ def _moves(s_part: np.ndarray, g_part: np.ndarray, reshape: bool,
                                                     .sum()))[:PIECE_CANDIDATES]
         fits = [(_fit(p, g_piece, reshape), p) for p in near]
         (t_piece, piece_score), s_piece = max(fits, key=lambda f: f[0][1])
-        # or the piece's own shape found within the whole part (a spoon selected with its
-        # cup), carried at its own size
-        t_found, found_score = _locate(g_piece, s_part)
-        if t_found is not None and found_score > piece_score:
+        # or the piece's own shape found within the selection (a spoon selected with its
+        # cup; a coin whose copy is clipped by the two it touches), carried at its own size
+        t_found, found_score = _locate(g_piece, whole)
+        if t_found is not None and found_score > piece_score - 1e-9:  # a tie: its own size
             t_piece, piece_score = t_found, found_score
-            s_piece = s_part & _warp_mask(g_piece, _inverse(t_found), s_part.shape)
+            s_piece = whole & _warp_mask(g_piece, _inverse(t_found), whole.shape)
         if piece_score >= MIN_IOU:
             found.append((s_piece, g_piece, t_piece))
     return found
