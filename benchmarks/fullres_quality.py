@@ -151,7 +151,19 @@ def edge_ratios(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
                 guide_mask: np.ndarray, *, long_side: int = MEASURE_SIDE,
                 changed: np.ndarray | None = None, local: bool = True) -> tuple[float, float]:
     """(edges, edges of the placed object): see the section's comment. local=False: one
-    threshold, the percentile over the whole ring (edges_global)."""
+    threshold, the percentile over the whole ring (edges (whole ring))."""
+    near, whole, edges_obj = edge_figures(photo, result, source_mask, guide_mask,
+                                          long_side=long_side, changed=changed,
+                                          local=local, whole_ring=not local)
+    return near if local else whole, edges_obj
+
+
+def edge_figures(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
+                 guide_mask: np.ndarray, *, long_side: int = MEASURE_SIDE,
+                 changed: np.ndarray | None = None, local: bool = True,
+                 whole_ring: bool = True) -> tuple[float, float, float]:
+    """(edges, edges (whole ring), edges of the placed object) from one pass over the
+    measuring copies; a figure not asked for (local, whole_ring) is nan."""
     _check_pair(photo, result, source_mask, guide_mask)
     if changed is None:
         changed = changed_pixels(photo, result)
@@ -165,18 +177,17 @@ def edge_ratios(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarray,
     ring = dilate(ch, ring_r) & ~ch & ~dilate(src | gd, band)
     if not ring.any():  # the changes cover everything near: the photo away from the masks
         ring = ~dilate(src | gd, band)
-    if not fill.any():
-        edges = math.nan
-    elif local:
+    near = whole = math.nan
+    if fill.any() and local:
         threshold = local_p99(g_ph, ring, 2 * ring_r, 2 * ring_r, need=fill)
-        edges = float(np.mean(g_rs[fill] > threshold[fill])) / 0.01
-    else:
-        edges = _share_above(g_rs[fill], g_ph[ring])
+        near = float(np.mean(g_rs[fill] > threshold[fill])) / 0.01
+    if fill.any() and whole_ring:
+        whole = _share_above(g_rs[fill], g_ph[ring])
     obj = ch & erode(gd, band)
     obj_ref = erode(src, band)
     edges_obj = (_share_above(g_rs[obj], g_ph[obj_ref]) if obj.any() and obj_ref.any()
                  else math.nan)
-    return edges, edges_obj
+    return near, whole, edges_obj
 
 
 def _distance_from(mask: np.ndarray) -> np.ndarray:
@@ -372,9 +383,8 @@ def fullres_figures(photo: np.ndarray, result: np.ndarray, source_mask: np.ndarr
     """Every issue-17 figure of one result (transform: for object structure; None skips it)."""
     changed = changed_pixels(photo, result)
     seam = seam_ratio(photo, result, source_mask, guide_mask, changed=changed)
-    edges, edges_obj = edge_ratios(photo, result, source_mask, guide_mask, changed=changed)
-    whole_ring, _ = edge_ratios(photo, result, source_mask, guide_mask, changed=changed,
-                                local=False)
+    edges, whole_ring, edges_obj = edge_figures(photo, result, source_mask, guide_mask,
+                                                changed=changed)
     outside = changed_outside(photo, result, source_mask, guide_mask, changed=changed)
     structure = beyond = None
     if mode == "remove":

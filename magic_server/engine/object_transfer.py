@@ -211,9 +211,7 @@ def _moves(s_part: np.ndarray, g_part: np.ndarray, reshape: bool,
         found, g_rest, s_rest = [], g_part & ~held, np.zeros_like(s_part)
     else:
         return []
-    whole = s_part.copy()  # the selection, as far as it is known here
-    for other in source_parts or []:
-        whole |= other
+    whole = np.logical_or.reduce([s_part, *(source_parts or [])])  # the selection
     least = max(MIN_PART_PX, REST_SHARE * int(g_part.sum()))
     g_pieces = [p for p in _parts(g_rest) if p.sum() >= least]
     s_pieces = [p for p in _parts(s_rest) if p.sum() >= least]
